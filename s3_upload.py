@@ -1,0 +1,1303 @@
+#!/usr/bin/env python3
+"""s3_upload: multi-threaded, resumable, MD5-verified upload of large files to Amazon S3.
+
+A Python port of the "AWS S3 multi-thread resumable upload tool v1.0" (James Huang, Apache-2.0).
+
+Two jobs share one engine:
+  LOCAL_TO_S3  a local directory (or one file in it) -> a destination bucket
+  S3_TO_S3     a source bucket -> a destination bucket, each with its own credential profile
+               (e.g. AWS global -> AWS China); bytes stream through this machine by ranged GET + UploadPart.
+
+The user edits ``s3_upload_config.py`` and runs ``python3 s3_upload.py``.  The script reads like the data flows:
+
+  1. Settings   the config module, validated once, frozen
+  2. Endpoints  one boto3 session per profile
+  3. Sources    LocalSource / S3Source behind one small interface
+  4. Plan       ChunkPlan per file; skip / put / multipart (resume or restart) decided from S3 listings
+  5. Transfer   a pool of files, each with its own pool of parts; every request retried with linear backoff
+  6. Verify     the multipart ETag recomputed from our own part digests; optional full re-read
+  7. Report     logging, the CLEAN prompt, the final comparison and summary, exit codes
+
+S3 is the only state: a rerun (on this machine or another) resumes from ListMultipartUploads and ListParts.
+The module is importable; ``main(argv)`` returns the exit code.
+"""
+
+from __future__ import annotations
+
+import argparse
+import base64
+import binascii
+import concurrent.futures
+import dataclasses
+import datetime
+import hashlib
+import importlib.util
+import logging
+import math
+import os
+import sys
+import threading
+import time
+from typing import Callable, Iterable, Iterator
+
+import boto3
+import botocore.config
+import botocore.exceptions
+import urllib3.exceptions
+
+__version__ = "1.1.0"
+
+# ----------------------------------------------------------------------------------------------------------------------
+# S3 limits and exit codes
+# ----------------------------------------------------------------------------------------------------------------------
+
+MiB = 1024 * 1024
+GiB = 1024 * MiB
+MIN_PART_SIZE = 5 * MiB  # every part but the last must be at least this large
+MAX_PART_SIZE = 5 * GiB
+MAX_PARTS = 10_000
+MAX_FILE_ATTEMPTS = 3  # ifVerifyMD5: a file whose re-read ETag differs is deleted and redone at most this often
+
+EXIT_OK = 0
+EXIT_FAILED = 1  # some file failed or is missing at the destination
+EXIT_USAGE = 2  # bad config, credentials or access: nothing was transferred
+EXIT_INTERRUPTED = 130
+
+JOB_TYPES = ("LOCAL_TO_S3", "S3_TO_S3")
+STORAGE_CLASSES = (
+    "STANDARD",
+    "REDUCED_REDUNDANCY",
+    "STANDARD_IA",
+    "ONEZONE_IA",
+    "INTELLIGENT_TIERING",
+    "GLACIER",
+    "DEEP_ARCHIVE",
+    "GLACIER_IR",
+    "OUTPOSTS",
+    "SNOW",
+    "EXPRESS_ONEZONE",
+)
+LOGGING_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
+CLEAN_PROMPT = (
+    "CLEAN unfinished upload and restart(input CLEAN) or resume loading(press enter)? Please confirm: (n/CLEAN)"
+)
+
+log = logging.getLogger("s3_upload")  # progress and problems: stderr and the log file, at LoggingLevel
+report = logging.getLogger("s3_upload.report")  # the final comparison and summary: stdout and the log file, always
+
+
+class UserError(Exception):
+    """A problem the user can fix (config, credentials, access): one line, exit code 2."""
+
+
+class FileFailed(Exception):
+    """This file cannot be completed in this run; other files go on."""
+
+
+class SourceChanged(FileFailed):
+    """The source is not the one the transfer started from."""
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+# 1. Settings
+# ----------------------------------------------------------------------------------------------------------------------
+
+
+@dataclasses.dataclass(frozen=True)
+class Settings:
+    """Every option of the config module, validated.  Names map one to one to the seed's config names."""
+
+    job_type: str = "LOCAL_TO_S3"  # JobType
+    src_file_index: str = "*"  # SrcFileIndex
+    s3_prefix: str = ""  # S3Prefix
+    des_profile: str = "default"  # DesProfileName
+    des_bucket: str = ""  # DesBucket
+    src_dir: str = ""  # SrcDir
+    src_bucket: str = ""  # SrcBucket
+    src_profile: str = "default"  # SrcProfileName
+    chunk_size: int = 50 * MiB  # ChunkSize
+    max_retry: int = 30  # MaxRetry
+    max_thread: int = 3  # MaxThread
+    max_parallel_file: int = 3  # MaxParallelFile
+    ignore_small_file: bool = False  # IgnoreSmallFile
+    storage_class: str = "STANDARD"  # StorageClass
+    verify_md5: bool = False  # ifVerifyMD5
+    dont_ask_me_to_clean: bool = False  # DontAskMeToClean
+    logging_level: str = "INFO"  # LoggingLevel
+    retry_delay: float = 5.0  # RetryDelay (advanced): the n-th retry waits n x this many seconds
+    log_dir: str = "log"  # LogDir (advanced): where the per-run log file goes
+
+
+# config name -> (Settings field, accepted types)
+CONFIG_OPTIONS: dict[str, tuple[str, tuple[type, ...]]] = {
+    "JobType": ("job_type", (str,)),
+    "SrcFileIndex": ("src_file_index", (str,)),
+    "S3Prefix": ("s3_prefix", (str,)),
+    "DesProfileName": ("des_profile", (str,)),
+    "DesBucket": ("des_bucket", (str,)),
+    "SrcDir": ("src_dir", (str,)),
+    "SrcBucket": ("src_bucket", (str,)),
+    "SrcProfileName": ("src_profile", (str,)),
+    "ChunkSize": ("chunk_size", (int,)),
+    "MaxRetry": ("max_retry", (int,)),
+    "MaxThread": ("max_thread", (int,)),
+    "MaxParallelFile": ("max_parallel_file", (int,)),
+    "IgnoreSmallFile": ("ignore_small_file", (bool,)),
+    "StorageClass": ("storage_class", (str,)),
+    "ifVerifyMD5": ("verify_md5", (bool,)),
+    "DontAskMeToClean": ("dont_ask_me_to_clean", (bool,)),
+    "LoggingLevel": ("logging_level", (str,)),
+    "RetryDelay": ("retry_delay", (int, float)),
+    "LogDir": ("log_dir", (str,)),
+}
+
+
+def load_config_module(path: str) -> dict[str, object]:
+    """Execute the user's config file and return its public names; its own errors become UserError."""
+    if not os.path.isfile(path):
+        raise UserError(f"config file {path} not found; copy s3_upload_config.py there or pass --config PATH")
+    spec = importlib.util.spec_from_file_location("s3_upload_user_config", path)
+    if spec is None or spec.loader is None:
+        raise UserError(f"config file {path} cannot be loaded as Python; give it a .py name")
+    module = importlib.util.module_from_spec(spec)
+    try:
+        spec.loader.exec_module(module)
+    except SyntaxError as exc:
+        raise UserError(f"config file {path} line {exc.lineno}: {exc.msg}; fix the Python syntax there") from None
+    except OSError as exc:
+        raise UserError(f"config file {path} cannot be read ({exc.strerror}); check its permissions") from None
+    except Exception as exc:  # the config is user code: any error in it is a config error
+        raise UserError(f"config file {path} failed to run: {type(exc).__name__}: {exc}; fix that line") from None
+    return {name: value for name, value in vars(module).items() if not name.startswith("_")}
+
+
+def settings_from_values(values: dict[str, object]) -> Settings:
+    """Map config names to Settings, checking types and ranges.  Unknown names are ignored (the seed's
+    config defines helpers such as ``Megabytes``)."""
+    fields: dict[str, object] = {}
+    for name, (field, types) in CONFIG_OPTIONS.items():
+        if name not in values:
+            continue
+        value = values[name]
+        # bool is an int in Python: a ChunkSize of True is a mistake, not 1 byte.
+        if not isinstance(value, types) or (bool not in types and isinstance(value, bool)):
+            wanted = " or ".join(t.__name__ for t in types)
+            raise UserError(f"{name} must be {wanted}, got {type(value).__name__} {value!r}; fix it in the config")
+        fields[field] = value
+    settings = Settings(**fields)  # type: ignore[arg-type]
+    validate_settings(settings)
+    return settings
+
+
+def validate_settings(s: Settings) -> None:
+    """Range checks that need no network.  Each message names the option and the fix."""
+    if s.job_type not in JOB_TYPES:
+        raise UserError(f"JobType {s.job_type!r} is unknown; use 'LOCAL_TO_S3' or 'S3_TO_S3'")
+    if not MIN_PART_SIZE <= s.chunk_size <= MAX_PART_SIZE:
+        raise UserError(
+            f"ChunkSize {s.chunk_size} is out of range; S3 parts must be 5 MiB to 5 GiB "
+            f"(e.g. ChunkSize = 50 * Megabytes)"
+        )
+    for name, value in (("MaxThread", s.max_thread), ("MaxParallelFile", s.max_parallel_file)):
+        if value < 1:
+            raise UserError(f"{name} must be at least 1, got {value}; set a positive number")
+    if s.max_retry < 0:
+        raise UserError(f"MaxRetry must be 0 or more, got {s.max_retry}")
+    if s.retry_delay < 0:
+        raise UserError(f"RetryDelay must be 0 or more seconds, got {s.retry_delay}")
+    if s.storage_class not in STORAGE_CLASSES:
+        raise UserError(f"StorageClass {s.storage_class!r} is unknown; use one of {', '.join(STORAGE_CLASSES)}")
+    if s.logging_level.upper() not in LOGGING_LEVELS:
+        raise UserError(f"LoggingLevel {s.logging_level!r} is unknown; use 'WARNING', 'INFO' or 'DEBUG'")
+    if not s.des_bucket:
+        raise UserError("DesBucket is empty; set the destination bucket name")
+    if not s.src_file_index:
+        raise UserError("SrcFileIndex is empty; use '*' for every file or a file name")
+    if s.job_type == "LOCAL_TO_S3":
+        if not s.src_dir:
+            raise UserError("SrcDir is empty; set the local directory to upload")
+        if not os.path.exists(s.src_dir):
+            raise UserError(f"SrcDir {s.src_dir} does not exist; set SrcDir to a local directory")
+        if not os.path.isdir(s.src_dir):
+            raise UserError(
+                f"SrcDir {s.src_dir} is a file, not a directory; set SrcDir to its directory "
+                f"and SrcFileIndex to its name"
+            )
+    elif not s.src_bucket:
+        raise UserError("SrcBucket is empty; set the source bucket for S3_TO_S3")
+    elif (s.src_bucket, s.src_profile) == (s.des_bucket, s.des_profile):
+        raise UserError(
+            "SrcBucket and DesBucket are the same bucket with the same profile; S3_TO_S3 would copy "
+            "every object onto itself: set another DesBucket or DesProfileName"
+        )
+
+
+def load_settings(path: str) -> Settings:
+    return settings_from_values(load_config_module(path))
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+# 2. Endpoints
+# ----------------------------------------------------------------------------------------------------------------------
+
+# Errors that no retry can fix: fail the file (or the run) at once.
+FATAL_ERROR_CODES = frozenset(
+    {
+        "AccessDenied",
+        "AllAccessDisabled",
+        "AccountProblem",
+        "InvalidAccessKeyId",
+        "SignatureDoesNotMatch",
+        "ExpiredToken",
+        "InvalidToken",
+        "TokenRefreshRequired",
+        "NoSuchBucket",
+        "NoSuchKey",
+        "NoSuchUpload",
+        "InvalidBucketName",
+        "InvalidStorageClass",
+        "PreconditionFailed",
+        "InvalidRange",
+        "EntityTooSmall",
+        "EntityTooLarge",
+        "InvalidPart",
+        "InvalidPartOrder",
+        "MethodNotAllowed",
+        "PermanentRedirect",
+        "AuthorizationHeaderMalformed",
+        "InvalidRequest",
+        "InvalidArgument",
+        "KMS.AccessDeniedException",
+    }
+)
+CREDENTIAL_ERROR_CODES = frozenset(
+    {
+        "InvalidAccessKeyId",
+        "SignatureDoesNotMatch",
+        "ExpiredToken",
+        "InvalidToken",
+        "TokenRefreshRequired",
+        "AuthorizationHeaderMalformed",
+    }
+)
+
+
+def error_code(exc: BaseException) -> str:
+    if isinstance(exc, botocore.exceptions.ClientError):
+        return str(exc.response.get("Error", {}).get("Code", ""))
+    return ""
+
+
+def is_retryable(exc: BaseException) -> bool:
+    """One classifier for every request: network faults, throttling and 5xx are retried; the rest is final."""
+    if isinstance(exc, botocore.exceptions.ClientError):
+        code = error_code(exc)
+        if code in FATAL_ERROR_CODES:
+            return False
+        status = exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode", 0)
+        return (
+            status >= 500
+            or status in (408, 429)
+            or code
+            in {
+                "SlowDown",
+                "Throttling",
+                "ThrottlingException",
+                "RequestTimeout",
+                "RequestTimeTooSkewed",
+                "InternalError",
+                "ServiceUnavailable",
+                "BadDigest",
+                "IncompleteBody",
+                "OperationAborted",
+            }
+        )
+    if isinstance(
+        exc,
+        (
+            botocore.exceptions.NoCredentialsError,
+            botocore.exceptions.PartialCredentialsError,
+            botocore.exceptions.ParamValidationError,
+            SourceChanged,
+        ),
+    ):
+        return False
+    # Connection reset, read timeout, incomplete body, endpoint unreachable.  Other OSErrors (a local file that
+    # is missing or unreadable) will not heal by waiting.
+    return isinstance(
+        exc, (botocore.exceptions.BotoCoreError, urllib3.exceptions.HTTPError, ConnectionError, TimeoutError, ShortRead)
+    )
+
+
+def describe_error(exc: BaseException) -> str:
+    """A short reason for logs; never includes credentials or signed URLs."""
+    if isinstance(exc, botocore.exceptions.ClientError):
+        err = exc.response.get("Error", {})
+        status = exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode", "?")
+        return f"{err.get('Code', 'Error')} (HTTP {status}): {err.get('Message', '')}".rstrip(": ")
+    return f"{type(exc).__name__}: {exc}"
+
+
+class Endpoints:
+    """One boto3 session per credential profile, one shared S3 client each (clients are thread-safe).
+
+    Retries: botocore's own retries are switched off so that one policy, ``with_retry`` (the seed's linear
+    backoff, MaxRetry times, every retry logged), governs every request.  Timeouts are set so that a stalled
+    connection fails and is retried instead of hanging the run.  Checksums: we send Content-MD5 ourselves on
+    every PutObject and UploadPart; botocore's optional CRC32 is only added when the operation requires it.
+    """
+
+    CONNECT_TIMEOUT = 10
+    READ_TIMEOUT = 120
+
+    def __init__(self, settings: Settings):
+        self.settings = settings
+        pool = settings.max_parallel_file * settings.max_thread + 4
+        self.client_config = botocore.config.Config(
+            max_pool_connections=pool,
+            connect_timeout=self.CONNECT_TIMEOUT,
+            read_timeout=self.READ_TIMEOUT,
+            retries={"total_max_attempts": 1, "mode": "standard"},
+            request_checksum_calculation="when_required",
+            response_checksum_validation="when_required",
+        )
+        self._clients: dict[str, object] = {}
+
+    def client(self, profile: str):
+        if profile not in self._clients:
+            self._clients[profile] = make_session(profile).client("s3", config=self.client_config)
+        return self._clients[profile]
+
+
+def make_session(profile: str) -> boto3.Session:
+    """A session for a named profile from ~/.aws/credentials and ~/.aws/config (region, endpoint_url, ...).
+
+    ``default`` with no such profile falls back to the standard chain (environment variables, instance role)."""
+    try:
+        return boto3.Session(profile_name=profile)
+    except botocore.exceptions.ProfileNotFound:
+        if profile == "default":
+            return boto3.Session()
+        known = ", ".join(boto3.Session().available_profiles) or "none"
+        raise UserError(
+            f"profile {profile!r} not found in ~/.aws/credentials or ~/.aws/config (known: {known}); "
+            f"add it or fix DesProfileName/SrcProfileName"
+        ) from None
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+# Retry policy
+# ----------------------------------------------------------------------------------------------------------------------
+
+
+class Interrupted(Exception):
+    """The run is stopping (Ctrl-C): abandon work quietly, S3 keeps what is done."""
+
+
+class RetryPolicy:
+    """MaxRetry retries after the first attempt; the n-th retry waits n x RetryDelay seconds (seed: n x 5 s)."""
+
+    def __init__(self, max_retry: int, delay: float, stop: threading.Event):
+        self.max_retry, self.delay, self.stop = max_retry, delay, stop
+        self._lock = threading.Lock()
+        self.retries = 0
+
+    def call(self, what: str, request: Callable[[], object]):
+        attempt = 0
+        while True:
+            if self.stop.is_set():
+                raise Interrupted()
+            try:
+                return request()
+            except Exception as exc:
+                if not is_retryable(exc) or attempt >= self.max_retry:
+                    raise
+                attempt += 1
+                with self._lock:
+                    self.retries += 1
+                wait = attempt * self.delay
+                log.warning(
+                    "%s failed: %s; retry %d/%d in %.1fs", what, describe_error(exc), attempt, self.max_retry, wait
+                )
+                if self.stop.wait(wait):
+                    raise Interrupted() from None
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+# 3. Sources
+# ----------------------------------------------------------------------------------------------------------------------
+
+
+@dataclasses.dataclass(frozen=True)
+class SourceFile:
+    key: str  # destination key (S3_TO_S3: also the source key)
+    size: int
+    mtime: float  # local mtime, or the source object's LastModified, epoch seconds
+    path: str = ""  # LOCAL_TO_S3: the local path
+    etag: str = ""  # S3_TO_S3: the source object's ETag, to pin ranged reads to one version
+
+
+class ShortRead(Exception):
+    """The source gave fewer bytes than asked: it changed or the connection broke; retried."""
+
+
+def join_key(prefix: str, relative: str) -> str:
+    """S3Prefix joined to a relative path with '/' separators, whatever the local OS uses."""
+    relative = relative.replace(os.sep, "/").replace("\\", "/").lstrip("/")
+    if not prefix:
+        return relative
+    return prefix if not relative else prefix.rstrip("/") + "/" + relative
+
+
+def folder_prefix(prefix: str) -> str:
+    """S3Prefix names a folder: list under 'prefix/'."""
+    return prefix if not prefix or prefix.endswith("/") else prefix + "/"
+
+
+class LocalSource:
+    """Files under SrcDir.  Reading is cheap, so parts already on S3 are verified by hashing the local bytes."""
+
+    kind = "local"
+    verify_existing_parts = True
+
+    def __init__(self, settings: Settings):
+        self.root = os.path.abspath(settings.src_dir)
+        self.prefix = settings.s3_prefix
+        self.index = settings.src_file_index
+        self.listing_errors: list[str] = []
+
+    def list(self) -> list[SourceFile]:
+        if self.index != "*":
+            path = os.path.join(self.root, self.index)
+            if not os.path.isfile(path):
+                raise UserError(
+                    f"SrcFileIndex {self.index!r} is not a file in SrcDir {self.root}; check the name or use '*'"
+                )
+            return [self._entry(path)]
+        files = []
+
+        def on_error(err: OSError) -> None:
+            self.listing_errors.append(f"{err.filename}: {err.strerror}")
+            log.error("cannot list %s: %s", err.filename, err.strerror)
+
+        for dirpath, dirnames, filenames in os.walk(self.root, onerror=on_error):
+            dirnames.sort()
+            for name in sorted(filenames):
+                path = os.path.join(dirpath, name)
+                if os.path.isfile(path):  # skips sockets, fifos and dangling links
+                    files.append(self._entry(path))
+        return files
+
+    def _entry(self, path: str) -> SourceFile:
+        st = os.stat(path)
+        key = join_key(self.prefix, os.path.relpath(path, self.root))
+        return SourceFile(key=key, size=st.st_size, mtime=st.st_mtime, path=path)
+
+    def read(self, f: SourceFile, offset: int, length: int) -> bytes:
+        with open(f.path, "rb") as fh:
+            data = os.pread(fh.fileno(), length, offset) if hasattr(os, "pread") else _seek_read(fh, offset, length)
+        if len(data) != length:
+            raise SourceChanged(
+                f"{f.path} is shorter than when listed (read {len(data)} of {length} bytes at {offset})"
+            )
+        return data
+
+    def current(self, f: SourceFile) -> SourceFile:
+        return self._entry(f.path)
+
+    def describe(self, f: SourceFile) -> str:
+        return f.path
+
+
+def _seek_read(fh, offset: int, length: int) -> bytes:
+    fh.seek(offset)
+    return fh.read(length)
+
+
+class S3Source:
+    """Objects in SrcBucket under S3Prefix, read by ranged GET pinned to the listed ETag (If-Match), so an object
+    replaced mid-copy fails the file instead of mixing versions.  Re-reading is a download, so parts already at the
+    destination are trusted by size (unless ifVerifyMD5)."""
+
+    kind = "s3"
+    verify_existing_parts = False
+
+    def __init__(self, settings: Settings, client, retry: RetryPolicy):
+        self.client, self.retry = client, retry
+        self.bucket = settings.src_bucket
+        self.prefix = settings.s3_prefix
+        self.index = settings.src_file_index
+        self.listing_errors: list[str] = []
+
+    def list(self) -> list[SourceFile]:
+        if self.index != "*":
+            key = join_key(self.prefix, self.index)
+            try:
+                head = self.retry.call(
+                    f"HEAD s3://{self.bucket}/{key}", lambda: self.client.head_object(Bucket=self.bucket, Key=key)
+                )
+            except botocore.exceptions.ClientError as exc:
+                if error_code(exc) in ("404", "NoSuchKey", "NotFound"):
+                    raise UserError(
+                        f"SrcFileIndex {self.index!r}: s3://{self.bucket}/{key} does not exist; "
+                        f"check S3Prefix and SrcFileIndex"
+                    ) from None
+                raise
+            return [
+                SourceFile(
+                    key=key,
+                    size=head["ContentLength"],
+                    mtime=head["LastModified"].timestamp(),
+                    etag=head["ETag"].strip('"'),
+                )
+            ]
+        return [
+            SourceFile(key=o["Key"], size=o["Size"], mtime=o["LastModified"].timestamp(), etag=o["ETag"].strip('"'))
+            for o in list_objects(self.client, self.bucket, folder_prefix(self.prefix), self.retry)
+            if not o["Key"].endswith("/") or o["Size"] > 0
+        ]  # skip zero-byte "folder" markers
+
+    def read(self, f: SourceFile, offset: int, length: int) -> bytes:
+        resp = self.client.get_object(
+            Bucket=self.bucket, Key=f.key, IfMatch=f'"{f.etag}"', Range=f"bytes={offset}-{offset + length - 1}"
+        )
+        data = resp["Body"].read()
+        if len(data) != length:
+            raise ShortRead(f"s3://{self.bucket}/{f.key}: got {len(data)} of {length} bytes at {offset}")
+        return data
+
+    def current(self, f: SourceFile) -> SourceFile:
+        return f  # reads are pinned by If-Match: a replaced object fails them (PreconditionFailed)
+
+    def describe(self, f: SourceFile) -> str:
+        return f"s3://{self.bucket}/{f.key}"
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+# S3 listings (all paginated)
+# ----------------------------------------------------------------------------------------------------------------------
+
+
+def list_objects(client, bucket: str, prefix: str, retry: RetryPolicy) -> Iterator[dict]:
+    token = None
+    while True:
+        kwargs = {"Bucket": bucket, "Prefix": prefix}
+        if token:
+            kwargs["ContinuationToken"] = token
+        page = retry.call(f"LIST s3://{bucket}/{prefix}", lambda kw=kwargs: client.list_objects_v2(**kw))
+        yield from page.get("Contents", [])
+        token = page.get("NextContinuationToken")
+        if not page.get("IsTruncated") or not token:
+            return
+
+
+@dataclasses.dataclass(frozen=True)
+class UnfinishedUpload:
+    key: str
+    upload_id: str
+    initiated: float  # epoch seconds
+
+
+def list_unfinished_uploads(client, bucket: str, prefix: str, retry: RetryPolicy) -> list[UnfinishedUpload]:
+    uploads: list[UnfinishedUpload] = []
+    key_marker = id_marker = ""
+    while True:
+        kwargs = {"Bucket": bucket, "Prefix": prefix}
+        if key_marker:
+            kwargs["KeyMarker"] = key_marker
+        if id_marker:
+            kwargs["UploadIdMarker"] = id_marker
+        page = retry.call(f"LIST uploads s3://{bucket}/{prefix}", lambda kw=kwargs: client.list_multipart_uploads(**kw))
+        for u in page.get("Uploads", []):
+            uploads.append(UnfinishedUpload(u["Key"], u["UploadId"], u["Initiated"].timestamp()))
+        if not page.get("IsTruncated"):
+            return uploads
+        next_key, next_id = page.get("NextKeyMarker", ""), page.get("NextUploadIdMarker", "")
+        if (next_key, next_id) == (key_marker, id_marker):
+            return uploads  # a server that does not advance its markers: stop rather than loop
+        key_marker, id_marker = next_key, next_id
+
+
+@dataclasses.dataclass(frozen=True)
+class ExistingPart:
+    number: int
+    size: int
+    etag: str  # hex, unquoted
+
+
+def list_upload_parts(client, bucket: str, key: str, upload_id: str, retry: RetryPolicy) -> list[ExistingPart]:
+    """Every part of an unfinished upload, paginated.  Some servers list a re-sent part number twice: all entries
+    are kept here (sorted by number) and ``pick_existing_part`` decides which one counts."""
+    parts: list[ExistingPart] = []
+    marker = 0
+    while True:
+        page = retry.call(
+            f"LIST parts s3://{bucket}/{key}",
+            lambda m=marker: client.list_parts(Bucket=bucket, Key=key, UploadId=upload_id, PartNumberMarker=m),
+        )
+        for p in page.get("Parts", []):
+            parts.append(ExistingPart(p["PartNumber"], p["Size"], p["ETag"].strip('"')))
+        next_marker = int(page.get("NextPartNumberMarker") or 0)
+        if not page.get("IsTruncated") or next_marker <= marker:
+            break
+        marker = next_marker
+    parts.sort(key=lambda p: p.number)
+    return parts
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+# 4. Plan
+# ----------------------------------------------------------------------------------------------------------------------
+
+
+@dataclasses.dataclass(frozen=True)
+class ChunkPlan:
+    """How one file is cut into parts: every part ``part_size`` bytes but the last."""
+
+    size: int
+    part_size: int
+
+    @property
+    def part_count(self) -> int:
+        return max(1, math.ceil(self.size / self.part_size))
+
+    def part_range(self, number: int) -> tuple[int, int]:
+        """(offset, length) of part ``number`` (1-based)."""
+        offset = (number - 1) * self.part_size
+        return offset, min(self.part_size, self.size - offset)
+
+    def parts(self) -> Iterator[tuple[int, int, int]]:
+        for number in range(1, self.part_count + 1):
+            yield (number, *self.part_range(number))
+
+
+def plan_chunks(size: int, chunk_size: int) -> ChunkPlan:
+    """ChunkSize, grown (to a whole MiB) when the file would otherwise need more than 10,000 parts."""
+    part_size = chunk_size
+    if math.ceil(size / part_size) > MAX_PARTS:
+        part_size = math.ceil(size / MAX_PARTS / MiB) * MiB
+    return ChunkPlan(size=size, part_size=part_size)
+
+
+def multipart_etag(digests: Iterable[bytes]) -> str:
+    """S3's ETag of a multipart object: MD5 of the concatenated binary part MD5s, then '-N'."""
+    digests = list(digests)
+    return f"{hashlib.md5(b''.join(digests)).hexdigest()}-{len(digests)}"
+
+
+def pick_existing_part(entries: list[ExistingPart], length: int, md5_hex: str | None) -> ExistingPart | None:
+    """The listed part that may stand in for ours: right size, and (when we know our MD5) the same ETag."""
+    for entry in reversed(entries):  # the newest listing entry first
+        if entry.size == length and (md5_hex is None or entry.etag == md5_hex):
+            return entry
+    return None
+
+
+def incompatible_upload(plan: ChunkPlan, parts: list[ExistingPart], upload: UnfinishedUpload, src: SourceFile) -> str:
+    """Why an unfinished upload cannot be continued with this plan ('' when it can)."""
+    # Whole seconds: S3 reports Initiated to the second on some servers, and a file written just before its
+    # upload began must not look newer than it.  Local parts are also checked by MD5, which catches the rest.
+    if int(src.mtime) > int(upload.initiated):
+        when = datetime.datetime.fromtimestamp(upload.initiated, datetime.timezone.utc).strftime("%Y-%m-%d %H:%M:%S")
+        return f"the source was modified after the upload began ({when} UTC)"
+    sizes_by_number: dict[int, set[int]] = {}
+    for p in parts:
+        sizes_by_number.setdefault(p.number, set()).add(p.size)
+    for number, sizes in sizes_by_number.items():
+        if number > plan.part_count:
+            return f"it has part {number} but the file now needs {plan.part_count} parts (size or ChunkSize changed)"
+        expected = plan.part_range(number)[1]
+        if expected not in sizes:
+            return (
+                f"its part {number} is {min(sizes)} bytes, the current plan needs {expected} "
+                f"(ChunkSize or file size changed)"
+            )
+    return ""
+
+
+@dataclasses.dataclass
+class FileTask:
+    """What to do for one source file, decided before any byte moves."""
+
+    src: SourceFile
+    action: str  # "skip" | "put" | "multipart"
+    reason: str = ""
+    plan: ChunkPlan | None = None
+    upload: UnfinishedUpload | None = None  # the newest unfinished upload for this key, to resume
+
+
+def plan_files(
+    settings: Settings, files: list[SourceFile], destination: dict[str, int], uploads: list[UnfinishedUpload]
+) -> list[FileTask]:
+    newest: dict[str, UnfinishedUpload] = {}
+    for u in uploads:
+        if u.key not in newest or u.initiated >= newest[u.key].initiated:
+            newest[u.key] = u
+    tasks = []
+    for f in files:
+        if destination.get(f.key) == f.size:
+            tasks.append(FileTask(f, "skip", "already at the destination with the same size"))
+        elif settings.ignore_small_file and f.size < settings.chunk_size:
+            tasks.append(FileTask(f, "skip", "smaller than ChunkSize (IgnoreSmallFile)"))
+        elif f.size < settings.chunk_size:
+            tasks.append(FileTask(f, "put"))
+        else:
+            tasks.append(
+                FileTask(f, "multipart", plan=plan_chunks(f.size, settings.chunk_size), upload=newest.get(f.key))
+            )
+    return tasks
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+# 5. Transfer
+# ----------------------------------------------------------------------------------------------------------------------
+
+
+@dataclasses.dataclass
+class FileResult:
+    key: str
+    size: int
+    status: str  # "uploaded" | "skipped" | "failed"
+    detail: str = ""
+    parts: int = 0
+    parts_reused: int = 0
+    bytes_sent: int = 0
+    etag: str = ""
+    seconds: float = 0.0
+
+
+class Stats:
+    """Bytes actually sent, shared by all workers."""
+
+    def __init__(self):
+        self._lock = threading.Lock()
+        self.bytes_sent = 0
+
+    def add(self, n: int) -> None:
+        with self._lock:
+            self.bytes_sent += n
+
+
+@dataclasses.dataclass
+class PartResult:
+    number: int
+    etag: str
+    digest: bytes  # binary MD5 of the part
+    sent: int  # bytes uploaded this run (0 when an existing part was reused)
+
+
+def is_md5_hex(etag: str) -> bool:
+    return len(etag) == 32 and all(c in "0123456789abcdefABCDEF" for c in etag)
+
+
+def md5_of(data: bytes) -> tuple[bytes, str]:
+    digest = hashlib.md5(data).digest()
+    return digest, base64.b64encode(digest).decode()
+
+
+class Engine:
+    """Runs FileTasks: a pool of MaxParallelFile files, each with its own pool of MaxThread parts.
+
+    Memory: a part's bytes are read inside its worker, so at most MaxParallelFile x MaxThread parts (of ChunkSize
+    each) are held at once.
+    """
+
+    def __init__(self, settings: Settings, source, client, retry: RetryPolicy, stop: threading.Event):
+        self.s, self.source, self.client, self.retry, self.stop = settings, source, client, retry, stop
+        self.bucket = settings.des_bucket
+        self.stats = Stats()
+
+    # -- one file -------------------------------------------------------------------------------------------------
+
+    def run_file(self, task: FileTask) -> FileResult:
+        f = task.src
+        started = time.monotonic()
+        if task.action == "skip":
+            log.info("skip %s: %s", f.key, task.reason)
+            return FileResult(f.key, f.size, "skipped", task.reason)
+        log.info("start %s (%s) -> s3://%s/%s", self.source.describe(f), human_bytes(f.size), self.bucket, f.key)
+        result = FileResult(f.key, f.size, "failed")
+        try:
+            for attempt in range(1, MAX_FILE_ATTEMPTS + 1):
+                if task.action == "put":
+                    self._put_small(f, result)
+                else:
+                    self._multipart(task, result)
+                if not self.s.verify_md5 or self._verify_by_reread(f, task, result):
+                    break
+                if attempt == MAX_FILE_ATTEMPTS:
+                    raise FileFailed(f"ETag still differs after {MAX_FILE_ATTEMPTS} attempts")
+                task = dataclasses.replace(task, upload=None)
+            result.status = "uploaded"
+            result.seconds = time.monotonic() - started
+            log.info(
+                "finish %s: %s in %.1fs, ETag %s (%d parts, %d reused)",
+                f.key,
+                human_bytes(f.size),
+                result.seconds,
+                result.etag,
+                result.parts,
+                result.parts_reused,
+            )
+        except Interrupted:
+            result.detail = "interrupted"
+        except Exception as exc:  # one file's failure must not stop the others
+            result.detail = str(exc) if isinstance(exc, FileFailed) else describe_error(exc)
+            log.error("FAILED %s: %s", f.key, result.detail)
+        result.seconds = time.monotonic() - started
+        return result
+
+    def _put_small(self, f: SourceFile, result: FileResult) -> None:
+        """Files smaller than one chunk (zero bytes included) go up in one PutObject with Content-MD5."""
+        data = self.retry.call(f"READ {f.key}", lambda: self.source.read(f, 0, f.size)) if f.size else b""
+        digest, md5_b64 = md5_of(data)
+        self._check_unchanged(f)
+        resp = self.retry.call(
+            f"PUT {f.key}",
+            lambda: self.client.put_object(
+                Bucket=self.bucket, Key=f.key, Body=data, ContentMD5=md5_b64, StorageClass=self.s.storage_class
+            ),
+        )
+        self.stats.add(len(data))
+        etag = resp.get("ETag", "").strip('"')
+        if etag and etag != digest.hex():
+            raise FileFailed(f"ETag mismatch after PUT: S3 has {etag}, local MD5 is {digest.hex()}")
+        result.parts, result.bytes_sent, result.etag = 1, len(data), digest.hex()
+
+    def _multipart(self, task: FileTask, result: FileResult) -> None:
+        f, plan = task.src, task.plan
+        assert plan is not None
+        if plan.part_size != self.s.chunk_size:
+            log.info(
+                "%s: %s needs more than %d parts at ChunkSize %s; using %s parts for this file",
+                f.key,
+                human_bytes(f.size),
+                MAX_PARTS,
+                human_bytes(self.s.chunk_size),
+                human_bytes(plan.part_size),
+            )
+        upload_id, existing = self._resume_or_create(task)
+        parts = self._send_parts(f, plan, upload_id, existing)
+        self._check_unchanged(f)
+        parts.sort(key=lambda p: p.number)
+        expected = multipart_etag(p.digest for p in parts)
+        resp = self.retry.call(
+            f"COMPLETE {f.key}",
+            lambda: self.client.complete_multipart_upload(
+                Bucket=self.bucket,
+                Key=f.key,
+                UploadId=upload_id,
+                MultipartUpload={"Parts": [{"PartNumber": p.number, "ETag": f'"{p.etag}"'} for p in parts]},
+            ),
+        )
+        etag = resp.get("ETag", "").strip('"')
+        result.parts = len(parts)
+        result.parts_reused = sum(1 for p in parts if not p.sent)
+        result.bytes_sent += sum(p.sent for p in parts)
+        result.etag = etag
+        if etag != expected:
+            raise FileFailed(f"ETag mismatch after complete: S3 has {etag}, computed from our parts {expected}")
+
+    def _resume_or_create(self, task: FileTask) -> tuple[str, dict[int, list[ExistingPart]]]:
+        f, plan, upload = task.src, task.plan, task.upload
+        if upload is not None:
+            parts = list_upload_parts(self.client, self.bucket, f.key, upload.upload_id, self.retry)
+            why = incompatible_upload(plan, parts, upload, f)
+            if why:
+                log.warning(
+                    "restart %s: unfinished upload %s cannot be resumed, %s; aborting it",
+                    f.key,
+                    short_id(upload.upload_id),
+                    why,
+                )
+                self._abort(f.key, upload.upload_id)
+            else:
+                by_number: dict[int, list[ExistingPart]] = {}
+                for p in parts:
+                    by_number.setdefault(p.number, []).append(p)
+                log.info(
+                    "resume %s: upload %s has %d of %d parts on S3",
+                    f.key,
+                    short_id(upload.upload_id),
+                    len(by_number),
+                    plan.part_count,
+                )
+                return upload.upload_id, by_number
+        resp = self.retry.call(
+            f"CREATE upload {f.key}",
+            lambda: self.client.create_multipart_upload(
+                Bucket=self.bucket, Key=f.key, StorageClass=self.s.storage_class
+            ),
+        )
+        log.debug(
+            "%s: new upload %s, %d parts of %s",
+            f.key,
+            short_id(resp["UploadId"]),
+            plan.part_count,
+            human_bytes(plan.part_size),
+        )
+        return resp["UploadId"], {}
+
+    def _send_parts(
+        self, f: SourceFile, plan: ChunkPlan, upload_id: str, existing: dict[int, list[ExistingPart]]
+    ) -> list[PartResult]:
+        failed = threading.Event()  # one part's final failure stops this file's other parts early
+
+        def send(number: int, offset: int, length: int) -> PartResult:
+            if failed.is_set() or self.stop.is_set():
+                raise Interrupted()
+            listed = existing.get(number, [])
+            if listed and not self.source.verify_existing_parts:
+                reuse = pick_existing_part(listed, length, None)
+                if reuse is not None and is_md5_hex(reuse.etag):
+                    return PartResult(number, reuse.etag, binascii.unhexlify(reuse.etag), 0)
+            data = self.retry.call(f"READ {f.key} part {number}", lambda: self.source.read(f, offset, length))
+            digest, md5_b64 = md5_of(data)
+            if listed and pick_existing_part(listed, length, digest.hex()) is not None:
+                return PartResult(number, digest.hex(), digest, 0)
+            resp = self.retry.call(
+                f"UPLOAD {f.key} part {number}/{plan.part_count}",
+                lambda: self.client.upload_part(
+                    Bucket=self.bucket, Key=f.key, UploadId=upload_id, PartNumber=number, Body=data, ContentMD5=md5_b64
+                ),
+            )
+            self.stats.add(length)
+            etag = resp["ETag"].strip('"')
+            log.debug("%s part %d/%d sent (%s)", f.key, number, plan.part_count, human_bytes(length))
+            return PartResult(number, etag, digest, length)
+
+        results: list[PartResult] = []
+        with concurrent.futures.ThreadPoolExecutor(self.s.max_thread, thread_name_prefix="part") as pool:
+            futures = [pool.submit(send, *part) for part in plan.parts()]
+            try:
+                for future in concurrent.futures.as_completed(futures):
+                    results.append(future.result())
+            except BaseException:
+                failed.set()
+                pool.shutdown(wait=True, cancel_futures=True)
+                raise
+        return results
+
+    def _check_unchanged(self, f: SourceFile) -> None:
+        now = self.source.current(f)
+        if (now.size, now.mtime) != (f.size, f.mtime):
+            raise SourceChanged(
+                f"{self.source.describe(f)} changed during the transfer (size {f.size} -> "
+                f"{now.size}); not completed, rerun to upload it again"
+            )
+
+    def _abort(self, key: str, upload_id: str) -> None:
+        try:
+            self.retry.call(
+                f"ABORT {key}",
+                lambda: self.client.abort_multipart_upload(Bucket=self.bucket, Key=key, UploadId=upload_id),
+            )
+        except botocore.exceptions.ClientError as exc:
+            if error_code(exc) != "NoSuchUpload":
+                raise
+
+    # -- 6. Verify ------------------------------------------------------------------------------------------------
+
+    def _verify_by_reread(self, f: SourceFile, task: FileTask, result: FileResult) -> bool:
+        """ifVerifyMD5: read the whole source again, recompute the ETag; on mismatch delete the object."""
+        if task.action == "put":
+            digest = md5_of(self.retry.call(f"READ {f.key}", lambda: self.source.read(f, 0, f.size)))[0]
+            expected = digest.hex()
+        else:
+            digests = []
+            for number, offset, length in task.plan.parts():
+                data = self.retry.call(
+                    f"VERIFY {f.key} part {number}", lambda o=offset, n=length: self.source.read(f, o, n)
+                )
+                digests.append(hashlib.md5(data).digest())
+            expected = multipart_etag(digests)
+        if expected == result.etag:
+            log.info("verified %s: re-read ETag %s matches", f.key, expected)
+            return True
+        log.error(
+            "verify %s: source ETag %s but S3 has %s; deleting it and uploading again", f.key, expected, result.etag
+        )
+        self.retry.call(f"DELETE {f.key}", lambda: self.client.delete_object(Bucket=self.bucket, Key=f.key))
+        return False
+
+    # -- the file pool --------------------------------------------------------------------------------------------
+
+    def run(self, tasks: list[FileTask]) -> list[FileResult]:
+        results: list[FileResult] = []
+        pool = concurrent.futures.ThreadPoolExecutor(self.s.max_parallel_file, thread_name_prefix="file")
+        try:
+            futures = [pool.submit(self.run_file, t) for t in tasks]
+            for future in concurrent.futures.as_completed(futures):
+                results.append(future.result())
+        except BaseException:
+            # Ctrl-C reaches only this thread: tell the workers, and do not wait for requests in flight.
+            self.stop.set()
+            pool.shutdown(wait=False, cancel_futures=True)
+            raise
+        pool.shutdown(wait=True)
+        return results
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+# 7. Report and main
+# ----------------------------------------------------------------------------------------------------------------------
+
+
+def human_bytes(n: float) -> str:
+    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
+        if abs(n) < 1024 or unit == "TiB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1024
+    return f"{n} B"
+
+
+def short_id(upload_id: str) -> str:
+    return upload_id[:12] + "..." if len(upload_id) > 15 else upload_id
+
+
+def setup_logging(settings: Settings) -> str:
+    """Console and log/s3_upload-<timestamp>.log at LoggingLevel.  botocore's own loggers stay quiet: at DEBUG they
+    print request headers (access key ids, signatures)."""
+    level = getattr(logging, settings.logging_level.upper())
+    os.makedirs(settings.log_dir, exist_ok=True)
+    stamp = datetime.datetime.now().strftime("%Y-%m-%d-%H%M%S")
+    path = os.path.join(settings.log_dir, f"s3_upload-{stamp}.log")
+    fmt = logging.Formatter("%(asctime)s %(levelname)s %(message)s")
+    file_handler = logging.FileHandler(path, encoding="utf-8")
+    file_handler.setFormatter(fmt)
+    console = logging.StreamHandler(sys.stderr)
+    console.setFormatter(fmt)
+    console.setLevel(level)
+    log.addHandler(file_handler)
+    log.addHandler(console)
+    log.setLevel(level)
+    log.propagate = False
+    stdout = logging.StreamHandler(sys.stdout)
+    stdout.setFormatter(logging.Formatter("%(message)s"))
+    report.addHandler(file_handler)
+    report.addHandler(stdout)
+    report.setLevel(logging.INFO)
+    report.propagate = False
+    for noisy in ("botocore", "boto3", "urllib3", "s3transfer"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
+    return path
+
+
+def close_logging() -> None:
+    for logger in (log, report):
+        for handler in list(logger.handlers):
+            handler.close()
+            logger.removeHandler(handler)
+
+
+def ask_clean(uploads: list[UnfinishedUpload], settings: Settings) -> bool:
+    """The seed's prompt.  Only the answer CLEAN cleans; Enter, anything else or end of input resumes."""
+    log.warning(
+        "%d unfinished multipart upload(s) under s3://%s/%s:",
+        len(uploads),
+        settings.des_bucket,
+        folder_prefix(settings.s3_prefix),
+    )
+    for u in uploads[:20]:
+        log.warning("  %s (upload %s)", u.key, short_id(u.upload_id))
+    if len(uploads) > 20:
+        log.warning("  ... and %d more", len(uploads) - 20)
+    if settings.dont_ask_me_to_clean:
+        log.info("DontAskMeToClean is True: resuming them")
+        return False
+    try:
+        answer = input(CLEAN_PROMPT)
+    except EOFError:
+        print()
+        log.info("no answer on stdin: resuming")
+        return False
+    return answer.strip() == "CLEAN"
+
+
+def check_access(exc: BaseException, what: str) -> None:
+    """Turn a failure of the first listing into one line the user can act on (exit code 2)."""
+    code = error_code(exc)
+    if isinstance(exc, botocore.exceptions.NoCredentialsError):
+        raise UserError(
+            f"no credentials for {what}; set aws_access_key_id/aws_secret_access_key for the profile "
+            f"in ~/.aws/credentials"
+        ) from None
+    if code in CREDENTIAL_ERROR_CODES:
+        raise UserError(
+            f"{what}: the profile's credentials were refused ({code}); check its access key and "
+            f"secret in ~/.aws/credentials"
+        ) from None
+    if code == "NoSuchBucket":
+        raise UserError(f"{what}: the bucket does not exist; check the bucket name and the profile's region") from None
+    if code in ("AccessDenied", "AllAccessDisabled"):
+        raise UserError(
+            f"{what}: access denied; grant this profile s3:ListBucket, s3:GetObject, s3:PutObject "
+            f"and s3:ListBucketMultipartUploads (or AmazonS3FullAccess)"
+        ) from None
+    if code in ("PermanentRedirect", "AuthorizationHeaderMalformed", "IllegalLocationConstraintException"):
+        raise UserError(f"{what}: the bucket is in another region ({code}); set that region in the profile") from None
+    if isinstance(exc, botocore.exceptions.EndpointConnectionError):
+        raise UserError(
+            f"{what}: cannot connect to {exc.kwargs.get('endpoint_url', 'the endpoint')}; check the "
+            f"network and the profile's region/endpoint_url"
+        ) from None
+
+
+def run_job(settings: Settings, stop: threading.Event) -> int:
+    """The pipeline: list source, list destination, ask about unfinished uploads, plan, transfer, compare, report."""
+    started = time.monotonic()
+    retry = RetryPolicy(settings.max_retry, settings.retry_delay, stop)
+    endpoints = Endpoints(settings)
+    des_client = endpoints.client(settings.des_profile)
+    log.info(
+        "s3_upload %s: %s, ChunkSize %s, MaxThread %d, MaxParallelFile %d, StorageClass %s",
+        __version__,
+        settings.job_type,
+        human_bytes(settings.chunk_size),
+        settings.max_thread,
+        settings.max_parallel_file,
+        settings.storage_class,
+    )
+    if settings.job_type == "LOCAL_TO_S3":
+        source = LocalSource(settings)
+        src_what = f"SrcDir {settings.src_dir}"
+    else:
+        source = S3Source(settings, endpoints.client(settings.src_profile), retry)
+        src_what = f"source s3://{settings.src_bucket} (profile {settings.src_profile})"
+    des_what = f"destination s3://{settings.des_bucket} (profile {settings.des_profile})"
+    dest_prefix = folder_prefix(settings.s3_prefix)
+
+    try:
+        files = source.list()
+    except (botocore.exceptions.BotoCoreError, botocore.exceptions.ClientError) as exc:
+        check_access(exc, src_what)
+        raise
+    log.info("source: %d file(s), %s", len(files), human_bytes(sum(f.size for f in files)))
+    try:
+        destination = {o["Key"]: o["Size"] for o in list_objects(des_client, settings.des_bucket, dest_prefix, retry)}
+        uploads = list_unfinished_uploads(des_client, settings.des_bucket, dest_prefix, retry)
+    except (botocore.exceptions.BotoCoreError, botocore.exceptions.ClientError) as exc:
+        check_access(exc, des_what)
+        raise
+
+    job_keys = {f.key for f in files}
+    if uploads and ask_clean(uploads, settings):
+        ours = [u for u in uploads if u.key in job_keys]
+        for u in ours:
+            log.warning("CLEAN: aborting unfinished upload of %s (%s)", u.key, short_id(u.upload_id))
+            retry.call(
+                f"ABORT {u.key}",
+                lambda u=u: des_client.abort_multipart_upload(
+                    Bucket=settings.des_bucket, Key=u.key, UploadId=u.upload_id
+                ),
+            )
+        uploads = [u for u in uploads if u.key not in job_keys]
+    uploads = [u for u in uploads if u.key in job_keys]
+
+    tasks = plan_files(settings, files, destination, uploads)
+    engine = Engine(settings, source, des_client, retry, stop)
+    results = engine.run(tasks)
+    if stop.is_set():
+        raise KeyboardInterrupt
+
+    # The seed's final comparison: list the destination again and look for every source file in it.
+    after = {o["Key"]: o["Size"] for o in list_objects(des_client, settings.des_bucket, dest_prefix, retry)}
+    missing = [f for f in files if after.get(f.key) != f.size and not _ignored(settings, f)]
+    if missing:
+        report.info("%d source file(s) are not in the destination:", len(missing))
+        for f in missing:
+            report.info("  %s (%s)", f.key, human_bytes(f.size))
+    else:
+        report.info("All source files are in destination s3://%s/%s", settings.des_bucket, dest_prefix)
+
+    print_summary(results, source.listing_errors, engine.stats.bytes_sent, time.monotonic() - started, retry.retries)
+    failed = [r for r in results if r.status == "failed"]
+    return EXIT_FAILED if failed or missing or source.listing_errors else EXIT_OK
+
+
+def _ignored(settings: Settings, f: SourceFile) -> bool:
+    return settings.ignore_small_file and f.size < settings.chunk_size
+
+
+def print_summary(
+    results: list[FileResult], listing_errors: list[str], bytes_sent: int, seconds: float, retries: int
+) -> None:
+    done = [r for r in results if r.status == "uploaded"]
+    skipped = [r for r in results if r.status == "skipped"]
+    failed = [r for r in results if r.status == "failed"]
+    rate = bytes_sent / seconds if seconds > 0 else 0.0
+    report.info(
+        "summary: %d uploaded, %d skipped, %d failed; %s (%d bytes) sent in %.1fs, %s/s; %d retries",
+        len(done),
+        len(skipped),
+        len(failed) + len(listing_errors),
+        human_bytes(bytes_sent),
+        bytes_sent,
+        seconds,
+        human_bytes(rate),
+        retries,
+    )
+    for r in failed:
+        report.info("  failed: %s: %s", r.key, r.detail)
+    for e in listing_errors:
+        report.info("  failed to list: %s", e)
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    default_config = os.path.join(os.path.dirname(os.path.abspath(__file__)), "s3_upload_config.py")
+    parser = argparse.ArgumentParser(
+        prog="s3_upload",
+        description="Multi-threaded, resumable, MD5-verified upload of large files to Amazon S3 "
+        "(LOCAL_TO_S3 or S3_TO_S3). Settings come from the config module.",
+    )
+    parser.add_argument(
+        "--config",
+        default=default_config,
+        metavar="PATH",
+        help="config module to use (default: s3_upload_config.py next to this script)",
+    )
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
+    return parser.parse_args(argv)
+
+
+def main(argv: list[str] | None = None, stop: threading.Event | None = None) -> int:
+    """Run one job; returns the exit code.  User errors are one line on stderr, never a traceback."""
+    args = parse_args(argv)
+    stop = stop or threading.Event()
+    try:
+        settings = load_settings(args.config)
+    except UserError as exc:
+        print(f"s3_upload: error: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    try:
+        log_path = setup_logging(settings)
+    except OSError as exc:
+        print(
+            f"s3_upload: error: cannot write the log in {settings.log_dir} ({exc.strerror}); "
+            f"run from a writable directory or set LogDir",
+            file=sys.stderr,
+        )
+        return EXIT_USAGE
+    try:
+        log.debug("log file %s", log_path)
+        return run_job(settings, stop)
+    except UserError as exc:
+        log.error("s3_upload: error: %s", exc)
+        return EXIT_USAGE
+    except KeyboardInterrupt:
+        stop.set()
+        log.warning("interrupted: finished parts stay on S3; run the same command again to resume")
+        return EXIT_INTERRUPTED
+    except (botocore.exceptions.BotoCoreError, botocore.exceptions.ClientError) as exc:
+        log.error("s3_upload: error: %s; the run stopped, rerun to resume", describe_error(exc))
+        return EXIT_FAILED
+    finally:
+        close_logging()
+
+
+if __name__ == "__main__":
+    _code = main()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    # Threads still blocked in a request after Ctrl-C would delay a normal exit: leave at once.
+    os._exit(_code) if _code == EXIT_INTERRUPTED else sys.exit(_code)

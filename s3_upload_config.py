@@ -1,0 +1,46 @@
+"""Configuration for s3_upload.py: edit the values below, then run `python3 s3_upload.py`.
+
+配置文件：修改下面的值，然后运行 `python3 s3_upload.py`。A config written for the original tool (v1.0) works unchanged.
+Profiles are the names of sections in ~/.aws/credentials (and ~/.aws/config); see README.md.
+"""
+
+"""Basic Configure"""
+JobType = "LOCAL_TO_S3"  # 'LOCAL_TO_S3' | 'S3_TO_S3'
+SrcFileIndex = "*"  # 指定要上传的文件的文件名, type = str，Upload全部文件则用 "*"
+# The file to upload (a name, or a path relative to SrcDir / S3Prefix); "*" uploads every file, recursively.
+S3Prefix = "multipart/"  # S3_TO_S3源S3的Prefix，LOCAL_TO_S3则为目标S3的Prefix, type = str
+# S3_TO_S3: the source prefix (destination keys equal source keys); LOCAL_TO_S3: the destination prefix.
+DesProfileName = "default"  # 在~/.aws 中配置的能访问目标S3的 profile name
+DesBucket = "your-destination-bucket"  # 目标文件bucket, type = str
+
+"""Configure for LOCAL_TO_S3"""
+SrcDir = "/path/to/your/files/"
+# 原文件本地存放目录, S3_TO_S3则该字段无效 type = str
+# The local directory to upload from; ignored for S3_TO_S3.
+
+"""Configure for S3_TO_S3"""
+SrcBucket = "your-source-bucket"  # 源Bucket，LOCAL_TO_S3则本字段无效
+SrcProfileName = "default"  # 在~/.aws 中配置的能访问源S3的 profile name，LOCAL_TO_S3则本字段无效
+
+"""Advanced Configure"""
+Megabytes = 1024 * 1024
+ChunkSize = 50 * Megabytes  # 文件分片大小，不小于5M，单文件分片总数不能超过10000, type = int
+# Part size, 5 MiB to 5 GiB.  A file that would need more than 10,000 parts gets a larger part size (logged).
+MaxRetry = 30  # 单个Part上传失败后，最大重试次数, type = int
+# Retries per request; the n-th retry waits n x 5 seconds.
+MaxThread = 3  # 单文件同时上传的进程数量, type = int
+MaxParallelFile = 3  # 并行操作文件数量, type = int
+# 即同时并发的进程数 = MaxParallelFile * MaxThread
+# Concurrent requests = MaxParallelFile x MaxThread; memory is about MaxParallelFile x MaxThread x ChunkSize.
+IgnoreSmallFile = False  # 是否跳过小于chunksize的小文件, type = bool
+StorageClass = "STANDARD"
+# 'STANDARD'|'REDUCED_REDUNDANCY'|'STANDARD_IA'|'ONEZONE_IA'|'INTELLIGENT_TIERING'|'GLACIER'|'DEEP_ARCHIVE'
+# |'GLACIER_IR'
+ifVerifyMD5 = False
+# 整个文件完成上传合并之后再次进行整个文件的ETag校验MD5。该开关不影响每个分片上传时候的MD5校验。
+# 对于S3_TO_S3，该开关True会在断点续传的时候重新下载所有已传过的分片来计算MD5
+# True: after completing a file, read the whole source again and compare its ETag (S3_TO_S3: downloads it again).
+# Every part is always sent with Content-MD5 and every multipart ETag is always checked, whatever this says.
+DontAskMeToClean = False  # False 遇到存在现有的未完成upload时，不再询问是否Clean，默认不Clean，自动续传
+# True: do not ask about unfinished uploads, just resume them.
+LoggingLevel = "INFO"  # 日志输出级别 'WARNING' | 'INFO' | 'DEBUG'

@@ -1,0 +1,266 @@
+"""Fixtures: two real SeaweedFS servers (source account, destination account), AWS profiles that point at them,
+fresh buckets per test, and helpers to run the tool exactly as a user does (`python3 s3_upload.py --config ...`)."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import pathlib
+import re
+import subprocess
+import sys
+import uuid
+
+import pytest
+
+from seaweed import SeaweedServer, identity
+
+ROOT = pathlib.Path(__file__).resolve().parent.parent
+SCRIPT = ROOT / "s3_upload.py"
+sys.path.insert(0, str(ROOT))
+
+MiB = 1024 * 1024
+
+DST_KEYS = ("dstAccessKey", "dstSecretKey")
+SRC_KEYS = ("srcAccessKey", "srcSecretKey")
+READER_KEYS = ("readerAccessKey", "readerSecretKey")
+
+
+@pytest.fixture(scope="session")
+def dst_server(tmp_path_factory):
+    """The destination account: an admin user, and a read-only user to provoke AccessDenied on writes."""
+    server = SeaweedServer(
+        tmp_path_factory.mktemp("seaweed-dst"),
+        [identity("dst", *DST_KEYS), identity("reader", *READER_KEYS, actions=("Read", "List"))],
+    )
+    server.start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture(scope="session")
+def src_server(tmp_path_factory):
+    """The source account for S3_TO_S3: another server with other credentials (as another account/partition)."""
+    server = SeaweedServer(tmp_path_factory.mktemp("seaweed-src"), [identity("src", *SRC_KEYS)])
+    server.start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def dst(dst_server):
+    return dst_server.client(*DST_KEYS)
+
+
+@pytest.fixture
+def src(src_server):
+    return src_server.client(*SRC_KEYS)
+
+
+def new_bucket(client) -> str:
+    name = f"t-{uuid.uuid4().hex[:20]}"
+    client.create_bucket(Bucket=name)
+    return name
+
+
+@pytest.fixture
+def bucket(dst):
+    return new_bucket(dst)
+
+
+@pytest.fixture
+def src_bucket(src):
+    return new_bucket(src)
+
+
+@pytest.fixture
+def aws_profiles(tmp_path, dst_server, monkeypatch):
+    """~/.aws/credentials and ~/.aws/config with one profile per account, endpoint_url in each profile.
+
+    Profiles: dst (destination admin), reader (destination, read-only), badsecret (destination, wrong secret),
+    src (source server; added by the src_server-using tests through `src_profile`)."""
+    aws = tmp_path / "aws"
+    aws.mkdir()
+    profiles = {
+        "dst": (dst_server.endpoint_url, *DST_KEYS),
+        "reader": (dst_server.endpoint_url, *READER_KEYS),
+        "badsecret": (dst_server.endpoint_url, DST_KEYS[0], "not-the-secret"),
+    }
+    env = write_profiles(aws, profiles)
+    for name in list(os.environ):
+        if name.startswith("AWS_") and name not in ("AWS_CA_BUNDLE",):
+            monkeypatch.delenv(name)
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    return Profiles(aws, profiles)
+
+
+class Profiles:
+    def __init__(self, directory: pathlib.Path, profiles: dict):
+        self.directory, self.profiles = directory, profiles
+
+    def add(self, name: str, endpoint: str, access_key: str, secret_key: str) -> None:
+        self.profiles[name] = (endpoint, access_key, secret_key)
+        write_profiles(self.directory, self.profiles)
+
+
+@pytest.fixture
+def src_profile(aws_profiles, src_server):
+    aws_profiles.add("src", src_server.endpoint_url, *SRC_KEYS)
+    return "src"
+
+
+def write_profiles(directory: pathlib.Path, profiles: dict) -> dict[str, str]:
+    creds, config = [], []
+    for name, (endpoint, key, secret) in profiles.items():
+        creds.append(f"[{name}]\naws_access_key_id = {key}\naws_secret_access_key = {secret}\n")
+        config.append(f"[profile {name}]\nregion = us-east-1\nendpoint_url = {endpoint}\n")
+    (directory / "credentials").write_text("\n".join(creds))
+    (directory / "config").write_text("\n".join(config))
+    return {
+        "AWS_SHARED_CREDENTIALS_FILE": str(directory / "credentials"),
+        "AWS_CONFIG_FILE": str(directory / "config"),
+    }
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# Writing configs and running the tool
+# ---------------------------------------------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def src_dir(tmp_path):
+    d = tmp_path / "src"
+    d.mkdir()
+    return d
+
+
+def write_config(path: pathlib.Path, values: dict) -> pathlib.Path:
+    lines = ["Megabytes = 1024 * 1024"]
+    lines += [f"{name} = {value!r}" for name, value in values.items()]
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+@pytest.fixture
+def make_config(tmp_path, src_dir, bucket, aws_profiles):
+    """Write a LOCAL_TO_S3 config into tmp_path; keyword arguments override any option."""
+
+    def make(**overrides) -> pathlib.Path:
+        values = {
+            "JobType": "LOCAL_TO_S3",
+            "SrcFileIndex": "*",
+            "S3Prefix": "up/",
+            "DesProfileName": "dst",
+            "DesBucket": bucket,
+            "SrcDir": str(src_dir),
+            "SrcBucket": "no",
+            "SrcProfileName": "no",
+            "ChunkSize": 5 * MiB,
+            "MaxRetry": 2,
+            "MaxThread": 4,
+            "MaxParallelFile": 2,
+            "IgnoreSmallFile": False,
+            "StorageClass": "STANDARD",
+            "ifVerifyMD5": False,
+            "DontAskMeToClean": True,
+            "LoggingLevel": "INFO",
+            "RetryDelay": 0.05,
+            "LogDir": str(tmp_path / "log"),
+        }
+        values.update(overrides)
+        values = {k: v for k, v in values.items() if v is not DROP}
+        return write_config(tmp_path / f"config_{uuid.uuid4().hex[:6]}.py", values)
+
+    return make
+
+
+DROP = object()  # make_config(Name=DROP) leaves the option out
+
+
+class Run:
+    def __init__(self, proc: subprocess.CompletedProcess):
+        self.code = proc.returncode
+        self.stdout, self.stderr = proc.stdout, proc.stderr
+        self.output = proc.stdout + proc.stderr
+
+    @property
+    def bytes_sent(self) -> int:
+        return int(re.search(r"\((\d+) bytes\) sent", self.output).group(1))
+
+    def __repr__(self) -> str:
+        return f"Run(code={self.code})\n--- stdout\n{self.stdout}\n--- stderr\n{self.stderr}"
+
+
+def tool_command(config: pathlib.Path) -> list[str]:
+    return [sys.executable, str(SCRIPT), "--config", str(config)]
+
+
+def run_tool(config: pathlib.Path, stdin: str | None = None, cwd=None, timeout: float = 300) -> Run:
+    """Run the tool as a user does; stdin None means closed (end of input)."""
+    proc = subprocess.run(
+        tool_command(config),
+        input=stdin if stdin is not None else None,
+        stdin=subprocess.DEVNULL if stdin is None else None,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        cwd=cwd or config.parent,
+    )
+    return Run(proc)
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# Checking the bytes
+# ---------------------------------------------------------------------------------------------------------------------
+
+
+def write_file(path: pathlib.Path, size: int, seed: int | None = None) -> str:
+    """A file of `size` pseudo-random bytes; returns its MD5 hex."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    data = os.urandom(size) if seed is None else random_bytes(size, seed)
+    path.write_bytes(data)
+    return hashlib.md5(data).hexdigest()
+
+
+def random_bytes(size: int, seed: int) -> bytes:
+    import random
+
+    return random.Random(seed).randbytes(size)
+
+
+def md5_file(path: pathlib.Path) -> str:
+    h = hashlib.md5()
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(4 * MiB), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def object_md5(client, bucket: str, key: str) -> str:
+    body = client.get_object(Bucket=bucket, Key=key)["Body"]
+    h = hashlib.md5()
+    for block in iter(lambda: body.read(4 * MiB), b""):
+        h.update(block)
+    return h.hexdigest()
+
+
+def assert_tree_uploaded(client, bucket: str, prefix: str, root: pathlib.Path) -> int:
+    """Every file under root is at prefix + its relative path, byte-identical; returns how many were checked."""
+    checked = 0
+    for path in sorted(p for p in root.rglob("*") if p.is_file()):
+        key = prefix + path.relative_to(root).as_posix()
+        assert object_md5(client, bucket, key) == md5_file(path), key
+        checked += 1
+    return checked
+
+
+def list_keys(client, bucket: str, prefix: str = "") -> dict[str, int]:
+    keys = {}
+    for page in client.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix):
+        keys.update({o["Key"]: o["Size"] for o in page.get("Contents", [])})
+    return keys
+
+
+def unfinished_uploads(client, bucket: str) -> list[dict]:
+    return client.list_multipart_uploads(Bucket=bucket).get("Uploads", [])
