@@ -578,10 +578,10 @@ class S3Source:
 # ----------------------------------------------------------------------------------------------------------------------
 
 
-def list_objects(client, bucket: str, prefix: str, retry: RetryPolicy) -> Iterator[dict]:
+def list_objects(client, bucket: str, prefix: str, retry: RetryPolicy, page_size: int = 1000) -> Iterator[dict]:
     token = None
     while True:
-        kwargs = {"Bucket": bucket, "Prefix": prefix}
+        kwargs = {"Bucket": bucket, "Prefix": prefix, "MaxKeys": page_size}
         if token:
             kwargs["ContinuationToken"] = token
         page = retry.call(f"LIST s3://{bucket}/{prefix}", lambda kw=kwargs: client.list_objects_v2(**kw))
@@ -598,11 +598,13 @@ class UnfinishedUpload:
     initiated: float  # epoch seconds
 
 
-def list_unfinished_uploads(client, bucket: str, prefix: str, retry: RetryPolicy) -> list[UnfinishedUpload]:
+def list_unfinished_uploads(
+    client, bucket: str, prefix: str, retry: RetryPolicy, page_size: int = 1000
+) -> list[UnfinishedUpload]:
     uploads: list[UnfinishedUpload] = []
     key_marker = id_marker = ""
     while True:
-        kwargs = {"Bucket": bucket, "Prefix": prefix}
+        kwargs = {"Bucket": bucket, "Prefix": prefix, "MaxUploads": page_size}
         if key_marker:
             kwargs["KeyMarker"] = key_marker
         if id_marker:

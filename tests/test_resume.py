@@ -1,0 +1,209 @@
+"""Resume and CLEAN against a real SeaweedFS: S3 is the only state, so every test prepares it on the server (or kills
+the tool mid-upload), reruns the tool, and checks the bytes, what was re-sent, and that nothing is left unfinished."""
+
+from __future__ import annotations
+
+import concurrent.futures
+import os
+import signal
+import subprocess
+import time
+
+import s3_upload
+from conftest import (
+    MiB,
+    list_keys,
+    md5_file,
+    object_md5,
+    run_tool,
+    tool_command,
+    unfinished_uploads,
+    write_file,
+)
+
+CHUNK = 5 * MiB
+
+
+def start_upload(client, bucket: str, key: str, data: bytes, part_size: int, parts=(1,)) -> str:
+    """An unfinished multipart upload as an interrupted earlier run (here or on another machine) leaves it."""
+    upload_id = client.create_multipart_upload(Bucket=bucket, Key=key)["UploadId"]
+    for number in parts:
+        body = data[(number - 1) * part_size : number * part_size]
+        client.upload_part(Bucket=bucket, Key=key, UploadId=upload_id, PartNumber=number, Body=body)
+    return upload_id
+
+
+def test_resume_sends_only_missing_parts_and_answers_enter(dst, bucket, src_dir, make_config):
+    write_file(src_dir / "big.bin", 3 * CHUNK + 100)  # 4 parts
+    data = (src_dir / "big.bin").read_bytes()
+    start_upload(dst, bucket, "up/big.bin", data, CHUNK, parts=(1, 3))
+    run = run_tool(make_config(DontAskMeToClean=False), stdin="\n")
+    assert run.code == 0, run
+    assert s3_upload.CLEAN_PROMPT in run.stdout
+    assert "has 2 of 4 parts on S3" in run.stderr
+    assert run.bytes_sent == len(data) - 2 * CHUNK
+    assert object_md5(dst, bucket, "up/big.bin") == md5_file(src_dir / "big.bin")
+    assert unfinished_uploads(dst, bucket) == []
+
+
+def test_stdin_closed_or_other_answer_resumes(dst, bucket, src_dir, make_config):
+    write_file(src_dir / "big.bin", 2 * CHUNK + 1)
+    data = (src_dir / "big.bin").read_bytes()
+    config = make_config(DontAskMeToClean=False)
+    start_upload(dst, bucket, "up/big.bin", data, CHUNK, parts=(2,))
+    run = run_tool(config, stdin=None)  # end of input: resume, no hang, no crash
+    assert run.code == 0, run
+    assert "Traceback" not in run.output
+    assert run.bytes_sent == len(data) - CHUNK
+    dst.delete_object(Bucket=bucket, Key="up/big.bin")
+    start_upload(dst, bucket, "up/big.bin", data, CHUNK, parts=(1,))
+    run = run_tool(config, stdin="n\n")  # only CLEAN cleans
+    assert run.code == 0, run
+    assert run.bytes_sent == len(data) - CHUNK
+    assert object_md5(dst, bucket, "up/big.bin") == md5_file(src_dir / "big.bin")
+    assert unfinished_uploads(dst, bucket) == []
+
+
+def test_clean_aborts_only_this_jobs_uploads_and_restarts(dst, bucket, src_dir, make_config):
+    write_file(src_dir / "big.bin", 2 * CHUNK + 10)
+    data = (src_dir / "big.bin").read_bytes()
+    ours = start_upload(dst, bucket, "up/big.bin", data, CHUNK, parts=(1,))
+    foreign = start_upload(dst, bucket, "up/not-in-this-job.bin", data, CHUNK, parts=(1,))
+    run = run_tool(make_config(DontAskMeToClean=False), stdin="CLEAN\n")
+    assert run.code == 0, run
+    assert s3_upload.CLEAN_PROMPT in run.stdout
+    assert "CLEAN: aborting unfinished upload of up/big.bin" in run.stderr
+    assert run.bytes_sent == len(data)  # restarted from zero
+    assert object_md5(dst, bucket, "up/big.bin") == md5_file(src_dir / "big.bin")
+    left = {u["UploadId"] for u in unfinished_uploads(dst, bucket)}
+    assert ours not in left and foreign in left  # another job's upload is not ours to abort
+    dst.abort_multipart_upload(Bucket=bucket, Key="up/not-in-this-job.bin", UploadId=foreign)
+
+
+def test_dont_ask_me_to_clean_resumes_without_prompt(dst, bucket, src_dir, make_config):
+    write_file(src_dir / "big.bin", 2 * CHUNK)
+    data = (src_dir / "big.bin").read_bytes()
+    start_upload(dst, bucket, "up/big.bin", data, CHUNK, parts=(1,))
+    run = run_tool(make_config(DontAskMeToClean=True), stdin="CLEAN\n")
+    assert run.code == 0, run
+    assert s3_upload.CLEAN_PROMPT not in run.stdout
+    assert run.bytes_sent == CHUNK
+    assert object_md5(dst, bucket, "up/big.bin") == md5_file(src_dir / "big.bin")
+
+
+def test_kill_9_mid_upload_then_rerun_resumes(dst, bucket, src_dir, make_config):
+    size = 30 * CHUNK + 12345
+    write_file(src_dir / "huge.bin", size)
+    config = make_config(MaxThread=2, MaxParallelFile=1)
+    proc = subprocess.Popen(
+        tool_command(config), cwd=config.parent, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )  # fmt: skip
+    parts_before_kill = 0
+    try:
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline and proc.poll() is None:
+            uploads = unfinished_uploads(dst, bucket)
+            if uploads:
+                parts = dst.list_parts(Bucket=bucket, Key="up/huge.bin", UploadId=uploads[0]["UploadId"])
+                parts_before_kill = len(parts.get("Parts", []))
+                if parts_before_kill >= 6:
+                    break
+            time.sleep(0.02)
+    finally:
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+    assert proc.returncode == -signal.SIGKILL, "the upload finished before it could be killed"
+    assert parts_before_kill >= 6
+    assert "up/huge.bin" not in list_keys(dst, bucket)
+
+    run = run_tool(config)
+    assert run.code == 0, run
+    assert "resume up/huge.bin" in run.stderr
+    assert run.bytes_sent <= size - parts_before_kill * CHUNK
+    assert object_md5(dst, bucket, "up/huge.bin") == md5_file(src_dir / "huge.bin")
+    assert unfinished_uploads(dst, bucket) == []
+
+
+def test_chunk_size_changed_between_runs_restarts_the_file(dst, bucket, src_dir, make_config):
+    write_file(src_dir / "big.bin", 3 * CHUNK)
+    data = (src_dir / "big.bin").read_bytes()
+    old = start_upload(dst, bucket, "up/big.bin", data, 6 * MiB, parts=(1,))  # an earlier run used 6 MiB
+    run = run_tool(make_config(ChunkSize=CHUNK))
+    assert run.code == 0, run
+    assert "restart up/big.bin" in run.stderr and "ChunkSize" in run.stderr
+    assert run.bytes_sent == len(data)
+    assert object_md5(dst, bucket, "up/big.bin") == md5_file(src_dir / "big.bin")
+    assert unfinished_uploads(dst, bucket) == []  # the old upload was aborted, not left behind
+    assert old
+
+
+def test_source_modified_after_upload_began_restarts_the_file(dst, bucket, src_dir, make_config):
+    path = src_dir / "big.bin"
+    write_file(path, 2 * CHUNK + 5)
+    start_upload(dst, bucket, "up/big.bin", path.read_bytes(), CHUNK, parts=(1, 2))
+    write_file(path, 2 * CHUNK + 5)  # same size, new content, and now newer than the upload
+    later = time.time() + 5
+    os.utime(path, (later, later))
+    run = run_tool(make_config())
+    assert run.code == 0, run
+    assert "restart up/big.bin" in run.stderr and "modified after the upload began" in run.stderr
+    assert run.bytes_sent == path.stat().st_size
+    assert object_md5(dst, bucket, "up/big.bin") == md5_file(path)
+    assert unfinished_uploads(dst, bucket) == []
+
+
+def test_changed_part_with_old_mtime_is_caught_by_md5_and_resent(dst, bucket, src_dir, make_config):
+    path = src_dir / "big.bin"
+    write_file(path, 3 * CHUNK)
+    stale = bytearray(path.read_bytes())
+    stale[10] ^= 0xFF  # the part on S3 holds other bytes than the local file now
+    start_upload(dst, bucket, "up/big.bin", bytes(stale), CHUNK, parts=(1, 2))
+    past = time.time() - 3600  # an mtime that does not tell (e.g. restored from a backup)
+    os.utime(path, (past, past))
+    run = run_tool(make_config())
+    assert run.code == 0, run
+    assert "has 2 of 3 parts" in run.stderr
+    assert run.bytes_sent == 2 * CHUNK  # part 1 differs by MD5 and is sent again; part 2 is reused
+    assert object_md5(dst, bucket, "up/big.bin") == md5_file(path)
+    assert unfinished_uploads(dst, bucket) == []
+
+
+def test_part_listed_twice_the_matching_entry_is_used(dst, bucket, src_dir, make_config):
+    """SeaweedFS lists a re-sent part number twice; the entry whose ETag matches our MD5 is the one completed."""
+    path = src_dir / "big.bin"
+    write_file(path, 2 * CHUNK + 3)
+    data = path.read_bytes()
+    upload_id = start_upload(dst, bucket, "up/big.bin", data, CHUNK, parts=(1,))
+    wrong = b"x" * CHUNK
+    dst.upload_part(Bucket=bucket, Key="up/big.bin", UploadId=upload_id, PartNumber=1, Body=wrong)
+    run = run_tool(make_config())
+    assert run.code == 0, run
+    assert object_md5(dst, bucket, "up/big.bin") == md5_file(path)
+    assert unfinished_uploads(dst, bucket) == []
+
+
+def test_more_than_1000_parts_are_listed(dst, bucket):
+    """ListParts pages at 1,000: an upload with 1,100 parts is listed whole (tiny parts: never completed)."""
+    upload_id = dst.create_multipart_upload(Bucket=bucket, Key="many-parts")["UploadId"]
+
+    def put(n: int) -> None:
+        dst.upload_part(Bucket=bucket, Key="many-parts", UploadId=upload_id, PartNumber=n, Body=b"%d" % n)
+
+    with concurrent.futures.ThreadPoolExecutor(8) as pool:
+        list(pool.map(put, range(1, 1101)))
+    retry = s3_upload.RetryPolicy(0, 0, s3_upload.threading.Event())
+    parts = s3_upload.list_upload_parts(dst, bucket, "many-parts", upload_id, retry)
+    assert [p.number for p in parts] == list(range(1, 1101))
+    assert all(p.size == len(b"%d" % p.number) for p in parts)
+    dst.abort_multipart_upload(Bucket=bucket, Key="many-parts", UploadId=upload_id)
+
+
+def test_unfinished_uploads_listing_is_paginated(dst, bucket):
+    ids = {dst.create_multipart_upload(Bucket=bucket, Key=f"p/k{i}")["UploadId"] for i in range(3)}
+    ids.add(dst.create_multipart_upload(Bucket=bucket, Key="p/k1")["UploadId"])  # two uploads for one key
+    retry = s3_upload.RetryPolicy(0, 0, s3_upload.threading.Event())
+    listed = s3_upload.list_unfinished_uploads(dst, bucket, "p/", retry, page_size=1)
+    assert {u.upload_id for u in listed} == ids
+    for u in listed:
+        dst.abort_multipart_upload(Bucket=bucket, Key=u.key, UploadId=u.upload_id)
