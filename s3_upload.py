@@ -38,6 +38,7 @@ import os
 import sys
 import threading
 import time
+import traceback
 from typing import Callable, Iterable, Iterator
 
 import boto3
@@ -152,6 +153,18 @@ CONFIG_OPTIONS: dict[str, tuple[str, tuple[type, ...]]] = {
 }
 
 
+CONFIG_EXAMPLES = {
+    "ChunkSize": "ChunkSize = 50 * Megabytes",
+    "MaxRetry": "MaxRetry = 30",
+    "MaxThread": "MaxThread = 3",
+    "MaxParallelFile": "MaxParallelFile = 3",
+    "IgnoreSmallFile": "IgnoreSmallFile = False",
+    "ifVerifyMD5": "ifVerifyMD5 = False",
+    "DontAskMeToClean": "DontAskMeToClean = False",
+    "RetryDelay": "RetryDelay = 5",
+}
+
+
 def load_config_module(path: str) -> dict[str, object]:
     """Execute the user's config file and return its public names; its own errors become UserError."""
     if not os.path.isfile(path):
@@ -167,8 +180,17 @@ def load_config_module(path: str) -> dict[str, object]:
     except OSError as exc:
         raise UserError(f"config file {path} cannot be read ({exc.strerror}); check its permissions") from None
     except Exception as exc:  # the config is user code: any error in it is a config error
-        raise UserError(f"config file {path} failed to run: {type(exc).__name__}: {exc}; fix that line") from None
+        frames = [fr for fr in traceback.extract_tb(exc.__traceback__) if _same_file(fr.filename, path)]
+        where = f" line {frames[-1].lineno}" if frames else ""
+        raise UserError(f"config file {path}{where}: {type(exc).__name__}: {exc}; fix that line") from None
     return {name: value for name, value in vars(module).items() if not name.startswith("_")}
+
+
+def _same_file(a: str, b: str) -> bool:
+    try:
+        return os.path.samefile(a, b)
+    except OSError:
+        return False
 
 
 def settings_from_values(values: dict[str, object]) -> Settings:
@@ -182,7 +204,10 @@ def settings_from_values(values: dict[str, object]) -> Settings:
         # bool is an int in Python: a ChunkSize of True is a mistake, not 1 byte.
         if not isinstance(value, types) or (bool not in types and isinstance(value, bool)):
             wanted = " or ".join(t.__name__ for t in types)
-            raise UserError(f"{name} must be {wanted}, got {type(value).__name__} {value!r}; fix it in the config")
+            raise UserError(
+                f"{name} must be {wanted}, got {type(value).__name__} {value!r}; fix it in the config "
+                f"(e.g. {CONFIG_EXAMPLES.get(name, name + ' = ...')})"
+            )
         fields[field] = value
     settings = Settings(**fields)  # type: ignore[arg-type]
     validate_settings(settings)
@@ -202,9 +227,9 @@ def validate_settings(s: Settings) -> None:
         if value < 1:
             raise UserError(f"{name} must be at least 1, got {value}; set a positive number")
     if s.max_retry < 0:
-        raise UserError(f"MaxRetry must be 0 or more, got {s.max_retry}")
+        raise UserError(f"MaxRetry must be 0 or more, got {s.max_retry}; set e.g. MaxRetry = 30")
     if s.retry_delay < 0:
-        raise UserError(f"RetryDelay must be 0 or more seconds, got {s.retry_delay}")
+        raise UserError(f"RetryDelay must be 0 or more seconds, got {s.retry_delay}; set e.g. RetryDelay = 5")
     if s.storage_class not in STORAGE_CLASSES:
         raise UserError(f"StorageClass {s.storage_class!r} is unknown; use one of {', '.join(STORAGE_CLASSES)}")
     if s.logging_level.upper() not in LOGGING_LEVELS:
@@ -329,6 +354,21 @@ def is_retryable(exc: BaseException) -> bool:
     )
 
 
+def fix_hint(exc: BaseException) -> str:
+    """What the user can do about an error that retrying cannot fix ('' when there is nothing to add)."""
+    code = error_code(exc)
+    operation = getattr(exc, "operation_name", "the request")
+    if code in ("AccessDenied", "AllAccessDisabled"):
+        return f"; {operation} was denied: grant the profile that permission on this bucket"
+    if code in CREDENTIAL_ERROR_CODES:
+        return "; the profile's credentials were refused: check its access key and secret in ~/.aws/credentials"
+    if isinstance(exc, PermissionError):
+        return "; the file is not readable by this user: fix its permissions"
+    if isinstance(exc, FileNotFoundError):
+        return "; the file disappeared after it was listed"
+    return ""
+
+
 def describe_error(exc: BaseException) -> str:
     """A short reason for logs; never includes credentials or signed URLs."""
     if isinstance(exc, botocore.exceptions.ClientError):
@@ -363,16 +403,17 @@ class Endpoints:
         )
         self._clients: dict[str, object] = {}
 
-    def client(self, profile: str):
+    def client(self, profile: str, option: str):
         if profile not in self._clients:
-            self._clients[profile] = make_session(profile).client("s3", config=self.client_config)
+            self._clients[profile] = make_session(profile, option).client("s3", config=self.client_config)
         return self._clients[profile]
 
 
-def make_session(profile: str) -> boto3.Session:
+def make_session(profile: str, option: str = "DesProfileName") -> boto3.Session:
     """A session for a named profile from ~/.aws/credentials and ~/.aws/config (region, endpoint_url, ...).
 
-    ``default`` with no such profile falls back to the standard chain (environment variables, instance role)."""
+    ``default`` with no such profile falls back to the standard chain (environment variables, instance role).
+    ``option`` names the config option that holds the profile, for the error message."""
     try:
         return boto3.Session(profile_name=profile)
     except botocore.exceptions.ProfileNotFound:
@@ -380,8 +421,8 @@ def make_session(profile: str) -> boto3.Session:
             return boto3.Session()
         known = ", ".join(boto3.Session().available_profiles) or "none"
         raise UserError(
-            f"profile {profile!r} not found in ~/.aws/credentials or ~/.aws/config (known: {known}); "
-            f"add it or fix DesProfileName/SrcProfileName"
+            f"{option} {profile!r}: no such profile in ~/.aws/credentials or ~/.aws/config (known: {known}); "
+            f"add it there or fix {option}"
         ) from None
 
 
@@ -417,7 +458,7 @@ class RetryPolicy:
                     self.retries += 1
                 wait = attempt * self.delay
                 log.warning(
-                    "%s failed: %s; retry %d/%d in %.1fs", what, describe_error(exc), attempt, self.max_retry, wait
+                    "%s failed: %s; retry %d/%d in %gs", what, describe_error(exc), attempt, self.max_retry, wait
                 )
                 if self.stop.wait(wait):
                     raise Interrupted() from None
@@ -484,8 +525,10 @@ class LocalSource:
             dirnames.sort()
             for name in sorted(filenames):
                 path = os.path.join(dirpath, name)
-                if os.path.isfile(path):  # skips sockets, fifos and dangling links
+                if os.path.isfile(path):
                     files.append(self._entry(path))
+                else:
+                    log.warning("skip %s: not a regular file (a dangling link, socket or fifo)", path)
         return files
 
     def _entry(self, path: str) -> SourceFile:
@@ -695,8 +738,15 @@ def pick_existing_part(entries: list[ExistingPart], length: int, md5_hex: str | 
     return None
 
 
-def incompatible_upload(plan: ChunkPlan, parts: list[ExistingPart], upload: UnfinishedUpload, src: SourceFile) -> str:
-    """Why an unfinished upload cannot be continued with this plan ('' when it can)."""
+def incompatible_upload(
+    plan: ChunkPlan, parts: list[ExistingPart], upload: UnfinishedUpload, src: SourceFile, parts_checked_by_md5: bool
+) -> str:
+    """Why an unfinished upload cannot be continued with this plan ('' when it can).
+
+    Sizes alone cannot always tell which ChunkSize cut a part: with 5 MiB -> 6 MiB on an 11 MiB file, the old part 2
+    and the new part 2 are both 5 MiB long but hold other bytes.  Part 1 is always a whole part, so when it is listed
+    with the plan's part size the old and new layouts are the same.  Without it, parts not checked by MD5 (S3_TO_S3)
+    cannot be trusted and the upload restarts (a loss of at most a few parts)."""
     # Whole seconds: S3 reports Initiated to the second on some servers, and a file written just before its
     # upload began must not look newer than it.  Local parts are also checked by MD5, which catches the rest.
     if int(src.mtime) > int(upload.initiated):
@@ -714,6 +764,9 @@ def incompatible_upload(plan: ChunkPlan, parts: list[ExistingPart], upload: Unfi
                 f"its part {number} is {min(sizes)} bytes, the current plan needs {expected} "
                 f"(ChunkSize or file size changed)"
             )
+    if not parts_checked_by_md5 and plan.part_count > 1 and sizes_by_number:
+        if plan.part_size not in sizes_by_number.get(1, set()):
+            return "its part 1 is missing, so the ChunkSize its other parts were cut with cannot be confirmed"
     return ""
 
 
@@ -844,7 +897,7 @@ class Engine:
         except Interrupted:
             result.detail = "interrupted"
         except Exception as exc:  # one file's failure must not stop the others
-            result.detail = str(exc) if isinstance(exc, FileFailed) else describe_error(exc)
+            result.detail = str(exc) if isinstance(exc, FileFailed) else describe_error(exc) + fix_hint(exc)
             log.error("FAILED %s: %s", f.key, result.detail)
         result.seconds = time.monotonic() - started
         return result
@@ -904,7 +957,7 @@ class Engine:
         f, plan, upload = task.src, task.plan, task.upload
         if upload is not None:
             parts = list_upload_parts(self.client, self.bucket, f.key, upload.upload_id, self.retry)
-            why = incompatible_upload(plan, parts, upload, f)
+            why = incompatible_upload(plan, parts, upload, f, self.source.verify_existing_parts)
             if why:
                 log.warning(
                     "restart %s: unfinished upload %s cannot be resumed, %s; aborting it",
@@ -1047,7 +1100,7 @@ class Engine:
 
 def human_bytes(n: float) -> str:
     for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
-        if abs(n) < 1024 or unit == "TiB":
+        if round(abs(n), 1) < 1024 or unit == "TiB":
             return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
         n /= 1024
     return f"{n} B"
@@ -1150,7 +1203,7 @@ def run_job(settings: Settings, stop: threading.Event) -> int:
     started = time.monotonic()
     retry = RetryPolicy(settings.max_retry, settings.retry_delay, stop)
     endpoints = Endpoints(settings)
-    des_client = endpoints.client(settings.des_profile)
+    des_client = endpoints.client(settings.des_profile, "DesProfileName")
     log.info(
         "s3_upload %s: %s, ChunkSize %s, MaxThread %d, MaxParallelFile %d, StorageClass %s",
         __version__,
@@ -1164,7 +1217,7 @@ def run_job(settings: Settings, stop: threading.Event) -> int:
         source = LocalSource(settings)
         src_what = f"SrcDir {settings.src_dir}"
     else:
-        source = S3Source(settings, endpoints.client(settings.src_profile), retry)
+        source = S3Source(settings, endpoints.client(settings.src_profile, "SrcProfileName"), retry)
         src_what = f"source s3://{settings.src_bucket} (profile {settings.src_profile})"
     des_what = f"destination s3://{settings.des_bucket} (profile {settings.des_profile})"
     dest_prefix = folder_prefix(settings.s3_prefix)

@@ -224,9 +224,11 @@ def write_file(path: pathlib.Path, size: int, seed: int | None = None) -> str:
 
 
 def random_bytes(size: int, seed: int) -> bytes:
+    """Reproducible bytes (randbytes overflows past 256 MiB at once, so in blocks)."""
     import random
 
-    return random.Random(seed).randbytes(size)
+    rng, block = random.Random(seed), 16 * MiB
+    return b"".join(rng.randbytes(min(block, size - i)) for i in range(0, size, block))
 
 
 def md5_file(path: pathlib.Path) -> str:

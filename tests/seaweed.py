@@ -1,7 +1,7 @@
 """Real SeaweedFS S3 servers (`weed mini`, one process each) on 127.0.0.1 for tests.
 
-    with SeaweedServer(tmp_path, [identity("src", "srcAK", "srcSK")], ["src-bkt"]) as srv:
-        s3 = srv.client("srcAK", "srcSK")
+    with SeaweedServer(tmp_path, [identity("u", "AK", "SK")], ["bkt"]) as srv:
+        s3 = srv.client("AK", "SK")
 
 Give each server a fresh workdir: SeaweedFS's data directory only shrinks on vacuum.
 """
@@ -28,22 +28,20 @@ import boto3
 from botocore.config import Config
 from botocore.exceptions import BotoCoreError, ClientError
 
-# Ports, measured with `ss -ltnp` on weed 4.48: base+0 s3, +1 master, +2 volume, +3 filer,
-# +4 admin, each of them again at +10000 for gRPC, and base+5 for https (no gRPC twin).
-# Nothing on UDP. A busy HTTP port makes weed exit ("Port allocation failed"), but a busy
-# gRPC port does not: it logs "gRPC port N for X is not available, finding alternative..."
-# and its admin plugin worker still dials admin.port+10000 (even with -admin.port.grpc),
-# maybe someone else's server. So all ports are checked up front, and that warning counts
-# as a clash: stop and retry on another base. Bases stay below 22760 so that +10000 stays
-# under Linux's ephemeral range (32768+), where outgoing connections take ports.
-# Its gRPC unix sockets are hard-coded to /tmp/seaweedfs-<component>-grpc-<port>.sock
-# (TMPDIR is ignored); SIGTERM removes them, the next start replaces stale ones.
+# Ports, seen with `ss -ltnp` (weed 4.48): base+0 s3, +1 master, +2 volume, +3 filer,
+# +4 admin, each again at +10000 for gRPC, base+5 for https (no gRPC twin); no UDP.
+# A busy HTTP port makes weed exit ("Port allocation failed"). A busy gRPC port does
+# not: weed logs "gRPC port N for X is not available, finding alternative..." and goes
+# on, while its admin worker still dials admin.port+10000 (even with -admin.port.grpc),
+# maybe another server. So all ten are checked free first, and that warning counts as
+# a clash: stop, retry on another base. Bases stay under 22700 so +10000 stays below
+# Linux's ephemeral range (32768+), where outgoing connections pick their ports.
 GRPC_OFFSET, N_PORTS, BASES = 10000, 5, (10000, 22700)
 CLASH = ("finding alternative", "Port allocation failed", "address already in use")
 
 
 def identity(name: str, access_key: str, secret_key: str, actions=("Admin",)) -> dict:
-    """One identities.json entry; actions: Admin Read List Write Tagging, or "Read:bkt"."""
+    """One identities.json entry. Actions: Admin Read List Write Tagging, "Read:bkt"."""
     creds = [{"accessKey": access_key, "secretKey": secret_key}]
     return {"name": name, "credentials": creds, "actions": list(actions)}
 
@@ -60,8 +58,9 @@ def find_weed() -> str:
 @functools.cache
 def _help(weed: str) -> str:
     # To pass optional flags only if this weed version has them.
-    out = subprocess.run([weed, "mini", "-h"], capture_output=True, text=True, check=False)
-    return out.stdout + out.stderr
+    cmd = [weed, "mini", "-h"]
+    out = subprocess.run(cmd, capture_output=True, text=True, check=False)
+    return out.stdout + out.stderr  # weed prints its help on stderr
 
 
 def _free(port: int) -> bool:
@@ -89,31 +88,39 @@ atexit.register(lambda: [s.stop() for s in list(_live)])  # a test forgot stop()
 
 def _die_with_parent() -> None:
     # Runs in the child before exec: weed gets SIGTERM if the test process is killed
-    # (atexit cannot run then). Linux sends it when the *thread* that forked exits, so
-    # start() only asks for it from the main thread.
+    # (no atexit then). Linux sends it when the *thread* that forked exits, so start()
+    # asks for it only from the main thread.
     _prctl(1, int(signal.SIGTERM))  # PR_SET_PDEATHSIG
 
 
 class SeaweedServer:
-    def __init__(self, workdir, identities: list[dict], buckets=(), https_cert=None):
+    def __init__(
+        self,
+        workdir: pathlib.Path,
+        identities: list[dict],
+        buckets: list[str] = (),
+        https_cert: tuple[str, str] | None = None,  # (certfile, keyfile): also https
+    ):
         if not identities:
             raise ValueError("need at least one identity")
         self.workdir = pathlib.Path(workdir).resolve()
         self.identities, self.buckets = list(identities), list(buckets)
-        self.https_cert = https_cert  # (certfile, keyfile) to also serve https
+        self.https_cert = https_cert
         # The readiness probe and bucket creation sign as the first Admin identity.
         admin = next((i for i in identities if "Admin" in i["actions"]), identities[0])
         self._admin = [admin["credentials"][0][k] for k in ("accessKey", "secretKey")]
         self.proc: subprocess.Popen | None = None
         self.port, self.endpoint_url, self.https_endpoint_url = 0, "", ""
-        self.log_path = self.workdir / "logs" / "weed.out"
+        self.log_path = self.workdir / "logs" / "weed.out"  # stdout+stderr, all tries
         self._log_start = 0
         self.startup_seconds = 0.0
 
     def start(self, timeout: float = 60, attempts: int = 5) -> Self:
+        if self.proc:
+            raise RuntimeError("already started")
         weed, t0 = find_weed(), time.monotonic()
         for attempt in range(attempts):
-            if attempt:  # a clashed master left state tied to its old ports
+            if attempt:  # retry from an empty data dir, not the clashed run's state
                 shutil.rmtree(self.workdir / "data", ignore_errors=True)
             self._launch(weed, _pick_base(N_PORTS + bool(self.https_cert)))
             try:
@@ -125,7 +132,7 @@ class SeaweedServer:
                 self.stop()
                 raise
             self.stop()  # lost a port race with another process: next base
-        raise RuntimeError(f"SeaweedFS: port clashes, {attempts} tries\n{self.log_tail()}")
+        raise RuntimeError(f"SeaweedFS: {attempts} port clashes\n{self.log_tail()}")
 
     def _launch(self, weed: str, base: int) -> None:
         w, flags = self.workdir, _help(weed)
@@ -136,10 +143,12 @@ class SeaweedServer:
         args = [weed, f"-logdir={w}/logs", "mini", f"-dir={w}/data", "-ip=127.0.0.1",
                 "-ip.bind=127.0.0.1", f"-s3.config={w}/identities.json",
                 *(f"-{n}.port={base + i}" for i, n in enumerate(names)),
-                # No telemetry (no network here); no servers or ports tests never use.
+                # No telemetry (no network here), no servers or ports tests never use.
                 "-master.telemetry=false", "-webdav=false", "-admin.ui=false",
                 "-s3.port.iceberg=0", "-s3.port.lance=0"]  # fmt: skip
-        for flag in ("s3.localSocket", "filer.localSocket"):  # default: /tmp/seaweedfs-*
+        # Default /tmp/seaweedfs-{s3,filer}-<port>.sock. The gRPC unix sockets stay in
+        # /tmp whatever TMPDIR says (/tmp/seaweedfs-<component>-grpc-<port>.sock).
+        for flag in ("s3.localSocket", "filer.localSocket"):
             if f"-{flag} " in flags:
                 args.append(f"-{flag}={w}/{flag.split('.')[0]}.sock")
         if self.buckets and "-bucket " in flags:
@@ -148,33 +157,36 @@ class SeaweedServer:
         if self.https_cert:
             cert, key = (pathlib.Path(f).resolve() for f in self.https_cert)
             hp = base + N_PORTS
-            args += [f"-s3.port.https={hp}", f"-s3.cert.file={cert}", f"-s3.key.file={key}"]
+            args += [f"-s3.port.https={hp}", f"-s3.cert.file={cert}"]
+            args.append(f"-s3.key.file={key}")
             self.https_endpoint_url = f"https://127.0.0.1:{hp}"
         main = threading.current_thread() is threading.main_thread()
+        hook = _die_with_parent if _prctl and main else None
         with open(self.log_path, "ab") as log:  # the child keeps its own copy of the fd
-            self._log_start = log.tell()  # only this attempt's output counts for clashes
+            self._log_start = log.tell()  # clashes: search only this attempt's output
             log.write(f"=== {time.strftime('%T')} {' '.join(args)}\n".encode())
             log.flush()
+            env = dict(os.environ, TMPDIR=f"{w}/tmp")
             self.proc = subprocess.Popen(  # noqa: PLW1509 (the hook only calls prctl)
-                args, cwd=w, env=dict(os.environ, TMPDIR=f"{w}/tmp"),
-                stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
-                preexec_fn=_die_with_parent if main and _prctl else None)  # fmt: skip
+                args, cwd=w, env=env, stdin=subprocess.DEVNULL, stdout=log,
+                stderr=subprocess.STDOUT, preexec_fn=hook)  # fmt: skip
         _live.add(self)
 
     def _wait_ready(self, deadline: float) -> bool:
-        """True once a signed ListBuckets succeeds, False on a port clash, else raises."""
+        """True once a signed ListBuckets works, False on a port clash, else raises."""
         # The S3 port opens before the filer is ready: only a signed request proves it.
         fast = Config(connect_timeout=1, read_timeout=3, retries={"max_attempts": 1})
         probe, last = self.client(*self._admin, config=fast), None
         while time.monotonic() < deadline:
-            exited = self.proc.poll() is not None  # before reading: then the log is whole
+            exited = self.proc.poll() is not None  # poll first: then the log is whole
             with open(self.log_path, "rb") as f:
                 f.seek(self._log_start)
                 out = f.read().decode(errors="replace")
             if any(m in out for m in CLASH):
                 return False
             if exited:
-                raise RuntimeError(f"weed exited ({self.proc.returncode})\n{self.log_tail()}")
+                code = self.proc.returncode
+                raise RuntimeError(f"weed exited ({code})\n{self.log_tail()}")
             try:
                 probe.list_buckets()
                 return True
@@ -184,8 +196,8 @@ class SeaweedServer:
         raise RuntimeError(f"SeaweedFS not ready: {last!r}\n{self.log_tail()}")
 
     def _create_buckets(self) -> None:
-        # -bucket only warns on a bad name: creating what is missing makes it fail loudly
-        # here (InvalidBucketName), and covers a weed without -bucket.
+        # -bucket only warns on a bad name: creating what is missing fails loudly here
+        # (InvalidBucketName), and covers a weed without -bucket.
         admin = self.client(*self._admin)
         have = {b["Name"] for b in admin.list_buckets()["Buckets"]}
         for bucket in (b for b in self.buckets if b not in have):
@@ -196,11 +208,11 @@ class SeaweedServer:
                     raise
 
     def client(self, access_key: str, secret_key: str, **kw):
-        """boto3 S3 client; kw go to client() (config= is merged into the defaults)."""
+        """boto3 S3 client; kw go to client(), a config= is merged into the defaults."""
+        retries = {"max_attempts": 3, "mode": "standard"}
         config = Config(s3={"addressing_style": "path"}, connect_timeout=5,
-                        read_timeout=60, retries={"max_attempts": 3, "mode": "standard"})  # fmt: skip
-        if "config" in kw:
-            config = config.merge(kw.pop("config"))
+                        read_timeout=60, retries=retries)  # fmt: skip
+        config = config.merge(kw.pop("config", Config()))
         kw.setdefault("endpoint_url", self.endpoint_url)
         if kw["endpoint_url"].startswith("https:") and self.https_cert:
             kw.setdefault("verify", str(self.https_cert[0]))  # env sets AWS_CA_BUNDLE
@@ -210,25 +222,31 @@ class SeaweedServer:
             aws_secret_access_key=secret_key, config=config, **kw)  # fmt: skip
 
     def stop(self) -> None:
-        """SIGTERM (weed then removes its /tmp sockets, 3-4 s), SIGKILL after 10 s."""
+        """SIGTERM (weed takes 2-4 s), SIGKILL after 10 s. Safe to call twice."""
         proc, self.proc = self.proc, None
         _live.discard(self)
-        if proc is not None and proc.poll() is None:
-            proc.terminate()
-            try:
-                proc.wait(10)
-            except subprocess.TimeoutExpired:
-                pass
-            finally:  # also on KeyboardInterrupt
-                if proc.poll() is None:
-                    proc.kill()
-                    proc.wait()
+        if proc is None:
+            return
+        proc.terminate()
+        try:
+            proc.wait(10)
+        except subprocess.TimeoutExpired:
+            pass
+        finally:  # also on KeyboardInterrupt
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
+        # SIGTERM before weed's banner (admin is up ~0.7 s after S3: waiting for it
+        # would double startup) or SIGKILL leaves /tmp/seaweedfs-*-grpc-<port>.sock.
+        # Remove ours, for ports that no process holds any more.
+        for port in range(self.port + GRPC_OFFSET, self.port + GRPC_OFFSET + N_PORTS):
+            if _free(port):
+                for sock in pathlib.Path("/tmp").glob(f"seaweedfs-*-grpc-{port}.sock"):
+                    sock.unlink(missing_ok=True)
 
     def log_tail(self, lines: int = 40) -> str:
-        try:
-            text = self.log_path.read_text(errors="replace")
-        except OSError:
-            return ""
+        log = self.log_path
+        text = log.read_text(errors="replace") if log.exists() else ""
         return "\n".join(text.splitlines()[-lines:])
 
     def __enter__(self) -> Self:

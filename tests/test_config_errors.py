@@ -1,0 +1,311 @@
+"""Every mistake a user can make in the config, on the command line or in the AWS profile ends in one line on the
+console that names what is wrong and how to fix it: exit code 2, no traceback, and nothing sent to S3.
+
+The last tests check the other side: a config written for the original tool (v1.0) still runs unchanged."""
+
+from __future__ import annotations
+
+import pathlib
+import subprocess
+import sys
+
+import pytest
+
+from conftest import (
+    DROP,
+    SCRIPT,
+    MiB,
+    assert_tree_uploaded,
+    list_keys,
+    run_tool,
+    unfinished_uploads,
+    write_file,
+)
+
+GiB = 1024 * MiB
+SECRET = "not-the-secret"  # the wrong secret key of the "badsecret" profile (conftest.aws_profiles)
+
+
+def error_line(run) -> str:
+    """The one console line that carries the error; it is the last line on stderr (nothing follows it)."""
+    assert run.code == 2, run
+    assert "Traceback" not in run.output, run
+    lines = [line for line in run.output.splitlines() if "error:" in line]
+    assert len(lines) == 1, run
+    assert run.stderr.rstrip("\n").splitlines()[-1] == lines[0], run
+    return lines[0]
+
+
+def assert_user_error(run, *words: str) -> str:
+    line = error_line(run)
+    for word in words:
+        assert word in line, f"{word!r} not in the error line: {line!r}"
+    return line
+
+
+def assert_nothing_uploaded(dst, bucket: str) -> None:
+    assert list_keys(dst, bucket) == {}
+    assert unfinished_uploads(dst, bucket) == []
+
+
+@pytest.fixture
+def source(src_dir):
+    """A source that would be uploaded if the run got that far: one multipart file and one small file."""
+    write_file(src_dir / "big.bin", 6 * MiB)
+    write_file(src_dir / "small.txt", 100)
+    return src_dir
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# A bad value for each option: rejected before any request
+# ---------------------------------------------------------------------------------------------------------------------
+
+# (id, overrides: a dict, or a function of the source dir and the bucket, words that the error line must contain)
+BAD_VALUES = [
+    ("JobType-unknown", {"JobType": "LOCAL_TO_GCS"}, ("JobType", "'LOCAL_TO_GCS'", "unknown", "S3_TO_S3")),
+    ("JobType-lowercase", {"JobType": "local_to_s3"}, ("JobType", "unknown", "'LOCAL_TO_S3'")),
+    ("ChunkSize-below-5MiB", {"ChunkSize": 5 * MiB - 1}, ("ChunkSize", "out of range", "5 MiB to 5 GiB")),
+    ("ChunkSize-above-5GiB", {"ChunkSize": 5 * GiB + 1}, ("ChunkSize", "out of range", "Megabytes")),
+    ("ChunkSize-zero", {"ChunkSize": 0}, ("ChunkSize", "out of range", "5 MiB to 5 GiB")),
+    ("ChunkSize-str", {"ChunkSize": "50MB"}, ("ChunkSize", "must be int", "'50MB'", "fix it")),
+    ("ChunkSize-bool", {"ChunkSize": True}, ("ChunkSize", "must be int", "bool True", "fix it")),
+    ("ChunkSize-float", {"ChunkSize": 5.5 * MiB}, ("ChunkSize", "must be int", "float", "fix it")),
+    ("MaxRetry-negative", {"MaxRetry": -1}, ("MaxRetry", "-1", "0 or more")),
+    ("MaxRetry-str", {"MaxRetry": "30"}, ("MaxRetry", "must be int", "'30'", "fix it")),
+    ("MaxThread-0", {"MaxThread": 0}, ("MaxThread", "at least 1", "got 0", "positive")),
+    ("MaxThread-negative", {"MaxThread": -1}, ("MaxThread", "at least 1", "got -1", "positive")),
+    ("MaxParallelFile-0", {"MaxParallelFile": 0}, ("MaxParallelFile", "at least 1", "positive")),
+    ("StorageClass-unknown", {"StorageClass": "COLD"}, ("StorageClass", "'COLD'", "unknown", "STANDARD_IA")),
+    ("LoggingLevel-unknown", {"LoggingLevel": "LOUD"}, ("LoggingLevel", "'LOUD'", "unknown", "'INFO'")),
+    ("IgnoreSmallFile-str", {"IgnoreSmallFile": "yes"}, ("IgnoreSmallFile", "must be bool", "'yes'")),
+    ("IgnoreSmallFile-int", {"IgnoreSmallFile": 1}, ("IgnoreSmallFile", "must be bool", "int 1")),
+    ("ifVerifyMD5-str", {"ifVerifyMD5": "yes"}, ("ifVerifyMD5", "must be bool", "'yes'", "fix it")),
+    ("DontAskMeToClean-str", {"DontAskMeToClean": "yes"}, ("DontAskMeToClean", "must be bool", "'yes'")),
+    ("DesBucket-empty", {"DesBucket": ""}, ("DesBucket", "empty", "set the destination bucket")),
+    ("DesBucket-missing", {"DesBucket": DROP}, ("DesBucket", "empty", "set the destination bucket")),
+    ("SrcDir-missing", lambda d, b: {"SrcDir": str(d / "nope")}, ("SrcDir", "nope", "does not exist", "set SrcDir")),
+    ("SrcDir-empty", {"SrcDir": ""}, ("SrcDir", "empty", "local directory")),
+    ("SrcDir-is-a-file", lambda d, b: {"SrcDir": str(d / "big.bin")}, ("SrcDir", "not a directory", "SrcFileIndex")),
+    ("SrcFileIndex-empty", {"SrcFileIndex": ""}, ("SrcFileIndex", "empty", "'*'")),
+    ("S3Prefix-int", {"S3Prefix": 2024}, ("S3Prefix", "must be str", "int 2024", "fix it")),
+    ("RetryDelay-negative", {"RetryDelay": -1}, ("RetryDelay", "0 or more")),
+    ("RetryDelay-str", {"RetryDelay": "5"}, ("RetryDelay", "must be int or float", "'5'")),
+    ("LogDir-int", {"LogDir": 7}, ("LogDir", "must be str", "int 7")),
+    ("LogDir-is-a-file", lambda d, b: {"LogDir": str(d / "small.txt")}, ("cannot write the log", "set LogDir")),
+    ("SrcBucket-empty-S3_TO_S3", {"JobType": "S3_TO_S3", "SrcBucket": ""}, ("SrcBucket", "empty")),
+    (
+        "SrcBucket-same-as-DesBucket",
+        lambda d, b: {"JobType": "S3_TO_S3", "SrcBucket": b, "SrcProfileName": "dst"},
+        ("SrcBucket and DesBucket", "same bucket", "set another DesBucket"),
+    ),
+]
+
+
+@pytest.mark.parametrize("overrides, words", [p[1:] for p in BAD_VALUES], ids=[p[0] for p in BAD_VALUES])
+def test_bad_option_value_is_one_line_exit_2_and_nothing_uploaded(
+    dst, bucket, source, make_config, tmp_path, overrides, words
+):
+    values = overrides(source, bucket) if callable(overrides) else overrides
+    run = run_tool(make_config(**values))
+    assert_user_error(run, *words)
+    assert_nothing_uploaded(dst, bucket)
+    if "LogDir" not in values:  # a config error stops the run before the log file is opened
+        assert not (tmp_path / "log").exists()
+
+
+def test_src_file_index_naming_a_missing_file(dst, bucket, source, make_config):
+    run = run_tool(make_config(SrcFileIndex="missing.bin"))
+    assert_user_error(run, "SrcFileIndex", "'missing.bin'", "not a file in SrcDir", str(source), "use '*'")
+    assert_nothing_uploaded(dst, bucket)
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# Profiles, buckets and credentials: rejected by the first listing
+# ---------------------------------------------------------------------------------------------------------------------
+
+
+def test_unknown_des_profile_name(dst, bucket, source, make_config):
+    run = run_tool(make_config(DesProfileName="nosuchprofile"))
+    line = assert_user_error(run, "DesProfileName 'nosuchprofile': no such profile", "~/.aws/credentials")
+    assert "dst" in line.split("known:")[1]  # the profiles that do exist are listed
+    assert_nothing_uploaded(dst, bucket)
+
+
+def test_unknown_src_profile_name_for_s3_to_s3(dst, bucket, source, make_config):
+    run = run_tool(make_config(JobType="S3_TO_S3", SrcBucket="some-source-bucket", SrcProfileName="nosuchsrc"))
+    assert_user_error(run, "SrcProfileName 'nosuchsrc': no such profile", "~/.aws/credentials", "SrcProfileName")
+    assert_nothing_uploaded(dst, bucket)
+
+
+@pytest.mark.parametrize(
+    "option, other, overrides",
+    [
+        ("DesProfileName", "SrcProfileName", {"DesProfileName": "nosuchprofile"}),
+        ("SrcProfileName", "DesProfileName", {"JobType": "S3_TO_S3", "SrcBucket": "sb", "SrcProfileName": "nosuch"}),
+    ],
+)
+def test_unknown_profile_names_only_its_own_option(source, make_config, option, other, overrides):
+    line = assert_user_error(run_tool(make_config(**overrides)), option)
+    assert other not in line
+
+
+def test_destination_bucket_that_does_not_exist(dst, bucket, source, make_config):
+    missing = bucket + "-missing"
+    run = run_tool(make_config(DesBucket=missing))
+    assert_user_error(run, f"s3://{missing}", "bucket does not exist", "check the bucket name")
+    assert missing not in {b["Name"] for b in dst.list_buckets()["Buckets"]}  # not created by the tool either
+    assert_nothing_uploaded(dst, bucket)
+
+
+@pytest.mark.parametrize("level", ["INFO", "DEBUG"])
+def test_wrong_secret_key_mentions_credentials_and_never_shows_the_secret(
+    dst, bucket, source, make_config, tmp_path, level
+):
+    run = run_tool(make_config(DesProfileName="badsecret", LoggingLevel=level))
+    assert_user_error(run, "profile badsecret", "credentials were refused", "secret", "~/.aws/credentials")
+    assert_nothing_uploaded(dst, bucket)
+    assert SECRET not in run.output
+    logs = sorted((tmp_path / "log").glob("*"))
+    assert logs, "the run that reached the network writes a log file"
+    text = "".join(p.read_text(encoding="utf-8", errors="replace") for p in logs)
+    assert "credentials were refused" in text  # the error is in the log file too
+    assert SECRET not in text
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# The config file itself and the command line
+# ---------------------------------------------------------------------------------------------------------------------
+
+
+def test_config_file_missing(tmp_path, aws_profiles):
+    path = tmp_path / "nowhere" / "s3_upload_config.py"
+    run = run_tool(path, cwd=tmp_path)
+    assert_user_error(run, f"config file {path} not found", "--config PATH")
+
+
+def test_config_file_not_named_py(tmp_path, aws_profiles):
+    path = tmp_path / "s3_upload_config.txt"
+    path.write_text("JobType = 'LOCAL_TO_S3'\n")
+    run = run_tool(path)
+    assert_user_error(run, str(path), "cannot be loaded as Python", ".py")
+
+
+def test_config_with_a_syntax_error_names_the_line(dst, bucket, tmp_path, aws_profiles):
+    path = tmp_path / "s3_upload_config.py"
+    path.write_text(f'JobType = "LOCAL_TO_S3"\nDesBucket = "{bucket}"\nChunkSize = 50 *\nMaxThread = 3\n')
+    run = run_tool(path)
+    assert_user_error(run, str(path), "line 3", "fix the Python syntax")
+    assert_nothing_uploaded(dst, bucket)
+
+
+def test_config_with_unclosed_string(tmp_path, aws_profiles):
+    path = tmp_path / "s3_upload_config.py"
+    path.write_text('JobType = "LOCAL_TO_S3"\nSrcDir = "/data/files\nMaxThread = 3\n')
+    run = run_tool(path)
+    assert_user_error(run, str(path), "line 2", "fix the Python syntax")
+
+
+NAME_ERROR_CONFIG = 'JobType = "LOCAL_TO_S3"\nMegabytes = 1024 * 1024\nChunkSize = 50 * Megabyte\n'
+
+
+def test_config_raising_name_error(dst, bucket, tmp_path, aws_profiles):
+    path = tmp_path / "s3_upload_config.py"
+    path.write_text(NAME_ERROR_CONFIG)
+    run = run_tool(path)
+    assert_user_error(run, str(path), "NameError", "'Megabyte'", "fix")
+    assert_nothing_uploaded(dst, bucket)
+
+
+def test_config_raising_name_error_names_the_line(tmp_path, aws_profiles):
+    path = tmp_path / "s3_upload_config.py"
+    path.write_text(NAME_ERROR_CONFIG)
+    run = run_tool(path)
+    assert_user_error(run, "NameError", "line 3")
+
+
+def test_help_mentions_config(tmp_path):
+    proc = subprocess.run(
+        [sys.executable, str(SCRIPT), "--help"], capture_output=True, text=True, timeout=60, cwd=tmp_path
+    )
+    assert proc.returncode == 0, proc
+    assert "--config" in proc.stdout and "PATH" in proc.stdout
+    assert "Traceback" not in proc.stdout + proc.stderr
+    assert not (tmp_path / "log").exists()
+
+
+def test_unknown_command_line_argument(tmp_path):
+    proc = subprocess.run(
+        [sys.executable, str(SCRIPT), "--confg", "x.py"], capture_output=True, text=True, timeout=60, cwd=tmp_path
+    )
+    assert proc.returncode == 2, proc
+    assert "Traceback" not in proc.stdout + proc.stderr
+    errors = [line for line in proc.stderr.splitlines() if "error:" in line]
+    assert len(errors) == 1 and "unrecognized arguments: --confg" in errors[0], proc
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# A config written for the original tool runs unchanged
+# ---------------------------------------------------------------------------------------------------------------------
+
+SEED_CONFIG = '''\
+# -*- coding: utf-8 -*-
+
+"""Basic Configure"""
+JobType = "LOCAL_TO_S3"  # 'LOCAL_TO_S3' | 'S3_TO_S3'
+SrcFileIndex = "*"  # 指定要上传的文件的文件名, type = str，Upload全部文件则用 "*"
+S3Prefix = "multipart/"  # S3_TO_S3源S3的Prefix，LOCAL_TO_S3则为目标S3的Prefix, type = str
+DesProfileName = "dst"  # 在~/.aws 中配置的能访问目标S3的 profile name
+DesBucket = "{bucket}"  # 目标文件bucket, type = str
+
+"""Configure for LOCAL_TO_S3"""
+SrcDir = r"{src_dir}"
+# 原文件本地存放目录, S3_TO_S3则该字段无效 type = str
+
+"""Configure for S3_TO_S3"""
+SrcBucket = "my-us-bucket"  # 源Bucket，LOCAL_TO_S3则本字段无效
+SrcProfileName = "us"  # 在~/.aws 中配置的能访问源S3的 profile name，LOCAL_TO_S3则本字段无效
+
+"""Advanced Configure"""
+Megabytes = 1024*1024
+ChunkSize = 5 * Megabytes  # 文件分片大小，不小于5M，单文件分片总数不能超过10000, type = int
+MaxRetry = 20  # 单个Part上传失败后，最大重试次数, type = int
+MaxThread = 5  # 单文件同时上传的进程数量, type = int
+MaxParallelFile = 5  # 并行操作文件数量, type = int
+# 即同时并发的进程数 = MaxParallelFile * MaxThread
+IgnoreSmallFile = False  # 是否跳过小于chunksize的小文件, type = bool
+StorageClass = "STANDARD"
+# 'STANDARD'|'REDUCED_REDUNDANCY'|'STANDARD_IA'|'ONEZONE_IA'|'INTELLIGENT_TIERING'|'GLACIER'|'DEEP_ARCHIVE'
+ifVerifyMD5 = False
+# 整个文件完成上传合并之后再次进行整个文件的ETag校验MD5。该开关不影响每个分片上传时候的MD5校验。
+# 对于S3_TO_S3，该开关True会在断点续传的时候重新下载所有已传过的分片来计算MD5
+DontAskMeToClean = False  # False 遇到存在现有的未完成upload时，不再询问是否Clean，默认不Clean，自动续传
+LoggingLevel = "INFO"  # 日志输出级别 'WARNING' | 'INFO' | 'DEBUG'
+'''
+
+
+def test_config_from_the_original_tool_works_unchanged(dst, bucket, tmp_path, src_dir, aws_profiles):
+    write_file(src_dir / "big.bin", 5 * MiB + 4321)  # two parts
+    write_file(src_dir / "sub" / "文件.txt", 777)
+    config = tmp_path / "s3_upload_config.py"
+    config.write_text(SEED_CONFIG.format(bucket=bucket, src_dir=f"{src_dir}/"), encoding="utf-8")
+    assert "RetryDelay" not in config.read_text() and "LogDir" not in config.read_text()
+
+    run = run_tool(config, cwd=tmp_path)
+    assert run.code == 0, run
+    assert "Traceback" not in run.output and "error:" not in run.output, run
+    assert list_keys(dst, bucket) == {"multipart/big.bin": 5 * MiB + 4321, "multipart/sub/文件.txt": 777}
+    assert assert_tree_uploaded(dst, bucket, "multipart/", src_dir) == 2  # object_md5 == md5_file for each
+    assert unfinished_uploads(dst, bucket) == []
+    assert "All source files are in destination" in run.stdout
+    logs = list((tmp_path / "log").glob("s3_upload-*.log"))  # LogDir defaults to "log" under the cwd
+    assert len(logs) == 1 and "finish multipart/big.bin" in logs[0].read_text(encoding="utf-8")
+
+
+def test_shipped_sample_config_is_valid(tmp_path):
+    """The sample s3_upload_config.py passes validation once SrcDir exists (its bucket and paths are placeholders)."""
+    import s3_upload
+
+    values = s3_upload.load_config_module(str(pathlib.Path(SCRIPT).parent / "s3_upload_config.py"))
+    values["SrcDir"] = str(tmp_path)
+    settings = s3_upload.settings_from_values(values)
+    assert settings.chunk_size == 50 * MiB and settings.des_profile == "default"

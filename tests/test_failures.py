@@ -1,0 +1,87 @@
+"""Failures that must not lose data or hide: a file that cannot be read, a destination that refuses writes, memory
+that must stay bounded.  Real SeaweedFS; bytes checked."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import s3_upload
+from conftest import (
+    DST_KEYS,
+    READER_KEYS,
+    SCRIPT,
+    MiB,
+    assert_tree_uploaded,
+    list_keys,
+    md5_file,
+    object_md5,
+    run_tool,
+    unfinished_uploads,
+    write_file,
+)
+
+
+def test_unreadable_file_fails_alone_and_is_counted(dst, bucket, src_dir, make_config, monkeypatch, capsys):
+    """Tests run as root, who can read any file, so the refusal is made in the source: everything else is real."""
+    write_file(src_dir / "good" / "a.bin", 6 * MiB)
+    write_file(src_dir / "good" / "b.txt", 300)
+    write_file(src_dir / "locked.bin", 7 * MiB)
+    real_read = s3_upload.LocalSource.read
+
+    def read(self, f, offset, length):
+        if f.path.endswith("locked.bin"):
+            raise PermissionError(13, "Permission denied", f.path)
+        return real_read(self, f, offset, length)
+
+    monkeypatch.setattr(s3_upload.LocalSource, "read", read)
+    code = s3_upload.main(["--config", str(make_config(MaxRetry=5, RetryDelay=10))])
+    out, err = capsys.readouterr()
+    assert code == s3_upload.EXIT_FAILED
+    assert "2 uploaded, 0 skipped, 1 failed" in out
+    assert "failed: up/locked.bin: PermissionError" in out and "fix its permissions" in out
+    assert "1 source file(s) are not in the destination" in out
+    assert "retry" not in err  # a local permission error does not heal by waiting
+    assert object_md5(dst, bucket, "up/good/a.bin") == md5_file(src_dir / "good/a.bin")
+    assert set(list_keys(dst, bucket)) == {"up/good/a.bin", "up/good/b.txt"}
+    # Nothing is lost: the failed file's upload stays resumable, and a rerun (now readable) completes the job.
+    monkeypatch.setattr(s3_upload.LocalSource, "read", real_read)
+    assert s3_upload.main(["--config", str(make_config())]) == 0
+    assert assert_tree_uploaded(dst, bucket, "up/", src_dir) == 3
+    assert unfinished_uploads(dst, bucket) == []
+
+
+def test_write_denied_fails_at_once_without_retries(dst, bucket, src_dir, make_config):
+    write_file(src_dir / "a.bin", 6 * MiB)
+    write_file(src_dir / "b.txt", 10)
+    run = run_tool(make_config(DesProfileName="reader", MaxRetry=5, RetryDelay=10))
+    assert run.code == s3_upload.EXIT_FAILED, run
+    assert "0 uploaded, 0 skipped, 2 failed" in run.stdout
+    assert "AccessDenied" in run.stdout and "was denied" in run.stdout
+    assert "retry" not in run.stderr
+    assert "Traceback" not in run.output
+    assert list_keys(dst, bucket) == {}
+    assert READER_KEYS[1] not in run.output and DST_KEYS[1] not in run.output
+
+
+def test_memory_stays_bounded_by_threads_times_chunk(dst, bucket, src_dir, make_config):
+    """A 256 MiB file with 5 MiB parts and 2 threads: peak RSS stays far below the file size."""
+    size = 256 * MiB
+    write_file(src_dir / "big.bin", size, seed=1)
+    config = make_config(MaxThread=2, MaxParallelFile=1)
+    measure = (
+        "import json, resource, subprocess, sys\n"
+        "code = subprocess.run(sys.argv[1:], stdin=subprocess.DEVNULL, capture_output=True).returncode\n"
+        "print(json.dumps([code, resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss]))\n"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", measure, sys.executable, str(SCRIPT), "--config", str(config)],
+        capture_output=True, text=True, cwd=config.parent, check=True,
+    ).stdout  # fmt: skip
+    code, peak_kib = json.loads(out)
+    assert code == 0
+    peak = peak_kib * 1024
+    # Python + boto3 (~60 MiB) + a few part buffers per thread; a whole-file read would be > 256 MiB.
+    assert peak < 2 * 3 * 5 * MiB + 100 * MiB, f"peak RSS {peak / MiB:.0f} MiB"
+    assert object_md5(dst, bucket, "up/big.bin") == md5_file(src_dir / "big.bin")

@@ -1,0 +1,708 @@
+"""Fast unit tests of the pure parts of s3_upload.py: no server, no network, no sleeping beyond a few 10 ms."""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import threading
+
+import botocore.exceptions
+import pytest
+import urllib3.exceptions
+
+import s3_upload
+from s3_upload import ExistingPart, Settings, SourceFile, UnfinishedUpload
+
+MiB = 1024 * 1024
+GiB = 1024 * MiB
+TiB = 1024 * GiB
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+# plan_chunks / ChunkPlan
+# ----------------------------------------------------------------------------------------------------------------------
+
+
+def assert_parts_cover(plan: s3_upload.ChunkPlan) -> None:
+    """Parts are numbered 1..N, contiguous from offset 0, all of part_size but the last, and sum to the size."""
+    parts = list(plan.parts())
+    assert [n for n, _, _ in parts] == list(range(1, plan.part_count + 1))
+    offset = 0
+    for number, start, length in parts:
+        assert (start, length) == plan.part_range(number)
+        assert start == offset
+        if number < plan.part_count:
+            assert length == plan.part_size
+        else:
+            assert 0 <= length <= plan.part_size
+            assert length > 0 or plan.size == 0
+        offset += length
+    assert offset == plan.size
+
+
+@pytest.mark.parametrize(
+    ("size", "chunk", "count", "last"),
+    [
+        (0, 5 * MiB, 1, 0),
+        (1, 5 * MiB, 1, 1),
+        (5 * MiB - 1, 5 * MiB, 1, 5 * MiB - 1),  # below the chunk
+        (5 * MiB, 5 * MiB, 1, 5 * MiB),  # equal to the chunk
+        (5 * MiB + 1, 5 * MiB, 2, 1),  # one byte above
+        (10 * MiB, 5 * MiB, 2, 5 * MiB),  # exact multiple: the last part is full
+        (15 * MiB, 5 * MiB, 3, 5 * MiB),
+        (12 * MiB + 777, 5 * MiB, 3, 2 * MiB + 777),  # the last part short
+        (150 * MiB + 3, 50 * MiB, 4, 3),
+    ],
+)
+def test_plan_chunks_counts_and_last_part(size, chunk, count, last):
+    plan = s3_upload.plan_chunks(size, chunk)
+    assert plan.part_size == chunk
+    assert plan.part_count == count
+    assert plan.part_range(count) == ((count - 1) * chunk, last)
+    assert_parts_cover(plan)
+
+
+def test_plan_chunks_600_gib_at_50_mib_grows_to_a_whole_mib_within_10000_parts():
+    size, chunk = 600 * GiB, 50 * MiB
+    assert -(-size // chunk) > s3_upload.MAX_PARTS  # 12,288 parts at ChunkSize: too many
+    plan = s3_upload.plan_chunks(size, chunk)
+    assert plan.part_size % MiB == 0
+    assert plan.part_size >= chunk
+    assert plan.part_count <= s3_upload.MAX_PARTS
+    assert plan.part_size == 62 * MiB  # ceil(600 GiB / 10,000) = 61.44 MiB -> 62 MiB
+    assert plan.part_count == 9910
+    assert_parts_cover(plan)
+
+
+def test_plan_chunks_exactly_10000_chunks_stays_at_chunk_size():
+    chunk = 50 * MiB
+    plan = s3_upload.plan_chunks(s3_upload.MAX_PARTS * chunk, chunk)
+    assert plan.part_size == chunk
+    assert plan.part_count == s3_upload.MAX_PARTS
+    assert plan.part_range(s3_upload.MAX_PARTS)[1] == chunk
+
+
+@pytest.mark.parametrize(
+    ("size", "chunk"),
+    [
+        (10_000 * 50 * MiB + 1, 50 * MiB),  # one byte over 10,000 chunks
+        (10_000 * (5 * MiB + 1) + 1, 5 * MiB + 1),  # a ChunkSize that is not a whole MiB
+        (5 * TiB, 5 * MiB),  # S3's largest object at the smallest ChunkSize
+        (123_456_789_012, 8 * MiB),
+    ],
+)
+def test_plan_chunks_grown_part_size_is_whole_mib_at_least_chunk_and_fits(size, chunk):
+    plan = s3_upload.plan_chunks(size, chunk)
+    assert plan.part_size % MiB == 0
+    assert chunk <= plan.part_size <= s3_upload.MAX_PART_SIZE
+    assert plan.part_count <= s3_upload.MAX_PARTS
+    # the smallest whole MiB that fits: one MiB less would need more than 10,000 parts
+    assert -(-size // (plan.part_size - MiB)) > s3_upload.MAX_PARTS or plan.part_size - MiB < chunk
+    assert_parts_cover(plan)
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+# multipart_etag
+# ----------------------------------------------------------------------------------------------------------------------
+
+
+def test_multipart_etag_is_md5_of_concatenated_part_digests_dash_n():
+    parts = [b"a", b"b"]
+    digests = [hashlib.md5(p).digest() for p in parts]
+    by_hand = hashlib.md5(digests[0] + digests[1]).hexdigest() + "-2"
+    assert by_hand == "96e024ba2074fe77e8e965ba43a704be-2"
+    assert s3_upload.multipart_etag(digests) == by_hand
+    assert s3_upload.multipart_etag(iter(digests)) == by_hand  # any iterable, e.g. a generator
+
+
+def test_multipart_etag_of_one_part_is_not_the_plain_md5():
+    digest = hashlib.md5(b"only").digest()
+    etag = s3_upload.multipart_etag([digest])
+    assert etag == hashlib.md5(digest).hexdigest() + "-1"
+    assert etag != digest.hex()
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+# join_key / folder_prefix
+# ----------------------------------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("prefix", "relative", "key"),
+    [
+        ("multipart/", "a.txt", "multipart/a.txt"),
+        ("multipart", "a.txt", "multipart/a.txt"),
+        ("", "a.txt", "a.txt"),
+        ("", "a/b/c.txt", "a/b/c.txt"),
+        ("up/", "a/b/c.txt", "up/a/b/c.txt"),
+        ("up", "a\\b\\c.txt", "up/a/b/c.txt"),  # Windows relative path
+        ("", "a\\b\\c.txt", "a/b/c.txt"),
+        ("deep/er/", "x\\y/z.bin", "deep/er/x/y/z.bin"),  # mixed separators
+        ("up/", "/a.txt", "up/a.txt"),  # no double slash
+        ("up", "", "up"),
+    ],
+)
+def test_join_key(prefix, relative, key):
+    assert s3_upload.join_key(prefix, relative) == key
+
+
+@pytest.mark.parametrize(
+    ("prefix", "folder"),
+    [("", ""), ("up", "up/"), ("up/", "up/"), ("a/b", "a/b/"), ("a/b/", "a/b/")],
+)
+def test_folder_prefix(prefix, folder):
+    assert s3_upload.folder_prefix(prefix) == folder
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+# pick_existing_part
+# ----------------------------------------------------------------------------------------------------------------------
+
+MD5_OLD = hashlib.md5(b"old bytes").hexdigest()
+MD5_NEW = hashlib.md5(b"new bytes").hexdigest()
+L = 5 * MiB
+
+
+@pytest.mark.parametrize("ours", [MD5_OLD, MD5_NEW])
+def test_pick_existing_part_duplicate_numbers_the_entry_with_our_md5_wins(ours):
+    # SeaweedFS lists a re-sent part number twice.
+    entries = [ExistingPart(1, L, MD5_OLD), ExistingPart(1, L, MD5_NEW)]
+    picked = s3_upload.pick_existing_part(entries, L, ours)
+    assert picked is not None and picked.etag == ours
+
+
+def test_pick_existing_part_no_entry_with_our_md5():
+    entries = [ExistingPart(1, L, MD5_OLD), ExistingPart(1, L, MD5_NEW)]
+    assert s3_upload.pick_existing_part(entries, L, hashlib.md5(b"other").hexdigest()) is None
+
+
+@pytest.mark.parametrize("md5", [MD5_OLD, None])
+def test_pick_existing_part_wrong_size_never_counts(md5):
+    assert s3_upload.pick_existing_part([ExistingPart(1, L - 1, MD5_OLD)], L, md5) is None
+    assert s3_upload.pick_existing_part([ExistingPart(1, L + 1, MD5_OLD)], L, md5) is None
+    assert s3_upload.pick_existing_part([], L, md5) is None
+
+
+def test_pick_existing_part_md5_none_accepts_the_right_size():
+    right = ExistingPart(1, L, MD5_NEW)
+    assert s3_upload.pick_existing_part([ExistingPart(1, L + 1, MD5_OLD), right], L, None) is right
+    assert s3_upload.pick_existing_part([right, ExistingPart(1, L - 1, MD5_OLD)], L, None) is right
+
+
+def test_pick_existing_part_md5_none_two_of_the_right_size_the_newest_listed_wins():
+    older, newer = ExistingPart(1, L, MD5_OLD), ExistingPart(1, L, MD5_NEW)
+    assert s3_upload.pick_existing_part([older, newer], L, None) is newer
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+# incompatible_upload
+# ----------------------------------------------------------------------------------------------------------------------
+
+T = 1_700_000_000.0  # 2023-11-14 22:13:20 UTC
+UPLOAD = UnfinishedUpload("up/big.bin", "upload-1", T)
+PLAN_12 = s3_upload.plan_chunks(12 * MiB, 5 * MiB)  # parts 5, 5, 2 MiB
+
+
+def src(size: int = 12 * MiB, mtime: float = T - 100) -> SourceFile:
+    return SourceFile("up/big.bin", size, mtime, path="/tmp/big.bin")
+
+
+@pytest.mark.parametrize(
+    "parts",
+    [
+        [],
+        [ExistingPart(1, 5 * MiB, MD5_OLD)],
+        [ExistingPart(1, 5 * MiB, MD5_OLD), ExistingPart(2, 5 * MiB, MD5_OLD)],
+        [ExistingPart(1, 5 * MiB, MD5_OLD), ExistingPart(2, 5 * MiB, MD5_OLD), ExistingPart(3, 2 * MiB, MD5_OLD)],
+        # a duplicate with a wrong size is left to pick_existing_part, as long as one entry fits
+        [ExistingPart(1, 4 * MiB, MD5_OLD), ExistingPart(1, 5 * MiB, MD5_NEW)],
+    ],
+)
+def test_incompatible_upload_compatible(parts):
+    assert s3_upload.incompatible_upload(PLAN_12, parts, UPLOAD, src(), True) == ""
+
+
+@pytest.mark.parametrize(
+    "parts",
+    [
+        [ExistingPart(1, 4 * MiB, MD5_OLD)],  # a part of another size
+        [ExistingPart(1, 6 * MiB, MD5_OLD), ExistingPart(2, 6 * MiB, MD5_OLD)],  # cut at ChunkSize 6 MiB
+        [ExistingPart(1, 5 * MiB, MD5_OLD), ExistingPart(3, 5 * MiB, MD5_OLD)],  # the last part is 2 MiB now
+    ],
+)
+def test_incompatible_upload_part_of_wrong_size_names_chunksize(parts):
+    reason = s3_upload.incompatible_upload(PLAN_12, parts, UPLOAD, src(), True)
+    assert reason
+    assert "ChunkSize" in reason
+
+
+def test_incompatible_upload_part_beyond_the_plan():
+    parts = [ExistingPart(n, length, MD5_OLD) for n, _, length in PLAN_12.parts()] + [ExistingPart(4, 1, MD5_OLD)]
+    reason = s3_upload.incompatible_upload(PLAN_12, parts, UPLOAD, src(), True)
+    assert "part 4" in reason and "3 parts" in reason
+    assert "ChunkSize" in reason
+
+
+@pytest.mark.parametrize(
+    ("mtime", "initiated", "changed"),
+    [
+        (T - 5, T, False),
+        (T, T, False),
+        (T + 0.999, T, False),  # the same second as Initiated: not a change
+        (T + 0.75, T + 0.25, False),
+        (T + 1, T, True),  # one second later
+        (T + 1.5, T, True),
+        (T + 3600, T, True),
+    ],
+)
+def test_incompatible_upload_source_modified_after_initiated_whole_seconds(mtime, initiated, changed):
+    upload = UnfinishedUpload("up/big.bin", "upload-1", initiated)
+    reason = s3_upload.incompatible_upload(PLAN_12, [], upload, src(mtime=mtime), True)
+    if changed:
+        assert "modified" in reason
+        assert "2023-11-14 22:13:20 UTC" in reason
+    else:
+        assert reason == ""
+
+
+@pytest.mark.parametrize(
+    ("size", "old_chunk", "new_chunk", "listed"),
+    [
+        # old run 5 MiB: parts 5,5,1 (only part 2 = bytes 5..10 MiB finished); new run 6 MiB: parts 6,5 (bytes 6..11)
+        (11 * MiB, 5 * MiB, 6 * MiB, ExistingPart(2, 5 * MiB, MD5_OLD)),
+        # old run 6 MiB: parts 6,5 (only its last part 2 = bytes 6..11 MiB finished); new run 5 MiB: parts 5,5,1
+        (11 * MiB, 6 * MiB, 5 * MiB, ExistingPart(2, 5 * MiB, MD5_OLD)),
+    ],
+    ids=["5MiB-then-6MiB", "6MiB-then-5MiB"],
+)
+def test_incompatible_upload_lone_part_cut_at_another_chunksize(size, old_chunk, new_chunk, listed):
+    old = s3_upload.plan_chunks(size, old_chunk)
+    new = s3_upload.plan_chunks(size, new_chunk)
+    assert old.part_range(listed.number) != new.part_range(listed.number)  # other bytes...
+    assert old.part_range(listed.number)[1] == new.part_range(listed.number)[1] == listed.size  # ...same length
+    reason = s3_upload.incompatible_upload(new, [listed], UPLOAD, src(size=size), False)
+    assert "ChunkSize" in reason
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+# plan_files
+# ----------------------------------------------------------------------------------------------------------------------
+
+CHUNK = 5 * MiB
+
+
+def settings(**kw) -> Settings:
+    return Settings(des_bucket="bucket", src_dir="/tmp", chunk_size=CHUNK, **kw)
+
+
+@pytest.mark.parametrize(
+    ("size", "dest_size", "ignore_small", "action"),
+    [
+        (0, None, False, "put"),  # zero bytes: one PutObject
+        (1, None, False, "put"),
+        (CHUNK - 1, None, False, "put"),
+        (CHUNK, None, False, "multipart"),
+        (3 * CHUNK + 7, None, False, "multipart"),
+        (100, 100, False, "skip"),  # same key, same size at the destination
+        (0, 0, False, "skip"),
+        (3 * CHUNK, 3 * CHUNK, False, "skip"),
+        (100, 99, False, "put"),  # the size differs: upload again
+        (3 * CHUNK, 3 * CHUNK - 1, False, "multipart"),
+        (100, None, True, "skip"),  # IgnoreSmallFile
+        (0, None, True, "skip"),
+        (CHUNK - 1, 7, True, "skip"),
+        (CHUNK, None, True, "multipart"),
+    ],
+)
+def test_plan_files_action(size, dest_size, ignore_small, action):
+    f = SourceFile("up/f", size, T)
+    destination = {} if dest_size is None else {"up/f": dest_size}
+    destination["up/other"] = size  # another key of the same size does not count
+    [task] = s3_upload.plan_files(settings(ignore_small_file=ignore_small), [f], destination, [])
+    assert task.src is f
+    assert task.action == action
+    if action == "multipart":
+        assert task.plan == s3_upload.plan_chunks(size, CHUNK)
+    else:
+        assert task.plan is None
+    if action == "skip":
+        assert ("IgnoreSmallFile" in task.reason) == (dest_size != size)
+        assert ("same size" in task.reason) == (dest_size == size)
+
+
+def test_plan_files_same_key_other_size_is_not_skipped_by_a_same_size_key_elsewhere():
+    f = SourceFile("up/a", 100, T)
+    [task] = s3_upload.plan_files(settings(), [f], {"up/b": 100, "a": 100}, [])
+    assert task.action == "put"
+
+
+def test_plan_files_newest_unfinished_upload_is_chosen_and_other_keys_ignored():
+    big = SourceFile("up/big", 3 * CHUNK, T)
+    lone = SourceFile("up/lone", 2 * CHUNK, T)
+    small = SourceFile("up/small", 10, T)
+    uploads = [
+        UnfinishedUpload("up/big", "old", T - 300),
+        UnfinishedUpload("up/big", "newest", T - 100),
+        UnfinishedUpload("up/big", "middle", T - 200),
+        UnfinishedUpload("up/elsewhere", "not-ours", T),
+        UnfinishedUpload("up/small", "small-one", T),
+    ]
+    tasks = s3_upload.plan_files(settings(), [big, lone, small], {}, uploads)
+    assert [t.src.key for t in tasks] == ["up/big", "up/lone", "up/small"]  # in source order
+    assert tasks[0].action == "multipart" and tasks[0].upload is not None
+    assert tasks[0].upload.upload_id == "newest"
+    assert tasks[1].action == "multipart" and tasks[1].upload is None
+    assert tasks[2].action == "put" and tasks[2].upload is None
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+# is_retryable / describe_error
+# ----------------------------------------------------------------------------------------------------------------------
+
+
+def client_error(code: str, status: int, message: str = "msg", op: str = "UploadPart"):
+    return botocore.exceptions.ClientError(
+        {"Error": {"Code": code, "Message": message}, "ResponseMetadata": {"HTTPStatusCode": status}}, op
+    )
+
+
+@pytest.mark.parametrize(
+    ("code", "status", "retryable"),
+    [
+        ("SlowDown", 503, True),
+        ("InternalError", 500, True),
+        ("RequestTimeout", 400, True),
+        ("BadDigest", 400, True),
+        ("ServiceUnavailable", 503, True),
+        ("SomethingNew", 502, True),  # any 5xx
+        ("TooManyRequests", 429, True),
+        ("AccessDenied", 403, False),
+        ("NoSuchBucket", 404, False),
+        ("InvalidAccessKeyId", 403, False),
+        ("SignatureDoesNotMatch", 403, False),
+        ("NoSuchUpload", 404, False),
+        ("PreconditionFailed", 412, False),
+        ("AccessDenied", 500, False),  # a fatal code stays fatal whatever the status
+        ("SomethingElse", 400, False),
+    ],
+)
+def test_is_retryable_client_errors(code, status, retryable):
+    assert s3_upload.is_retryable(client_error(code, status)) is retryable
+
+
+@pytest.mark.parametrize(
+    ("exc", "retryable"),
+    [
+        (botocore.exceptions.ReadTimeoutError(endpoint_url="http://s3"), True),
+        (botocore.exceptions.EndpointConnectionError(endpoint_url="http://s3"), True),
+        (botocore.exceptions.ConnectionClosedError(endpoint_url="http://s3"), True),
+        (ConnectionResetError(104, "Connection reset by peer"), True),
+        (TimeoutError("timed out"), True),
+        (urllib3.exceptions.ProtocolError("Connection aborted."), True),
+        (s3_upload.ShortRead("got 3 of 5 bytes"), True),
+        (PermissionError(13, "Permission denied"), False),
+        (FileNotFoundError(2, "No such file or directory"), False),
+        (s3_upload.SourceChanged("changed"), False),
+        (botocore.exceptions.NoCredentialsError(), False),
+        (botocore.exceptions.ParamValidationError(report="bad"), False),
+        (ValueError("a bug"), False),
+    ],
+    ids=lambda v: type(v).__name__ if isinstance(v, BaseException) else str(v),
+)
+def test_is_retryable_other_errors(exc, retryable):
+    assert s3_upload.is_retryable(exc) is retryable
+
+
+def test_describe_error():
+    assert s3_upload.describe_error(client_error("SlowDown", 503, "Reduce your rate")) == (
+        "SlowDown (HTTP 503): Reduce your rate"
+    )
+    assert s3_upload.describe_error(client_error("NoSuchKey", 404, "")) == "NoSuchKey (HTTP 404)"
+    assert s3_upload.describe_error(PermissionError("denied")) == "PermissionError: denied"
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+# RetryPolicy
+# ----------------------------------------------------------------------------------------------------------------------
+
+
+class Flaky:
+    """Raises the given errors in turn, then returns 'done'."""
+
+    def __init__(self, *errors: BaseException):
+        self.errors = list(errors)
+        self.calls = 0
+
+    def __call__(self):
+        self.calls += 1
+        if self.errors:
+            raise self.errors.pop(0)
+        return "done"
+
+
+class RecordingEvent(threading.Event):
+    """A stop Event whose wait() records the timeout; it returns at once unless sleep=True."""
+
+    def __init__(self, sleep: bool = False):
+        super().__init__()
+        self.sleep = sleep
+        self.waits: list[float] = []
+
+    def wait(self, timeout=None):
+        self.waits.append(timeout)
+        return super().wait(timeout) if self.sleep else self.is_set()
+
+
+@pytest.fixture
+def s3_log(caplog, monkeypatch):
+    # main() sets propagate=False on this logger; be independent of anything run earlier in the session.
+    monkeypatch.setattr(s3_upload.log, "propagate", True)
+    caplog.set_level(logging.WARNING, logger="s3_upload")
+    return caplog
+
+
+def test_retry_policy_two_retryable_failures_then_success(s3_log):
+    policy = s3_upload.RetryPolicy(5, 0.01, threading.Event())
+    request = Flaky(client_error("SlowDown", 503), ConnectionResetError(104, "reset"))
+    assert policy.call("UPLOAD k part 1", request) == "done"
+    assert request.calls == 3
+    assert policy.retries == 2
+    messages = [r.getMessage() for r in s3_log.records if r.name == "s3_upload"]
+    assert len(messages) == 2
+    assert "UPLOAD k part 1 failed: SlowDown (HTTP 503)" in messages[0] and "retry 1/5" in messages[0]
+    assert "ConnectionResetError" in messages[1] and "retry 2/5" in messages[1]
+
+
+def test_retry_policy_counts_retries_across_calls():
+    policy = s3_upload.RetryPolicy(3, 0.0, threading.Event())
+    policy.call("a", Flaky(TimeoutError()))
+    policy.call("b", Flaky(TimeoutError(), TimeoutError()))
+    assert policy.retries == 3
+
+
+@pytest.mark.parametrize(
+    "fatal",
+    [client_error("AccessDenied", 403), PermissionError(13, "denied"), s3_upload.SourceChanged("changed")],
+    ids=["AccessDenied", "PermissionError", "SourceChanged"],
+)
+def test_retry_policy_fatal_error_is_raised_at_once(fatal):
+    stop = RecordingEvent()
+    policy = s3_upload.RetryPolicy(5, 0.01, stop)
+    request = Flaky(fatal)
+    with pytest.raises(type(fatal)) as info:
+        policy.call("PUT k", request)
+    assert info.value is fatal
+    assert request.calls == 1
+    assert policy.retries == 0
+    assert stop.waits == []
+
+
+@pytest.mark.parametrize("max_retry", [0, 1, 3])
+def test_retry_policy_gives_up_after_max_retry_with_the_last_error(max_retry):
+    errors = [client_error("InternalError", 500, f"try {i}") for i in range(max_retry + 1)]
+    policy = s3_upload.RetryPolicy(max_retry, 0.01, threading.Event())
+    request = Flaky(*errors, client_error("InternalError", 500, "never reached"))
+    with pytest.raises(botocore.exceptions.ClientError) as info:
+        policy.call("PUT k", request)
+    assert info.value is errors[-1]
+    assert request.calls == max_retry + 1
+    assert policy.retries == max_retry
+
+
+def test_retry_policy_waits_grow_linearly(s3_log):
+    stop = RecordingEvent()
+    policy = s3_upload.RetryPolicy(3, 5.0, stop)  # the seed's 5 s; RecordingEvent does not sleep
+    request = Flaky(*[client_error("SlowDown", 503) for _ in range(4)])
+    with pytest.raises(botocore.exceptions.ClientError):
+        policy.call("PUT k", request)
+    assert stop.waits == [5.0, 10.0, 15.0]
+    messages = [r.getMessage() for r in s3_log.records if r.name == "s3_upload"]
+    assert all(r.levelno == logging.WARNING for r in s3_log.records)
+    assert [m.split("; ")[-1] for m in messages] == ["retry 1/3 in 5s", "retry 2/3 in 10s", "retry 3/3 in 15s"]
+
+
+def test_retry_policy_real_waits_with_a_small_delay(s3_log):
+    stop = RecordingEvent(sleep=True)
+    policy = s3_upload.RetryPolicy(3, 0.01, stop)
+    assert policy.call("GET k", Flaky(TimeoutError(), TimeoutError(), TimeoutError())) == "done"
+    assert stop.waits == pytest.approx([0.01, 0.02, 0.03])
+    waits = [r.args[-1] for r in s3_log.records if r.name == "s3_upload"]  # the "in X s" argument
+    assert waits == pytest.approx([0.01, 0.02, 0.03])
+
+
+def test_retry_policy_stop_set_before_the_call_raises_interrupted():
+    stop = threading.Event()
+    stop.set()
+    request = Flaky()
+    with pytest.raises(s3_upload.Interrupted):
+        s3_upload.RetryPolicy(5, 0.01, stop).call("PUT k", request)
+    assert request.calls == 0
+
+
+def test_retry_policy_stop_set_during_the_backoff_raises_interrupted():
+    stop = threading.Event()
+    policy = s3_upload.RetryPolicy(5, 10.0, stop)  # would wait 10 s if the stop did not end the wait
+
+    def request():
+        stop.set()  # Ctrl-C arrives while this request is failing
+        raise client_error("SlowDown", 503)
+
+    with pytest.raises(s3_upload.Interrupted):
+        policy.call("PUT k", request)
+    assert policy.retries == 1
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+# settings_from_values / validate_settings
+# ----------------------------------------------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def seed_values(tmp_path):
+    """The seed's complete LOCAL_TO_S3 example, as the config module's public names."""
+    megabytes = 1024 * 1024
+    return {
+        "JobType": "LOCAL_TO_S3",
+        "SrcFileIndex": "*",
+        "S3Prefix": "multipart/",
+        "DesProfileName": "cn",
+        "DesBucket": "my-cn-bucket",
+        "SrcDir": str(tmp_path),
+        "SrcBucket": "no",
+        "SrcProfileName": "no",
+        "Megabytes": megabytes,
+        "ChunkSize": 50 * megabytes,
+        "MaxRetry": 30,
+        "MaxThread": 3,
+        "MaxParallelFile": 3,
+        "IgnoreSmallFile": False,
+        "StorageClass": "STANDARD",
+        "ifVerifyMD5": False,
+        "DontAskMeToClean": False,
+        "LoggingLevel": "INFO",
+    }
+
+
+def test_settings_from_the_seed_example(seed_values, tmp_path):
+    s = s3_upload.settings_from_values(seed_values)
+    assert s == Settings(
+        job_type="LOCAL_TO_S3",
+        src_file_index="*",
+        s3_prefix="multipart/",
+        des_profile="cn",
+        des_bucket="my-cn-bucket",
+        src_dir=str(tmp_path),
+        src_bucket="no",
+        src_profile="no",
+        chunk_size=50 * MiB,
+        max_retry=30,
+        max_thread=3,
+        max_parallel_file=3,
+        ignore_small_file=False,
+        storage_class="STANDARD",
+        verify_md5=False,
+        dont_ask_me_to_clean=False,
+        logging_level="INFO",
+        retry_delay=5.0,  # not in the seed: the defaults
+        log_dir="log",
+    )
+
+
+def test_settings_extra_and_private_names_are_ignored(seed_values):
+    values = dict(seed_values, Megabytes="not an int", Helper=object(), os=None, chunksize=1)
+    assert s3_upload.settings_from_values(values).chunk_size == 50 * MiB
+
+
+def test_settings_advanced_options_and_flags(seed_values):
+    values = dict(
+        seed_values, RetryDelay=0.5, LogDir="logs", IgnoreSmallFile=True, ifVerifyMD5=True, DontAskMeToClean=True
+    )
+    s = s3_upload.settings_from_values(values)
+    assert (s.retry_delay, s.log_dir) == (0.5, "logs")
+    assert s.ignore_small_file and s.verify_md5 and s.dont_ask_me_to_clean
+
+
+@pytest.mark.parametrize(
+    ("name", "value"),
+    [
+        ("ChunkSize", 5 * MiB),
+        ("ChunkSize", 5 * GiB),
+        ("MaxRetry", 0),
+        ("LoggingLevel", "debug"),
+        ("StorageClass", "DEEP_ARCHIVE"),
+        ("RetryDelay", 0),
+    ],
+)
+def test_settings_boundary_values_are_accepted(seed_values, name, value):
+    s3_upload.settings_from_values(dict(seed_values, **{name: value}))
+
+
+@pytest.mark.parametrize(
+    ("name", "value"),
+    [
+        ("JobType", "LOCAL2S3"),
+        ("ChunkSize", 5 * MiB - 1),
+        ("ChunkSize", 5 * GiB + 1),
+        ("ChunkSize", True),  # bool is an int in Python, but not a size
+        ("ChunkSize", 50.0 * MiB),
+        ("ChunkSize", "50"),
+        ("MaxRetry", -1),
+        ("MaxThread", 0),
+        ("MaxParallelFile", 0),
+        ("MaxThread", 1.5),
+        ("IgnoreSmallFile", "False"),
+        ("ifVerifyMD5", 1),
+        ("StorageClass", "COLD"),
+        ("LoggingLevel", "LOUD"),
+        ("DesBucket", ""),
+        ("SrcFileIndex", ""),
+        ("S3Prefix", None),
+        ("RetryDelay", -1),
+        ("SrcDir", ""),
+        ("SrcDir", "/nonexistent/s3_upload-test-dir"),
+    ],
+)
+def test_settings_bad_values_name_the_option(seed_values, name, value):
+    with pytest.raises(s3_upload.UserError) as info:
+        s3_upload.settings_from_values(dict(seed_values, **{name: value}))
+    assert name in str(info.value)
+
+
+def test_settings_src_dir_that_is_a_file(seed_values, tmp_path):
+    a_file = tmp_path / "one.bin"
+    a_file.write_bytes(b"x")
+    with pytest.raises(s3_upload.UserError, match="SrcDir .* is a file"):
+        s3_upload.settings_from_values(dict(seed_values, SrcDir=str(a_file)))
+
+
+def test_settings_s3_to_s3_onto_itself_is_refused(seed_values):
+    values = dict(seed_values, JobType="S3_TO_S3", SrcBucket="my-cn-bucket", SrcProfileName="cn")
+    with pytest.raises(s3_upload.UserError, match="SrcBucket and DesBucket"):
+        s3_upload.settings_from_values(values)
+    # another profile (another account) with the same bucket name is fine
+    assert s3_upload.settings_from_values(dict(values, SrcProfileName="global")).job_type == "S3_TO_S3"
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+# human_bytes
+# ----------------------------------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("n", "text"),
+    [
+        (0, "0 B"),
+        (1, "1 B"),
+        (1023, "1023 B"),
+        (1024, "1.0 KiB"),
+        (1536, "1.5 KiB"),
+        (50 * MiB, "50.0 MiB"),
+        (12 * MiB + 777, "12.0 MiB"),
+        (5 * GiB, "5.0 GiB"),
+        (3 * TiB, "3.0 TiB"),
+        (2048 * TiB, "2048.0 TiB"),  # TiB is the largest unit
+        (12.6, "13 B"),  # a rate in bytes per second
+    ],
+)
+def test_human_bytes(n, text):
+    assert s3_upload.human_bytes(n) == text
