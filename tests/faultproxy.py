@@ -8,8 +8,11 @@ S3 server on 127.0.0.1, then turn faults on and off while requests flow.
         ...
         assert proxy.stats["resets"] >= 1
 
-Knobs (attributes; set them at any time, or several at once with ``set(**knobs)``; each request reads a snapshot
-of them when its head arrives; all default off):
+For the tool, point a profile's endpoint_url at ``proxy.endpoint_url`` (e.g. ``aws_profiles.add(...)``).
+
+Knobs (attributes; also keyword arguments of the constructor; set them at any time, or several at once with
+``set(**knobs)``; ``clear_faults()`` turns all off; each request reads a snapshot of them when its head arrives;
+all default off):
 
 - ``error_rate``: share of requests the proxy answers itself, without forwarding, with an S3 XML error
   ``error_status`` / ``error_code`` (default 503 SlowDown; e.g. 500 InternalError). botocore parses the code.
@@ -37,12 +40,17 @@ identity (method, path, query without uploadId, Range headers) and how many time
 a run with the same seed faults the same requests even when threads interleave differently.
 
 Counters: ``stats`` (requests, errors, resets, stalls, rewrites, connections, bytes_up, bytes_down; bytes are what
-reached the server / the client), ``history`` (every Request, with ``fault`` and ``status`` filled in), and
-``exceptions`` (unexpected errors inside the proxy or in ``match`` / ``rewrite_response``: should stay empty).
+reached the server / the client, heads included), ``history`` (every Request, with ``fault`` and ``status`` filled
+in), and ``exceptions`` (unexpected errors inside the proxy or in ``match`` / ``rewrite_response``: keep it empty).
 
 Limits: plain http only (no TLS, no CONNECT); path-style addressing for ``Request.bucket`` / ``key``; repeated
 response header names are joined with ", " when ``rewrite_response`` re-serialises a response. The proxy answers
-``Expect: 100-continue`` itself (and strips the header upstream; botocore does not sign it).
+``Expect: 100-continue`` itself (and strips the header upstream; botocore does not sign it); when it answers such a
+request with an error it closes the connection, as the client will not send the body.
+
+Whenever a connection ends mid-message (a fault, a stall given up, ``stop()``) the client gets an RST, never a FIN:
+http.client takes an EOF inside the response headers as their end, so a FIN right after "HTTP/1.1 200 OK" would make
+botocore report a successful PutObject / UploadPart without an ETag.
 """
 
 from __future__ import annotations
@@ -132,7 +140,9 @@ class Request:
                 return "PutObjectTagging"
             return "CopyObject" if "x-amz-copy-source" in h else "PutObject"
         if m == "POST":
-            return "CreateMultipartUpload" if "uploads" in q else "CompleteMultipartUpload" if "uploadId" in q else "Unknown"
+            if "uploads" in q:
+                return "CreateMultipartUpload"
+            return "CompleteMultipartUpload" if "uploadId" in q else "Unknown"
         if m == "GET":
             return "ListParts" if "uploadId" in q else "GetObjectTagging" if "tagging" in q else "GetObject"
         if m == "DELETE":
@@ -318,6 +328,12 @@ def error_response(status: int, code: str, head_only: bool = False, close: bool 
     return head if head_only else head + body
 
 
+def _join(threads: list[Optional[threading.Thread]], until: float) -> None:
+    for t in threads:
+        if t is not None and t is not threading.current_thread():
+            t.join(max(0.0, until - time.monotonic()))
+
+
 class _Throttle:
     """A shared rate limit: each send reserves the next free slot of the link's time."""
 
@@ -369,24 +385,29 @@ class _Connection:
         self.up_reader: Optional[_Reader] = None
         self.thread: Optional[threading.Thread] = None
 
-    def close(self) -> None:
-        """From stop(): wakes any blocked recv/send."""
-        for s in (self.client, self.upstream):
-            if s is not None:
+    def wake(self, client_how: int) -> None:
+        """From stop(): wakes blocked recv calls (and sends, with SHUT_RDWR). Upstream is shut both ways; the
+        client only for reading first: a FIN after a partial response head would look like a whole response to
+        http.client (it takes EOF as the end of the headers), so the thread itself ends it with an RST."""
+        for sock, how in ((self.client, client_how), (self.upstream, socket.SHUT_RDWR)):
+            if sock is not None:
                 try:
-                    s.shutdown(socket.SHUT_RDWR)
+                    sock.shutdown(how)
                 except OSError:
                     pass
 
     def run(self) -> None:
+        clean = False
         try:
             self._serve()
+            clean = True  # at a message boundary
         except (_Closed, OSError):
             pass
         except Exception as e:  # a bug, or match / rewrite_response raised
             self.proxy.exceptions.append(e)
         finally:
-            _close(self.client)
+            # Mid-message the client gets an RST, never a FIN: see wake().
+            (_close if clean else _rst)(self.client)
             _close(self.upstream)
             self.proxy._forget(self)
 
@@ -511,11 +532,12 @@ class _Connection:
             raw = b"".join(resp_body)
             chunked = "chunked" in resp_headers.get("transfer-encoding", "").lower()
             data = _dechunk(raw) if chunked else raw
+            before = dict(resp_headers)
             new = rewrite(req, status, resp_headers, data)
-            if new is not None:
-                data = new
+            if (new is not None and new != data) or resp_headers != before:
                 req.fault = "rewrite"
                 self.proxy._count("rewrites")
+            data = data if new is None else new
             resp_headers.pop("transfer-encoding", None)
             resp_headers["content-length"] = str(len(data))
             text = "".join(f"{k}: {v}\r\n" for k, v in resp_headers.items())
@@ -536,6 +558,8 @@ class _Connection:
         return not close
 
     def _bad_gateway(self, req: Request) -> bool:
+        if self.proxy._stopping.is_set():
+            raise _Closed("proxy stopping")
         req.status = 502
         self.client.sendall(error_response(502, "BadGateway", req.method == "HEAD", close=True))
         return False
@@ -543,6 +567,19 @@ class _Connection:
 
 class FaultProxy:
     """See the module docstring. ``start()`` listens on 127.0.0.1:<free port>; ``stop()`` closes everything."""
+
+    # The knobs (defaults in FAULTS_OFF).
+    error_rate: float
+    error_status: int
+    error_code: str
+    reset_rate: float
+    stall_rate: float
+    stall_seconds: Optional[float]
+    fault_where: str
+    bandwidth: Optional[float]
+    outage: bool
+    match: Optional[Callable[[Request], bool]]
+    rewrite_response: Optional[Callable[[Request, int, dict, bytes], Optional[bytes]]]
 
     def __init__(self, upstream_host: str, upstream_port: int, seed: int = 0, **knobs):
         self.upstream = (upstream_host, upstream_port)
@@ -601,7 +638,8 @@ class FaultProxy:
         return self
 
     def stop(self, timeout: float = 5) -> None:
-        """Close the listener and every connection (no RST), and join the threads (at most `timeout` seconds)."""
+        """Close the listener and every connection (an RST where a message was under way), and join the threads
+        (at most `timeout` seconds)."""
         self._stopping.set()
         listener, self._listener = self._listener, None
         if listener is not None:
@@ -609,12 +647,13 @@ class FaultProxy:
         with self._lock:
             connections = list(self._connections)
         for conn in connections:
-            conn.close()
+            conn.wake(socket.SHUT_RD)
         deadline = time.monotonic() + timeout
-        threads = [self._accept_thread] + [c.thread for c in connections]
-        for t in threads:
-            if t is not None and t is not threading.current_thread():
-                t.join(max(0.0, deadline - time.monotonic()))
+        _join([self._accept_thread] + [c.thread for c in connections], min(deadline, time.monotonic() + 1))
+        stuck = [c for c in connections if c.thread.is_alive()]
+        for conn in stuck:  # blocked sending to a client that stopped reading
+            conn.wake(socket.SHUT_RDWR)
+        _join([c.thread for c in stuck], deadline)
 
     def __enter__(self) -> FaultProxy:
         return self.start()

