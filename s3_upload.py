@@ -58,6 +58,7 @@ MIN_PART_SIZE = 5 * MiB  # every part but the last must be at least this large
 MAX_PART_SIZE = 5 * GiB
 MAX_PARTS = 10_000
 MAX_FILE_ATTEMPTS = 3  # ifVerifyMD5: a file whose re-read ETag differs is deleted and redone at most this often
+ORPHAN_WINDOW = 300  # seconds: how far back a retried CreateMultipartUpload may have left an orphan
 
 EXIT_OK = 0
 EXIT_FAILED = 1  # some file failed or is missing at the destination
@@ -79,6 +80,7 @@ STORAGE_CLASSES = (
     "EXPRESS_ONEZONE",
 )
 LOGGING_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
+CHECKSUM_MODES = ("MD5", "MD5_CRC32")
 CLEAN_PROMPT = (
     "CLEAN unfinished upload and restart(input CLEAN) or resume loading(press enter)? Please confirm: (n/CLEAN)"
 )
@@ -127,6 +129,9 @@ class Settings:
     logging_level: str = "INFO"  # LoggingLevel
     retry_delay: float = 5.0  # RetryDelay (advanced): the n-th retry waits n x this many seconds
     log_dir: str = "log"  # LogDir (advanced): where the per-run log file goes
+    connect_timeout: float = 10.0  # ConnectTimeout (advanced): seconds to open a connection
+    read_timeout: float = 120.0  # ReadTimeout (advanced): seconds without a byte before a request is retried
+    checksum_mode: str = "MD5"  # ChecksumMode (advanced): "MD5" or "MD5_CRC32", see Endpoints
 
 
 # config name -> (Settings field, accepted types)
@@ -150,6 +155,9 @@ CONFIG_OPTIONS: dict[str, tuple[str, tuple[type, ...]]] = {
     "LoggingLevel": ("logging_level", (str,)),
     "RetryDelay": ("retry_delay", (int, float)),
     "LogDir": ("log_dir", (str,)),
+    "ConnectTimeout": ("connect_timeout", (int, float)),
+    "ReadTimeout": ("read_timeout", (int, float)),
+    "ChecksumMode": ("checksum_mode", (str,)),
 }
 
 
@@ -230,6 +238,14 @@ def validate_settings(s: Settings) -> None:
         raise UserError(f"MaxRetry must be 0 or more, got {s.max_retry}; set e.g. MaxRetry = 30")
     if s.retry_delay < 0:
         raise UserError(f"RetryDelay must be 0 or more seconds, got {s.retry_delay}; set e.g. RetryDelay = 5")
+    for name, value in (("ConnectTimeout", s.connect_timeout), ("ReadTimeout", s.read_timeout)):
+        if value <= 0:
+            raise UserError(f"{name} must be more than 0 seconds, got {value}; e.g. {name} = 60")
+    if s.checksum_mode not in CHECKSUM_MODES:
+        raise UserError(
+            f"ChecksumMode {s.checksum_mode!r} is unknown; use 'MD5' (Content-MD5 only, works with every "
+            f"S3-compatible store) or 'MD5_CRC32' (also botocore's CRC32)"
+        )
     if s.storage_class not in STORAGE_CLASSES:
         raise UserError(f"StorageClass {s.storage_class!r} is unknown; use one of {', '.join(STORAGE_CLASSES)}")
     if s.logging_level.upper() not in LOGGING_LEVELS:
@@ -349,9 +365,8 @@ def is_retryable(exc: BaseException) -> bool:
         return False
     # Connection reset, read timeout, incomplete body, endpoint unreachable.  Other OSErrors (a local file that
     # is missing or unreadable) will not heal by waiting.
-    return isinstance(
-        exc, (botocore.exceptions.BotoCoreError, urllib3.exceptions.HTTPError, ConnectionError, TimeoutError, ShortRead)
-    )
+    transient = (botocore.exceptions.BotoCoreError, urllib3.exceptions.HTTPError, ConnectionError, TimeoutError)
+    return isinstance(exc, (*transient, ShortRead, BadResponse))
 
 
 def fix_hint(exc: BaseException) -> str:
@@ -381,25 +396,27 @@ def describe_error(exc: BaseException) -> str:
 class Endpoints:
     """One boto3 session per credential profile, one shared S3 client each (clients are thread-safe).
 
-    Retries: botocore's own retries are switched off so that one policy, ``with_retry`` (the seed's linear
-    backoff, MaxRetry times, every retry logged), governs every request.  Timeouts are set so that a stalled
-    connection fails and is retried instead of hanging the run.  Checksums: we send Content-MD5 ourselves on
-    every PutObject and UploadPart; botocore's optional CRC32 is only added when the operation requires it.
-    """
+    Retries: botocore's own retries are switched off so that one policy, ``RetryPolicy`` (the seed's linear
+    backoff, MaxRetry times, every retry logged), governs every request.  Timeouts (ConnectTimeout, ReadTimeout)
+    are set so that a stalled connection fails and is retried instead of hanging the run.
 
-    CONNECT_TIMEOUT = 10
-    READ_TIMEOUT = 120
+    Checksums: Content-MD5 is always sent, computed here, on every PutObject and UploadPart, so the server rejects
+    damaged bytes (BadDigest) and the same digests give the final ETag.  ChecksumMode "MD5" (default) stops
+    botocore >= 1.36 from adding its CRC32 too (some S3-compatible stores reject those headers or the aws-chunked
+    encoding they bring over https); "MD5_CRC32" keeps botocore's default and sends both.
+    """
 
     def __init__(self, settings: Settings):
         self.settings = settings
         pool = settings.max_parallel_file * settings.max_thread + 4
+        checksums = "when_supported" if settings.checksum_mode == "MD5_CRC32" else "when_required"
         self.client_config = botocore.config.Config(
             max_pool_connections=pool,
-            connect_timeout=self.CONNECT_TIMEOUT,
-            read_timeout=self.READ_TIMEOUT,
+            connect_timeout=settings.connect_timeout,
+            read_timeout=settings.read_timeout,
             retries={"total_max_attempts": 1, "mode": "standard"},
-            request_checksum_calculation="when_required",
-            response_checksum_validation="when_required",
+            request_checksum_calculation=checksums,
+            response_checksum_validation=checksums,
         )
         self._clients: dict[str, object] = {}
 
@@ -476,6 +493,17 @@ class SourceFile:
     mtime: float  # local mtime, or the source object's LastModified, epoch seconds
     path: str = ""  # LOCAL_TO_S3: the local path
     etag: str = ""  # S3_TO_S3: the source object's ETag, to pin ranged reads to one version
+
+
+class BadResponse(Exception):
+    """A 200 answer without what it must hold (e.g. no ETag: the connection ended inside the headers); retried."""
+
+
+def require_etag(response: dict, what: str) -> str:
+    etag = str(response.get("ETag", "")).strip('"')
+    if not etag:
+        raise BadResponse(f"{what}: the answer has no ETag")
+    return etag
 
 
 class ShortRead(Exception):
@@ -907,15 +935,17 @@ class Engine:
         data = self.retry.call(f"READ {f.key}", lambda: self.source.read(f, 0, f.size)) if f.size else b""
         digest, md5_b64 = md5_of(data)
         self._check_unchanged(f)
-        resp = self.retry.call(
+        etag = self.retry.call(
             f"PUT {f.key}",
-            lambda: self.client.put_object(
-                Bucket=self.bucket, Key=f.key, Body=data, ContentMD5=md5_b64, StorageClass=self.s.storage_class
+            lambda: require_etag(
+                self.client.put_object(
+                    Bucket=self.bucket, Key=f.key, Body=data, ContentMD5=md5_b64, StorageClass=self.s.storage_class
+                ),
+                f"PUT {f.key}",
             ),
         )
         self.stats.add(len(data))
-        etag = resp.get("ETag", "").strip('"')
-        if etag and etag != digest.hex():
+        if etag != digest.hex():
             raise FileFailed(f"ETag mismatch after PUT: S3 has {etag}, local MD5 is {digest.hex()}")
         result.parts, result.bytes_sent, result.etag = 1, len(data), digest.hex()
 
@@ -932,26 +962,72 @@ class Engine:
                 human_bytes(plan.part_size),
             )
         upload_id, existing = self._resume_or_create(task)
-        parts = self._send_parts(f, plan, upload_id, existing)
-        self._check_unchanged(f)
+        try:
+            parts = self._send_parts(f, plan, upload_id, existing)
+            self._check_unchanged(f)
+        except SourceChanged:
+            # Its parts may mix old and new bytes: never complete it, and leave nothing behind.
+            self._abort(f.key, upload_id)
+            raise
         parts.sort(key=lambda p: p.number)
         expected = multipart_etag(p.digest for p in parts)
-        resp = self.retry.call(
-            f"COMPLETE {f.key}",
-            lambda: self.client.complete_multipart_upload(
-                Bucket=self.bucket,
-                Key=f.key,
-                UploadId=upload_id,
-                MultipartUpload={"Parts": [{"PartNumber": p.number, "ETag": f'"{p.etag}"'} for p in parts]},
-            ),
-        )
-        etag = resp.get("ETag", "").strip('"')
+        etag = self._complete(f.key, upload_id, parts)
         result.parts = len(parts)
         result.parts_reused = sum(1 for p in parts if not p.sent)
         result.bytes_sent += sum(p.sent for p in parts)
         result.etag = etag
         if etag != expected:
             raise FileFailed(f"ETag mismatch after complete: S3 has {etag}, computed from our parts {expected}")
+
+    def _complete(self, key: str, upload_id: str, parts: list[PartResult]) -> str:
+        """CompleteMultipartUpload with our own part list; returns S3's ETag.  If an earlier attempt completed it
+        but its answer was lost, the retry finds no such upload: the object itself then tells."""
+        attempts = 0
+
+        def complete() -> str:
+            nonlocal attempts
+            attempts += 1
+            resp = self.client.complete_multipart_upload(
+                Bucket=self.bucket,
+                Key=key,
+                UploadId=upload_id,
+                MultipartUpload={"Parts": [{"PartNumber": p.number, "ETag": f'"{p.etag}"'} for p in parts]},
+            )
+            return require_etag(resp, f"COMPLETE {key}")
+
+        try:
+            return self.retry.call(f"COMPLETE {key}", complete)
+        except botocore.exceptions.ClientError as exc:
+            if error_code(exc) != "NoSuchUpload" or attempts < 2:
+                raise
+            head = self.retry.call(f"HEAD {key}", lambda: self.client.head_object(Bucket=self.bucket, Key=key))
+            log.info("%s: the answer to COMPLETE was lost; the object is there", key)
+            return require_etag(head, f"HEAD {key}")
+
+    def _create_upload(self, key: str) -> str:
+        attempts = 0
+
+        def create() -> str:
+            nonlocal attempts
+            attempts += 1
+            resp = self.client.create_multipart_upload(Bucket=self.bucket, Key=key, StorageClass=self.s.storage_class)
+            return resp["UploadId"]
+
+        upload_id = self.retry.call(f"CREATE upload {key}", create)
+        if attempts > 1:
+            self._abort_orphans(key, upload_id)
+        return upload_id
+
+    def _abort_orphans(self, key: str, keep: str) -> None:
+        """A CreateMultipartUpload whose answer was lost still made an upload, that nobody would ever resume.
+        Those are the uploads of this key made just before ours (within ORPHAN_WINDOW seconds)."""
+        uploads = [u for u in list_unfinished_uploads(self.client, self.bucket, key, self.retry) if u.key == key]
+        ours = next((u for u in uploads if u.upload_id == keep), None)
+        for u in uploads:
+            if ours and u.upload_id != keep and ours.initiated - ORPHAN_WINDOW <= u.initiated <= ours.initiated:
+                log.info("%s: aborting upload %s, made by a retried request whose answer was lost", key,
+                         short_id(u.upload_id))  # fmt: skip
+                self._abort(key, u.upload_id)
 
     def _resume_or_create(self, task: FileTask) -> tuple[str, dict[int, list[ExistingPart]]]:
         f, plan, upload = task.src, task.plan, task.upload
@@ -978,20 +1054,10 @@ class Engine:
                     plan.part_count,
                 )
                 return upload.upload_id, by_number
-        resp = self.retry.call(
-            f"CREATE upload {f.key}",
-            lambda: self.client.create_multipart_upload(
-                Bucket=self.bucket, Key=f.key, StorageClass=self.s.storage_class
-            ),
-        )
-        log.debug(
-            "%s: new upload %s, %d parts of %s",
-            f.key,
-            short_id(resp["UploadId"]),
-            plan.part_count,
-            human_bytes(plan.part_size),
-        )
-        return resp["UploadId"], {}
+        upload_id = self._create_upload(f.key)
+        log.debug("%s: new upload %s, %d parts of %s", f.key, short_id(upload_id), plan.part_count,
+                  human_bytes(plan.part_size))  # fmt: skip
+        return upload_id, {}
 
     def _send_parts(
         self, f: SourceFile, plan: ChunkPlan, upload_id: str, existing: dict[int, list[ExistingPart]]
@@ -1010,14 +1076,18 @@ class Engine:
             digest, md5_b64 = md5_of(data)
             if listed and pick_existing_part(listed, length, digest.hex()) is not None:
                 return PartResult(number, digest.hex(), digest, 0)
-            resp = self.retry.call(
-                f"UPLOAD {f.key} part {number}/{plan.part_count}",
-                lambda: self.client.upload_part(
-                    Bucket=self.bucket, Key=f.key, UploadId=upload_id, PartNumber=number, Body=data, ContentMD5=md5_b64
+            what = f"UPLOAD {f.key} part {number}/{plan.part_count}"
+            etag = self.retry.call(
+                what,
+                lambda: require_etag(
+                    self.client.upload_part(
+                        Bucket=self.bucket, Key=f.key, UploadId=upload_id, PartNumber=number, Body=data,
+                        ContentMD5=md5_b64,
+                    ),
+                    what,
                 ),
-            )
+            )  # fmt: skip
             self.stats.add(length)
-            etag = resp["ETag"].strip('"')
             log.debug("%s part %d/%d sent (%s)", f.key, number, plan.part_count, human_bytes(length))
             return PartResult(number, etag, digest, length)
 
