@@ -35,6 +35,7 @@ import datetime
 import glob
 import importlib.metadata
 import itertools
+import json
 import math
 import os
 import platform
@@ -106,6 +107,68 @@ class Run:
 
 CLOCK_TICK = os.sysconf("SC_CLK_TCK")
 
+# Clients are not started by this (large) process: at exec, Linux folds the RSS high-water mark of the memory a child
+# was forked with into its ru_maxrss, so every client would show at least this process's peak.  A small launcher
+# (a fresh interpreter, ~10 MiB) forks them instead, waits with os.wait4 and reports back, one JSON line each.
+LAUNCHER = """\
+import json, os, signal, sys, time
+signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the bench's: it kills the running client
+for line in sys.stdin:
+    job = json.loads(line)
+    start = time.monotonic()
+    pid = os.fork()
+    if pid == 0:
+        try:
+            signal.signal(signal.SIGINT, signal.SIG_DFL)
+            os.chdir(job["cwd"])
+            os.dup2(os.open(os.devnull, os.O_RDONLY), 0)
+            log = os.open(job["log"], os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+            os.dup2(log, 1)
+            os.dup2(log, 2)
+            os.execve(job["argv"][0], job["argv"], job["env"])
+        finally:
+            os._exit(127)
+    print(json.dumps({"pid": pid}), flush=True)
+    _, status, ru = os.wait4(pid, 0)
+    wall = time.monotonic() - start
+    result = {"status": status, "wall": wall, "cpu": ru.ru_utime + ru.ru_stime, "maxrss_kib": ru.ru_maxrss}
+    print(json.dumps(result), flush=True)
+"""
+
+
+class Launcher:
+    """Runs one command at a time in the launcher process; returns wall, CPU and peak RSS of its process tree."""
+
+    def __init__(self):
+        argv = [sys.executable, "-I", "-S", "-c", LAUNCHER]
+        self.proc = subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+        true = shutil.which("true") or "/bin/true"
+        self.floor_mib = self.run([true], {}, Path(os.devnull), Path("/"))[3]  # RSS any client shows at least
+
+    def run(self, argv: list[str], env: dict, log: Path, cwd: Path) -> tuple[int, float, float, float]:
+        """(exit code, wall s, CPU s, peak RSS MiB) of argv, run to its end."""
+        executable = shutil.which(argv[0], path=env.get("PATH")) or argv[0]
+        request = {"argv": [executable, *argv[1:]], "env": env, "cwd": str(cwd), "log": str(log)}
+        self.proc.stdin.write(json.dumps(request) + "\n")
+        self.proc.stdin.flush()
+        pid = json.loads(self.proc.stdout.readline())["pid"]
+        try:
+            result = json.loads(self.proc.stdout.readline())
+        except BaseException:  # Ctrl-C: leave no client behind
+            os.kill(pid, signal.SIGKILL)
+            self.proc.stdout.readline()
+            raise
+        code = os.waitstatus_to_exitcode(result["status"])
+        return code, result["wall"], result["cpu"], result["maxrss_kib"] / 1024
+
+    def close(self) -> None:
+        self.proc.stdin.close()
+        try:
+            self.proc.wait(30)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()
+
 
 def machine_busy_seconds() -> float:
     """CPU seconds all processes have used since boot (every field of /proc/stat's cpu line but idle and iowait)."""
@@ -124,25 +187,13 @@ def process_cpu_seconds(pid: int) -> float:
     return sum(int(f) for f in fields[11:15]) / CLOCK_TICK  # utime stime cutime cstime
 
 
-def run_measured(argv: list[str], env: dict, log: Path, server_pids: list[int], cwd: Path | None = None) -> Run:
-    """Run argv to its end; wall time, and from os.wait4 of that very child its tree's CPU time and peak RSS."""
-    servers_before = sum(map(process_cpu_seconds, server_pids))
-    busy_before, start = machine_busy_seconds(), time.monotonic()
-    with open(log, "wb") as out:
-        proc = subprocess.Popen(argv, env=env, cwd=cwd, stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT)
-    try:
-        _, status, usage = os.wait4(proc.pid, 0)
-    except BaseException:  # Ctrl-C: leave no client behind
-        proc.kill()
-        proc.wait()
-        raise
-    proc.returncode = os.waitstatus_to_exitcode(status)
-    wall = time.monotonic() - start
+def run_measured(launcher: Launcher, argv: list[str], env: dict, log: Path, server_pids: list[int], cwd: Path) -> Run:
+    """Run argv to its end in the launcher; the servers' and everybody else's CPU time meanwhile."""
+    servers_before, busy_before = sum(map(process_cpu_seconds, server_pids)), machine_busy_seconds()
+    code, wall, cpu, rss_mib = launcher.run(argv, env, log, cwd)
     server_cpu = sum(map(process_cpu_seconds, server_pids)) - servers_before
-    cpu = usage.ru_utime + usage.ru_stime
     others = max(0.0, machine_busy_seconds() - busy_before - cpu - server_cpu)
-    error = f"exit code {proc.returncode}" if proc.returncode else ""
-    return Run(wall, cpu, usage.ru_maxrss / 1024, server_cpu, others, error, log)
+    return Run(wall, cpu, rss_mib, server_cpu, others, f"exit code {code}" if code else "", log)
 
 
 # ---------------------------------------------------------------------------------------------------------------------
@@ -177,8 +228,10 @@ class World:
         self.src = SeaweedServer(workdir / "seaweed-src", [identity("src", *SRC_KEYS)])
         self.logs = workdir / "logs"
         self._runs = itertools.count(1)
+        self.launcher: Launcher | None = None
 
     def start(self) -> World:
+        self.launcher = Launcher()
         for server in (self.dst, self.src):
             server.start()
         self.dst_client = self.dst.client(*DST_KEYS)
@@ -190,6 +243,8 @@ class World:
     def stop(self) -> None:
         for server in (self.dst, self.src):
             server.stop()
+        if self.launcher:
+            self.launcher.close()
 
     @property
     def server_pids(self) -> list[int]:
@@ -539,7 +594,7 @@ def say(message: str) -> None:
 
 def run_peer(world: World, peer: Peer, job: Job, expected: dict[str, int]) -> Run:
     argv, env = peer.command(job)
-    run = run_measured(argv, env, world.next_log(peer.name), world.server_pids, cwd=world.workdir)
+    run = run_measured(world.launcher, argv, env, world.next_log(peer.name), world.server_pids, world.workdir)
     if run.ok:
         parts = math.ceil(job.nbytes / CHUNK) if peer.name == TOOL and job.kind != "tree" else None
         run.error = world.check(job, expected, etag_parts=parts)
@@ -551,8 +606,12 @@ def run_peer(world: World, peer: Peer, job: Job, expected: dict[str, int]) -> Ru
 def compare(
     world: World, peers: list[Peer], rounds: int, make_job: Callable[[str], Job], expected: dict[str, int]
 ) -> dict[str, list[Run]]:
-    """Every peer once per round, in the same order each round, each into a fresh bucket."""
+    """Every peer once per round, in the same order each round, each into a fresh bucket.  A first, uncounted run of
+    the first peer warms up the servers (their heaps, volume growth) and the page cache, so round 1 is not unfair."""
     results: dict[str, list[Run]] = {p.name: [] for p in peers}
+    say(" warm-up run (not counted)")
+    with world.fresh_bucket() as bucket:
+        run_peer(world, peers[0], make_job(bucket), expected)
     for round_no in range(1, rounds + 1):
         say(f" round {round_no}/{rounds}")
         for peer in peers:
@@ -902,7 +961,9 @@ def machine_info(peers: dict[str, Peer]) -> list[str]:
     ]
 
 
-def render(sections: list[Section], peers: dict[str, Peer], unavailable: dict[str, str], args, load: list) -> str:
+def render(
+    sections: list[Section], peers: dict[str, Peer], unavailable: dict[str, str], args, load: list, floor: float
+) -> str:
     lines = ["# s3_upload benchmark", ""]
     lines += machine_info(peers)
     lines += [
@@ -910,7 +971,9 @@ def render(sections: list[Section], peers: dict[str, Peer], unavailable: dict[st
         f"load average (1 min) at start {load[0]:.2f}, at end {load[1]:.2f}",
         "",
         "Servers: two SeaweedFS `weed mini` on 127.0.0.1 over http (destination; source with other credentials). "
-        "Client CPU s = user+sys of the client's whole process tree; peak RSS = its largest process. Ratios are "
+        "Client CPU s = user+sys of the client's whole process tree; peak RSS = its largest process (from wait4; "
+        f"clients are forked by a small launcher, so {floor:.0f} MiB is the floor any client shows). "
+        "Each comparison starts with one uncounted warm-up run of the first client. Ratios are "
         f"{TOOL} wall / peer wall in the same round: below 1 means {TOOL} was faster. On this machine the server "
         "itself needs ~1.6 cores per GiB/s, so wall times are bounded by the server: compare clients by CPU s/GiB.",
         "",
@@ -966,7 +1029,8 @@ def run_all(args: argparse.Namespace, workdir: Path) -> str:
             5: lambda: rss_growth(world, peers, small, big, args.rounds),
         }
         sections = [step() for number, step in steps.items() if number in args.only]
-        return render(sections, peers, unavailable, args, [load_start, os.getloadavg()[0]])
+        load = [load_start, os.getloadavg()[0]]
+        return render(sections, peers, unavailable, args, load, world.launcher.floor_mib)
     finally:
         say("stopping servers")
         world.stop()
