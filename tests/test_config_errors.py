@@ -13,6 +13,7 @@ import pytest
 
 from conftest import (
     DROP,
+    DST_KEYS,
     SCRIPT,
     MiB,
     assert_tree_uploaded,
@@ -21,6 +22,7 @@ from conftest import (
     unfinished_uploads,
     write_file,
 )
+from faultproxy import FaultProxy
 
 GiB = 1024 * MiB
 SECRET = "not-the-secret"  # the wrong secret key of the "badsecret" profile (conftest.aws_profiles)
@@ -309,3 +311,68 @@ def test_shipped_sample_config_is_valid(tmp_path):
     values["SrcDir"] = str(tmp_path)
     settings = s3_upload.settings_from_values(values)
     assert settings.chunk_size == 50 * MiB and settings.des_profile == "default"
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# Misspelt options, access refused, expired credentials, another region
+# ---------------------------------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(("typo", "option"), [("ChunkSzie", "ChunkSize"), ("MaxThreads", "MaxThread"),
+                                              ("dontaskmetoclean", "DontAskMeToClean")])  # fmt: skip
+def test_misspelt_option_names_the_close_match(dst, bucket, source, make_config, typo, option):
+    config = make_config()
+    config.write_text(config.read_text() + f"{typo} = 1\n")
+    assert_user_error(run_tool(config), repr(typo), f"did you mean {option!r}")
+    assert_nothing_uploaded(dst, bucket)
+
+
+def test_helper_names_in_the_config_are_not_options(dst, bucket, source, make_config):
+    config = make_config(ChunkSize=DROP)
+    helpers = "Gigabytes = 1024 * Megabytes\nMy_Chunk = 6 * Megabytes\nChunkSize = My_Chunk\n"
+    config.write_text(config.read_text() + helpers)
+    assert run_tool(config).code == 0
+
+
+def test_destination_listing_access_denied(dst, bucket, source, make_config):
+    run = run_tool(make_config(DesProfileName="writer"))
+    assert_user_error(run, "destination", "access denied", "s3:ListBucket")
+    assert_nothing_uploaded(dst, bucket)
+
+
+def test_source_listing_access_denied_s3_to_s3(dst, bucket, make_config):
+    src_bucket = bucket + "-src"
+    dst.create_bucket(Bucket=src_bucket)
+    dst.put_object(Bucket=src_bucket, Key="up/a.txt", Body=b"a")
+    other = bucket + "-dst"
+    dst.create_bucket(Bucket=other)
+    run = run_tool(make_config(JobType="S3_TO_S3", SrcBucket=src_bucket, SrcProfileName="writer", DesBucket=other))
+    assert_user_error(run, "source", "access denied")
+    assert_nothing_uploaded(dst, other)
+
+
+def test_src_file_index_missing_in_the_source_bucket(dst, bucket, make_config):
+    src_bucket = bucket + "-src"
+    dst.create_bucket(Bucket=src_bucket)
+    run = run_tool(make_config(JobType="S3_TO_S3", SrcBucket=src_bucket, SrcProfileName="dst", SrcFileIndex="nope.bin",
+                               DesBucket=bucket))  # fmt: skip
+    assert_user_error(run, "SrcFileIndex", "does not exist")
+    assert_nothing_uploaded(dst, bucket)
+
+
+@pytest.mark.parametrize(
+    ("status", "code", "words"),
+    [
+        (400, "ExpiredToken", ("credentials were refused", "ExpiredToken")),
+        (301, "PermanentRedirect", ("another region", "region")),
+    ],
+)
+def test_expired_token_and_bucket_in_another_region(dst, bucket, source, make_config, aws_profiles, dst_server,
+                                                    status, code, words):  # fmt: skip
+    """Answers SeaweedFS cannot give (it has no tokens or regions), injected on the first listing by the proxy."""
+    with FaultProxy("127.0.0.1", dst_server.port).start() as proxy:
+        proxy.set(outage=True, error_status=status, error_code=code, match=lambda r: r.operation == "ListObjectsV2")
+        aws_profiles.add("proxied", proxy.endpoint_url, *DST_KEYS)
+        run = run_tool(make_config(DesProfileName="proxied"))
+    assert_user_error(run, *words)
+    assert_nothing_uploaded(dst, bucket)

@@ -609,8 +609,14 @@ def test_settings_from_the_seed_example(seed_values, tmp_path):
 
 
 def test_settings_extra_and_private_names_are_ignored(seed_values):
-    values = dict(seed_values, Megabytes="not an int", Helper=object(), os=None, chunksize=1)
+    values = dict(seed_values, Megabytes="not an int", Helper=object(), os=None)
     assert s3_upload.settings_from_values(values).chunk_size == 50 * MiB
+
+
+@pytest.mark.parametrize("typo", ["chunksize", "ChunkSzie", "MaxThreads"])
+def test_settings_misspelt_option_is_an_error_not_a_silent_default(seed_values, typo):
+    with pytest.raises(s3_upload.UserError, match="did you mean"):
+        s3_upload.settings_from_values(dict(seed_values, **{typo: 1}))
 
 
 def test_settings_advanced_options_and_flags(seed_values):
