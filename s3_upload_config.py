@@ -44,3 +44,10 @@ ifVerifyMD5 = False
 DontAskMeToClean = False  # False 遇到存在现有的未完成upload时，不再询问是否Clean，默认不Clean，自动续传
 # True: do not ask about unfinished uploads, just resume them.
 LoggingLevel = "INFO"  # 日志输出级别 'WARNING' | 'INFO' | 'DEBUG'
+
+"""Advanced Configure (optional; not in the original v1.0, defaults shown)"""
+# RetryDelay = 5  # the n-th retry of a request waits n x RetryDelay seconds
+# ConnectTimeout = 10  # seconds to open a connection
+# ReadTimeout = 120  # seconds without a byte from the server before a request is retried
+# ChecksumMode = "MD5"  # "MD5": Content-MD5 only (any S3-compatible store); "MD5_CRC32": also botocore's CRC32
+# LogDir = "log"  # where log/s3_upload-<timestamp>.log is written (relative to the working directory)

@@ -15,9 +15,8 @@ Scenarios (--quick: 256 MiB instead of 1 GiB, 500 small files, 1 round):
   2. 2,000 files of 64 KiB in nested directories, 16 in flight: this tool, aws s3 cp --recursive, s5cmd
   3. S3_TO_S3 of one 1 GiB object between two servers with different credentials: this tool, rclone copy
   4. resume: SIGKILL this tool at ~50% of the 1 GiB upload (polling ListParts), rerun; rerun vs full upload
-  5. this tool's peak RSS for a 256 MiB and a 1 GiB file against MaxParallelFile x MaxThread x ChunkSize + 100 MiB
-
-  (--quick: 64 MiB vs 256 MiB)
+  5. this tool's peak RSS for a 256 MiB and a 1 GiB file (--quick: 64 and 256 MiB) against the documented bound
+     MaxParallelFile x MaxThread x ChunkSize + 100 MiB
 
 Measured per run: wall time, the client's CPU seconds (user+sys of its whole process tree, from os.wait4), its peak
 RSS (wait4's ru_maxrss: the largest single process of the tree), the servers' CPU seconds, and the CPU seconds every
