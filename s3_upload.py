@@ -33,8 +33,10 @@ import datetime
 import difflib
 import hashlib
 import importlib.util
+import json
 import logging
 import math
+import mimetypes
 import os
 import sys
 import threading
@@ -48,13 +50,19 @@ import botocore.config
 import botocore.exceptions
 import urllib3.exceptions
 
+try:  # the live progress bar; without it, progress is a log line every few seconds
+    import tqdm
+except ImportError:  # pragma: no cover
+    tqdm = None
+
 __version__ = "1.1.0"
 
 # ----------------------------------------------------------------------------------------------------------------------
 # S3 limits and exit codes
 # ----------------------------------------------------------------------------------------------------------------------
 
-MiB = 1024 * 1024
+KiB = 1024
+MiB = 1024 * KiB
 GiB = 1024 * MiB
 MIN_PART_SIZE = 5 * MiB  # every part but the last must be at least this large
 MAX_PART_SIZE = 5 * GiB
@@ -83,6 +91,12 @@ STORAGE_CLASSES = (
 )
 LOGGING_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
 CHECKSUM_MODES = ("MD5", "MD5_CRC32")
+ADDRESSING_STYLES = ("auto", "path", "virtual")
+SSE_MODES = ("", "AES256", "aws:kms")
+CANNED_ACLS = (
+    "", "private", "public-read", "public-read-write", "authenticated-read", "aws-exec-read", "bucket-owner-read",
+    "bucket-owner-full-control",
+)  # fmt: skip
 CLEAN_PROMPT = (
     "CLEAN unfinished upload and restart(input CLEAN) or resume loading(press enter)? Please confirm: (n/CLEAN)"
 )
@@ -134,6 +148,13 @@ class Settings:
     connect_timeout: float = 10.0  # ConnectTimeout (advanced): seconds to open a connection
     read_timeout: float = 120.0  # ReadTimeout (advanced): seconds without a byte before a request is retried
     checksum_mode: str = "MD5"  # ChecksumMode (advanced): "MD5" or "MD5_CRC32", see Endpoints
+    des_endpoint_url: str = ""  # DesEndpointURL: "" = the profile's endpoint_url, else AWS
+    src_endpoint_url: str = ""  # SrcEndpointURL
+    addressing_style: str = "auto"  # AddressingStyle: "auto" | "path" | "virtual" (S3-compatible stores: "path")
+    server_side_encryption: str = ""  # ServerSideEncryption: "" | "AES256" (SSE-S3) | "aws:kms"
+    sse_kms_key_id: str = ""  # SSEKMSKeyId: the KMS key for "aws:kms" ("" = the account's default key)
+    acl: str = ""  # ACL: "" | a canned ACL such as "bucket-owner-full-control"
+    max_bandwidth: int = 0  # MaxBandwidth: bytes per second for all uploads together, 0 = unlimited
 
 
 # config name -> (Settings field, accepted types)
@@ -160,6 +181,13 @@ CONFIG_OPTIONS: dict[str, tuple[str, tuple[type, ...]]] = {
     "ConnectTimeout": ("connect_timeout", (int, float)),
     "ReadTimeout": ("read_timeout", (int, float)),
     "ChecksumMode": ("checksum_mode", (str,)),
+    "DesEndpointURL": ("des_endpoint_url", (str,)),
+    "SrcEndpointURL": ("src_endpoint_url", (str,)),
+    "AddressingStyle": ("addressing_style", (str,)),
+    "ServerSideEncryption": ("server_side_encryption", (str,)),
+    "SSEKMSKeyId": ("sse_kms_key_id", (str,)),
+    "ACL": ("acl", (str,)),
+    "MaxBandwidth": ("max_bandwidth", (int,)),
 }
 
 
@@ -260,6 +288,21 @@ def validate_settings(s: Settings) -> None:
             f"ChecksumMode {s.checksum_mode!r} is unknown; use 'MD5' (Content-MD5 only, works with every "
             f"S3-compatible store) or 'MD5_CRC32' (also botocore's CRC32)"
         )
+    for name, url in (("DesEndpointURL", s.des_endpoint_url), ("SrcEndpointURL", s.src_endpoint_url)):
+        if url and not url.startswith(("http://", "https://")):
+            raise UserError(f'{name} {url!r} must start with http:// or https://, or be "" for the default')
+    if s.addressing_style not in ADDRESSING_STYLES:
+        raise UserError(f"AddressingStyle {s.addressing_style!r} is unknown; use 'auto', 'path' or 'virtual'")
+    if s.server_side_encryption not in SSE_MODES:
+        raise UserError(
+            f"ServerSideEncryption {s.server_side_encryption!r} is unknown; use '' (none), 'AES256' or 'aws:kms'"
+        )
+    if s.sse_kms_key_id and s.server_side_encryption != "aws:kms":
+        raise UserError("SSEKMSKeyId is set but ServerSideEncryption is not 'aws:kms'; set both or neither")
+    if s.acl not in CANNED_ACLS:
+        raise UserError(f"ACL {s.acl!r} is unknown; use '' or one of {', '.join(a for a in CANNED_ACLS if a)}")
+    if s.max_bandwidth < 0:
+        raise UserError(f"MaxBandwidth must be 0 (unlimited) or bytes per second, got {s.max_bandwidth}")
     if s.storage_class not in STORAGE_CLASSES:
         raise UserError(f"StorageClass {s.storage_class!r} is unknown; use one of {', '.join(STORAGE_CLASSES)}")
     if s.logging_level.upper() not in LOGGING_LEVELS:
@@ -411,7 +454,11 @@ class Endpoints:
         self.settings = settings
         pool = settings.max_parallel_file * settings.max_thread + 4
         checksums = "when_supported" if settings.checksum_mode == "MD5_CRC32" else "when_required"
+        addressing = (
+            {} if settings.addressing_style == "auto" else {"s3": {"addressing_style": settings.addressing_style}}
+        )
         self.client_config = botocore.config.Config(
+            **addressing,
             max_pool_connections=pool,
             connect_timeout=settings.connect_timeout,
             read_timeout=settings.read_timeout,
@@ -421,10 +468,13 @@ class Endpoints:
         )
         self._clients: dict[str, object] = {}
 
-    def client(self, profile: str, option: str):
-        if profile not in self._clients:
-            self._clients[profile] = make_session(profile, option).client("s3", config=self.client_config)
-        return self._clients[profile]
+    def client(self, profile: str, option: str, endpoint_url: str = ""):
+        """The client for a profile; ``endpoint_url`` (DesEndpointURL/SrcEndpointURL) wins over the profile's."""
+        key = f"{profile}|{endpoint_url}"
+        if key not in self._clients:
+            session = make_session(profile, option)
+            self._clients[key] = session.client("s3", endpoint_url=endpoint_url or None, config=self.client_config)
+        return self._clients[key]
 
 
 def make_session(profile: str, option: str = "DesProfileName") -> boto3.Session:
@@ -460,6 +510,11 @@ class RetryPolicy:
         self.max_retry, self.delay, self.stop = max_retry, delay, stop
         self._lock = threading.Lock()
         self.retries = 0
+        self.retries_by_key: dict[str, int] = {}
+        self._current = threading.local()  # which file this thread works for, to count its retries
+
+    def working_on(self, key: str) -> None:
+        self._current.key = key
 
     def call(self, what: str, request: Callable[[], object]):
         attempt = 0
@@ -472,8 +527,10 @@ class RetryPolicy:
                 if not is_retryable(exc) or attempt >= self.max_retry:
                     raise
                 attempt += 1
+                key = getattr(self._current, "key", "")
                 with self._lock:
                     self.retries += 1
+                    self.retries_by_key[key] = self.retries_by_key.get(key, 0) + 1
                 wait = attempt * self.delay
                 log.warning(
                     "%s failed: %s; retry %d/%d in %gs", what, describe_error(exc), attempt, self.max_retry, wait
@@ -577,6 +634,11 @@ class LocalSource:
     def current(self, f: SourceFile) -> SourceFile:
         return self._entry(f.path)
 
+    def attributes(self, f: SourceFile) -> dict:
+        """Content-Type guessed from the file name, as the AWS CLI does; none when unknown (S3's default)."""
+        content_type = mimetypes.guess_type(f.path)[0]
+        return {"ContentType": content_type} if content_type else {}
+
     def describe(self, f: SourceFile) -> str:
         return f.path
 
@@ -640,6 +702,17 @@ class S3Source:
 
     def current(self, f: SourceFile) -> SourceFile:
         return f  # reads are pinned by If-Match: a replaced object fails them (PreconditionFailed)
+
+    # HeadObject field -> PutObject / CreateMultipartUpload argument: what a copy keeps of the source object.
+    COPIED_ATTRIBUTES = ("ContentType", "ContentEncoding", "CacheControl", "ContentDisposition", "ContentLanguage",
+                         "Metadata")  # fmt: skip
+
+    def attributes(self, f: SourceFile) -> dict:
+        head = self.retry.call(
+            f"HEAD s3://{self.bucket}/{f.key}",
+            lambda: self.client.head_object(Bucket=self.bucket, Key=f.key, IfMatch=f'"{f.etag}"'),
+        )
+        return {name: head[name] for name in self.COPIED_ATTRIBUTES if head.get(name)}
 
     def describe(self, f: SourceFile) -> str:
         return f"s3://{self.bucket}/{f.key}"
@@ -848,6 +921,8 @@ class FileResult:
     bytes_sent: int = 0
     etag: str = ""
     seconds: float = 0.0
+    retries: int = 0
+    expected_etag: str = ""  # computed here from the part MD5s
 
 
 class Stats:
@@ -879,6 +954,154 @@ def md5_of(data: bytes) -> tuple[bytes, str]:
     return digest, base64.b64encode(digest).decode()
 
 
+class Throttle:
+    """MaxBandwidth for all uploads together: each part is given a start time on one shared schedule, so whatever
+    the number of threads the average rate stays at the limit (bursts are at most one part per thread)."""
+
+    def __init__(self, bytes_per_second: int, stop: threading.Event):
+        self.rate, self.stop = bytes_per_second, stop
+        self._lock = threading.Lock()
+        self._next_start = 0.0
+
+    def acquire(self, nbytes: int) -> None:
+        if not self.rate:
+            return
+        with self._lock:
+            now = time.monotonic()
+            start = max(now, self._next_start)
+            self._next_start = start + nbytes / self.rate
+        if start > now and self.stop.wait(start - now):
+            raise Interrupted()
+
+
+class Progress:
+    """What the workers report (bytes and parts per file); renderers draw it.  This base class only counts."""
+
+    def __init__(self):
+        self._lock = threading.Lock()
+        self.total_bytes = self.total_files = 0
+        self.done_bytes = self.sent_bytes = self.files_done = 0
+        self.in_flight: dict[str, list[int]] = {}  # key -> [parts done, parts in all]
+        self.started = time.monotonic()
+
+    def begin(self, tasks: list[FileTask]) -> None:
+        work = [t for t in tasks if t.action != "skip"]
+        self.total_files, self.total_bytes = len(work), sum(t.src.size for t in work)
+        self.started = time.monotonic()
+
+    def file_started(self, key: str, parts: int) -> None:
+        with self._lock:
+            self.in_flight[key] = [0, parts]
+
+    def part_done(self, key: str, nbytes: int, reused: bool = False) -> None:
+        with self._lock:
+            self.done_bytes += nbytes  # resumed parts count as done
+            if not reused:
+                self.sent_bytes += nbytes
+            if key in self.in_flight:
+                self.in_flight[key][0] += 1
+
+    def file_finished(self, key: str, size: int, status: str) -> None:
+        with self._lock:
+            self.in_flight.pop(key, None)
+            self.files_done += 1
+
+    def line(self) -> str:
+        with self._lock:
+            elapsed = max(time.monotonic() - self.started, 1e-6)
+            rate = self.sent_bytes / elapsed
+            left = self.total_bytes - self.done_bytes
+            eta = f"{left / rate:.0f}s" if rate > 0 else "?"
+            pct = 100.0 * self.done_bytes / self.total_bytes if self.total_bytes else 100.0
+            flying = ", ".join(f"{k} {d}/{n}" for k, (d, n) in list(self.in_flight.items())[:4])
+            more = f" +{len(self.in_flight) - 4}" if len(self.in_flight) > 4 else ""
+            return (
+                f"{human_bytes(self.done_bytes)} of {human_bytes(self.total_bytes)} ({pct:.0f}%), "
+                f"{human_bytes(rate)}/s, ETA {eta}, files {self.files_done}/{self.total_files}"
+                + (f", in flight: {flying}{more}" if flying else "")
+            )
+
+    def close(self) -> None:
+        pass
+
+
+class LogProgress(Progress):
+    """Not on a terminal: one plain log line every ``interval`` seconds."""
+
+    def __init__(self, interval: float = 5.0):
+        super().__init__()
+        self.interval = interval
+        self._done = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="progress", daemon=True)
+
+    def begin(self, tasks: list[FileTask]) -> None:
+        super().begin(tasks)
+        if self.total_files:
+            self._thread.start()
+
+    def _run(self) -> None:
+        while not self._done.wait(self.interval):
+            log.info("progress: %s", self.line())
+
+    def close(self) -> None:
+        self._done.set()
+
+
+class BarProgress(Progress):
+    """On a terminal: a live tqdm bar (bytes, throughput, ETA) with files done and the files in flight.
+
+    tqdm rather than rich: one small pure-Python package with no dependencies of its own, and a single bar is all a
+    transfer needs; log lines are printed above the bar (see ConsoleHandler)."""
+
+    def __init__(self):
+        super().__init__()
+        self.bar = None
+        self._done = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="progress", daemon=True)
+
+    def begin(self, tasks: list[FileTask]) -> None:
+        global _active_bar
+        super().begin(tasks)
+        if not self.total_files:
+            return
+        self.bar = tqdm.tqdm(total=self.total_bytes, unit="B", unit_scale=True, unit_divisor=1024, file=sys.stderr,
+                             dynamic_ncols=True, smoothing=0.1)  # fmt: skip
+        _active_bar = self.bar
+        self._thread.start()
+
+    def _draw(self) -> None:
+        with self._lock:
+            done, files = self.done_bytes, f"files {self.files_done}/{self.total_files}"
+            flying = " ".join(f"{k.rsplit('/', 1)[-1]}:{d}/{n}" for k, (d, n) in list(self.in_flight.items())[:3])
+        self.bar.n = done
+        self.bar.set_postfix_str(f"{files} {flying}".strip(), refresh=False)
+        self.bar.refresh()
+
+    def _run(self) -> None:
+        while not self._done.wait(0.5):
+            self._draw()
+
+    def close(self) -> None:
+        global _active_bar
+        self._done.set()
+        if self.bar is not None:
+            self._draw()
+            self.bar.close()
+            _active_bar = None
+
+
+_active_bar = None  # the tqdm bar on screen, if any: console log lines are written above it
+
+
+def make_progress(mode: str) -> Progress:
+    """'bar' on a terminal (when tqdm is installed), 'log' lines otherwise, or 'none'."""
+    if mode == "auto":
+        mode = "bar" if tqdm is not None and sys.stderr.isatty() and sys.stdout.isatty() else "log"
+    if mode == "bar" and tqdm is not None:
+        return BarProgress()
+    return LogProgress() if mode in ("log", "bar") else Progress()
+
+
 class Engine:
     """Runs FileTasks: a pool of MaxParallelFile files, each with its own pool of MaxThread parts.
 
@@ -886,10 +1109,27 @@ class Engine:
     each) are held at once.
     """
 
-    def __init__(self, settings: Settings, source, client, retry: RetryPolicy, stop: threading.Event):
+    def __init__(self, settings: Settings, source, client, retry: RetryPolicy, stop: threading.Event,
+                 progress: Progress | None = None):  # fmt: skip
         self.s, self.source, self.client, self.retry, self.stop = settings, source, client, retry, stop
         self.bucket = settings.des_bucket
         self.stats = Stats()
+        self.progress = progress or Progress()
+        self.throttle = Throttle(settings.max_bandwidth, stop)
+        # With SSE-KMS, S3's ETags are not MD5s: the parts are still checked by Content-MD5, the ETag cannot be.
+        self.etags_are_md5 = settings.server_side_encryption != "aws:kms"
+
+    def object_args(self, f: SourceFile) -> dict:
+        """Arguments of PutObject / CreateMultipartUpload: the source's attributes plus the configured ones."""
+        args = dict(self.source.attributes(f))
+        args["StorageClass"] = self.s.storage_class
+        if self.s.server_side_encryption:
+            args["ServerSideEncryption"] = self.s.server_side_encryption
+        if self.s.sse_kms_key_id:
+            args["SSEKMSKeyId"] = self.s.sse_kms_key_id
+        if self.s.acl:
+            args["ACL"] = self.s.acl
+        return args
 
     # -- one file -------------------------------------------------------------------------------------------------
 
@@ -901,6 +1141,8 @@ class Engine:
             return FileResult(f.key, f.size, "skipped", task.reason)
         log.info("start %s (%s) -> s3://%s/%s", self.source.describe(f), human_bytes(f.size), self.bucket, f.key)
         result = FileResult(f.key, f.size, "failed")
+        self.retry.working_on(f.key)
+        self.progress.file_started(f.key, task.plan.part_count if task.plan else 1)
         try:
             for attempt in range(1, MAX_FILE_ATTEMPTS + 1):
                 if task.action == "put":
@@ -929,6 +1171,7 @@ class Engine:
             result.detail = str(exc) if isinstance(exc, FileFailed) else describe_error(exc) + fix_hint(exc)
             log.error("FAILED %s: %s", f.key, result.detail)
         result.seconds = time.monotonic() - started
+        self.progress.file_finished(f.key, f.size, result.status)
         return result
 
     def _put_small(self, f: SourceFile, result: FileResult) -> None:
@@ -936,19 +1179,20 @@ class Engine:
         data = self.retry.call(f"READ {f.key}", lambda: self.source.read(f, 0, f.size)) if f.size else b""
         digest, md5_b64 = md5_of(data)
         self._check_unchanged(f)
+        args = self.object_args(f)
+        self.throttle.acquire(len(data))
         etag = self.retry.call(
             f"PUT {f.key}",
             lambda: require_etag(
-                self.client.put_object(
-                    Bucket=self.bucket, Key=f.key, Body=data, ContentMD5=md5_b64, StorageClass=self.s.storage_class
-                ),
+                self.client.put_object(Bucket=self.bucket, Key=f.key, Body=data, ContentMD5=md5_b64, **args),
                 f"PUT {f.key}",
             ),
         )
         self.stats.add(len(data))
-        if etag != digest.hex():
+        self.progress.part_done(f.key, len(data))
+        if self.etags_are_md5 and etag != digest.hex():
             raise FileFailed(f"ETag mismatch after PUT: S3 has {etag}, local MD5 is {digest.hex()}")
-        result.parts, result.bytes_sent, result.etag = 1, len(data), digest.hex()
+        result.parts, result.bytes_sent, result.etag, result.expected_etag = 1, len(data), etag, digest.hex()
 
     def _multipart(self, task: FileTask, result: FileResult) -> None:
         f, plan = task.src, task.plan
@@ -976,8 +1220,8 @@ class Engine:
         result.parts = len(parts)
         result.parts_reused = sum(1 for p in parts if not p.sent)
         result.bytes_sent += sum(p.sent for p in parts)
-        result.etag = etag
-        if etag != expected:
+        result.etag, result.expected_etag = etag, expected
+        if self.etags_are_md5 and etag != expected:
             raise FileFailed(f"ETag mismatch after complete: S3 has {etag}, computed from our parts {expected}")
 
     def _complete(self, key: str, upload_id: str, parts: list[PartResult]) -> str:
@@ -1005,13 +1249,13 @@ class Engine:
             log.info("%s: the answer to COMPLETE was lost; the object is there", key)
             return require_etag(head, f"HEAD {key}")
 
-    def _create_upload(self, key: str) -> str:
-        attempts = 0
+    def _create_upload(self, f: SourceFile) -> str:
+        key, args, attempts = f.key, self.object_args(f), 0
 
         def create() -> str:
             nonlocal attempts
             attempts += 1
-            resp = self.client.create_multipart_upload(Bucket=self.bucket, Key=key, StorageClass=self.s.storage_class)
+            resp = self.client.create_multipart_upload(Bucket=self.bucket, Key=key, **args)
             return resp["UploadId"]
 
         upload_id = self.retry.call(f"CREATE upload {key}", create)
@@ -1055,7 +1299,7 @@ class Engine:
                     plan.part_count,
                 )
                 return upload.upload_id, by_number
-        upload_id = self._create_upload(f.key)
+        upload_id = self._create_upload(f)
         log.debug("%s: new upload %s, %d parts of %s", f.key, short_id(upload_id), plan.part_count,
                   human_bytes(plan.part_size))  # fmt: skip
         return upload_id, {}
@@ -1068,15 +1312,19 @@ class Engine:
         def send(number: int, offset: int, length: int) -> PartResult:
             if failed.is_set() or self.stop.is_set():
                 raise Interrupted()
+            self.retry.working_on(f.key)
             listed = existing.get(number, [])
             if listed and not self.source.verify_existing_parts:
                 reuse = pick_existing_part(listed, length, None)
                 if reuse is not None and is_md5_hex(reuse.etag):
+                    self.progress.part_done(f.key, length, reused=True)
                     return PartResult(number, reuse.etag, binascii.unhexlify(reuse.etag), 0)
             data = self.retry.call(f"READ {f.key} part {number}", lambda: self.source.read(f, offset, length))
             digest, md5_b64 = md5_of(data)
             if listed and pick_existing_part(listed, length, digest.hex()) is not None:
+                self.progress.part_done(f.key, length, reused=True)
                 return PartResult(number, digest.hex(), digest, 0)
+            self.throttle.acquire(length)
             what = f"UPLOAD {f.key} part {number}/{plan.part_count}"
             etag = self.retry.call(
                 what,
@@ -1089,6 +1337,7 @@ class Engine:
                 ),
             )  # fmt: skip
             self.stats.add(length)
+            self.progress.part_done(f.key, length)
             log.debug("%s part %d/%d sent (%s)", f.key, number, plan.part_count, human_bytes(length))
             return PartResult(number, etag, digest, length)
 
@@ -1137,7 +1386,8 @@ class Engine:
                 )
                 digests.append(hashlib.md5(data).digest())
             expected = multipart_etag(digests)
-        if expected == result.etag:
+        uploaded = result.etag if self.etags_are_md5 else result.expected_etag
+        if expected == uploaded:
             log.info("verified %s: re-read ETag %s matches", f.key, expected)
             return True
         log.error(
@@ -1152,9 +1402,12 @@ class Engine:
         results: list[FileResult] = []
         pool = concurrent.futures.ThreadPoolExecutor(self.s.max_parallel_file, thread_name_prefix="file")
         try:
-            futures = [pool.submit(self.run_file, t) for t in tasks]
-            for future in concurrent.futures.as_completed(futures):
-                results.append(future.result())
+            pending = {pool.submit(self.run_file, t) for t in tasks}
+            while pending:
+                # Wake up often: Ctrl-C may be delivered to a worker thread, and Python only runs the handler
+                # (raising KeyboardInterrupt here) when this main thread runs.
+                done, pending = concurrent.futures.wait(pending, timeout=0.2, return_when="FIRST_COMPLETED")
+                results.extend(future.result() for future in done)
         except BaseException:
             # Ctrl-C reaches only this thread: tell the workers, and do not wait for requests in flight.
             self.stop.set()
@@ -1181,6 +1434,20 @@ def short_id(upload_id: str) -> str:
     return upload_id[:12] + "..." if len(upload_id) > 15 else upload_id
 
 
+class ConsoleHandler(logging.StreamHandler):
+    """stderr; while a progress bar is on screen, lines are written above it instead of through it."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        bar = _active_bar
+        if bar is None:
+            super().emit(record)
+            return
+        try:
+            bar.write(self.format(record), file=self.stream)
+        except Exception:  # pragma: no cover - logging must never raise
+            self.handleError(record)
+
+
 def setup_logging(settings: Settings) -> str:
     """Console and log/s3_upload-<timestamp>.log at LoggingLevel.  botocore's own loggers stay quiet: at DEBUG they
     print request headers (access key ids, signatures)."""
@@ -1191,7 +1458,7 @@ def setup_logging(settings: Settings) -> str:
     fmt = logging.Formatter("%(asctime)s %(levelname)s %(message)s")
     file_handler = logging.FileHandler(path, encoding="utf-8")
     file_handler.setFormatter(fmt)
-    console = logging.StreamHandler(sys.stderr)
+    console = ConsoleHandler(sys.stderr)
     console.setFormatter(fmt)
     console.setLevel(level)
     log.addHandler(file_handler)
@@ -1274,26 +1541,28 @@ def check_access(exc: BaseException, what: str) -> None:
         ) from None
 
 
-def run_job(settings: Settings, stop: threading.Event) -> int:
+@dataclasses.dataclass(frozen=True)
+class RunOptions:
+    """How to run, from the command line (never from the config): see parse_args."""
+
+    dry_run: bool = False
+    clean_answer: str = ""  # "" ask (or DontAskMeToClean), "resume" (--yes), "clean" (--clean)
+    report_path: str = ""
+    progress: str = "auto"  # "auto" | "bar" | "log" | "none"
+
+
+def run_job(settings: Settings, stop: threading.Event, options: RunOptions = RunOptions()) -> int:
     """The pipeline: list source, list destination, ask about unfinished uploads, plan, transfer, compare, report."""
     started = time.monotonic()
     retry = RetryPolicy(settings.max_retry, settings.retry_delay, stop)
     endpoints = Endpoints(settings)
-    des_client = endpoints.client(settings.des_profile, "DesProfileName")
-    log.info(
-        "s3_upload %s: %s, ChunkSize %s, MaxThread %d, MaxParallelFile %d, StorageClass %s",
-        __version__,
-        settings.job_type,
-        human_bytes(settings.chunk_size),
-        settings.max_thread,
-        settings.max_parallel_file,
-        settings.storage_class,
-    )
+    des_client = endpoints.client(settings.des_profile, "DesProfileName", settings.des_endpoint_url)
     if settings.job_type == "LOCAL_TO_S3":
         source = LocalSource(settings)
         src_what = f"SrcDir {settings.src_dir}"
     else:
-        source = S3Source(settings, endpoints.client(settings.src_profile, "SrcProfileName"), retry)
+        src_client = endpoints.client(settings.src_profile, "SrcProfileName", settings.src_endpoint_url)
+        source = S3Source(settings, src_client, retry)
         src_what = f"source s3://{settings.src_bucket} (profile {settings.src_profile})"
     des_what = f"destination s3://{settings.des_bucket} (profile {settings.des_profile})"
     dest_prefix = folder_prefix(settings.s3_prefix)
@@ -1312,24 +1581,34 @@ def run_job(settings: Settings, stop: threading.Event) -> int:
         raise
 
     job_keys = {f.key for f in files}
-    if uploads and ask_clean(uploads, settings):
-        ours = [u for u in uploads if u.key in job_keys]
+    clean = bool(uploads) and decide_clean(uploads, settings, options)
+    ours = [u for u in uploads if u.key in job_keys]
+    if options.dry_run:
+        tasks = plan_files(settings, files, destination, [] if clean else ours)
+        print_dry_run(tasks, ours if clean else [], des_client, settings, retry, source)
+        return EXIT_OK
+    if clean:
         for u in ours:
             log.warning("CLEAN: aborting unfinished upload of %s (%s)", u.key, short_id(u.upload_id))
             retry.call(
                 f"ABORT {u.key}",
-                lambda u=u: des_client.abort_multipart_upload(
-                    Bucket=settings.des_bucket, Key=u.key, UploadId=u.upload_id
-                ),
-            )
-        uploads = [u for u in uploads if u.key not in job_keys]
-    uploads = [u for u in uploads if u.key in job_keys]
+                lambda u=u: des_client.abort_multipart_upload(Bucket=settings.des_bucket, Key=u.key,
+                                                              UploadId=u.upload_id),
+            )  # fmt: skip
+        ours = []
 
-    tasks = plan_files(settings, files, destination, uploads)
-    engine = Engine(settings, source, des_client, retry, stop)
-    results = engine.run(tasks)
+    tasks = plan_files(settings, files, destination, ours)
+    progress = make_progress(options.progress)
+    progress.begin(tasks)
+    engine = Engine(settings, source, des_client, retry, stop, progress)
+    try:
+        results = engine.run(tasks)
+    finally:
+        progress.close()
     if stop.is_set():
         raise KeyboardInterrupt
+    for r in results:
+        r.retries = retry.retries_by_key.get(r.key, 0)
 
     # The seed's final comparison: list the destination again and look for every source file in it.
     after = {o["Key"]: o["Size"] for o in list_objects(des_client, settings.des_bucket, dest_prefix, retry)}
@@ -1341,9 +1620,90 @@ def run_job(settings: Settings, stop: threading.Event) -> int:
     else:
         report.info("All source files are in destination s3://%s/%s", settings.des_bucket, dest_prefix)
 
-    print_summary(results, source.listing_errors, engine.stats.bytes_sent, time.monotonic() - started, retry.retries)
+    seconds = time.monotonic() - started
+    print_summary(results, source.listing_errors, engine.stats.bytes_sent, seconds, retry.retries)
     failed = [r for r in results if r.status == "failed"]
-    return EXIT_FAILED if failed or missing or source.listing_errors else EXIT_OK
+    code = EXIT_FAILED if failed or missing or source.listing_errors else EXIT_OK
+    if options.report_path:
+        write_report(options.report_path, settings, results, missing, source.listing_errors, code, seconds,
+                     engine.stats.bytes_sent)  # fmt: skip
+    return code
+
+
+def decide_clean(uploads: list[UnfinishedUpload], settings: Settings, options: RunOptions) -> bool:
+    if options.clean_answer:
+        log.warning("%d unfinished multipart upload(s) under s3://%s/%s: %s", len(uploads), settings.des_bucket,
+                    folder_prefix(settings.s3_prefix), "CLEAN (--clean)" if options.clean_answer == "clean"
+                    else "resuming (--yes)")  # fmt: skip
+        return options.clean_answer == "clean"
+    if options.dry_run and not settings.dont_ask_me_to_clean:
+        log.info("dry run: not asking about %d unfinished upload(s); showing what resuming would do", len(uploads))
+        return False
+    return ask_clean(uploads, settings)
+
+
+def print_dry_run(tasks: list[FileTask], cleaned: list[UnfinishedUpload], client, settings: Settings,
+                  retry: RetryPolicy, source) -> None:  # fmt: skip
+    """--dry-run: what a run would do, file by file; only listings are sent, nothing is written."""
+    for u in cleaned:
+        report.info("clean    %s (abort unfinished upload %s)", u.key, short_id(u.upload_id))
+    counts: dict[str, int] = {}
+    for t in tasks:
+        f = t.src
+        if t.action == "skip":
+            verb, detail = "skip", t.reason
+        elif t.action == "put":
+            verb, detail = "upload", f"{human_bytes(f.size)}, one request"
+        elif t.upload is None:
+            verb, detail = (
+                "upload",
+                f"{human_bytes(f.size)}, {t.plan.part_count} parts of {human_bytes(t.plan.part_size)}",
+            )
+        else:
+            parts = list_upload_parts(client, settings.des_bucket, f.key, t.upload.upload_id, retry)
+            why = incompatible_upload(t.plan, parts, t.upload, f, source.verify_existing_parts)
+            if why:
+                verb, detail = "restart", why
+            else:
+                have = len({p.number for p in parts})
+                verb, detail = "resume", f"{have} of {t.plan.part_count} parts already on S3"
+        counts[verb] = counts.get(verb, 0) + 1
+        report.info("%-8s %s (%s)", verb, f.key, detail)
+    report.info("dry run: %s; nothing was written", ", ".join(f"{n} to {v}" for v, n in counts.items()) or "no files")
+
+
+def write_report(path: str, settings: Settings, results: list[FileResult], missing: list[SourceFile],
+                 listing_errors: list[str], code: int, seconds: float, bytes_sent: int) -> None:  # fmt: skip
+    """--report: one JSON document with every file's outcome, for scripts and audits."""
+    document = {
+        "tool": f"s3_upload {__version__}",
+        "job_type": settings.job_type,
+        "destination": f"s3://{settings.des_bucket}/{folder_prefix(settings.s3_prefix)}",
+        "exit_code": code,
+        "seconds": round(seconds, 3),
+        "bytes_sent": bytes_sent,
+        "files": [
+            {
+                "key": r.key,
+                "size": r.size,
+                "status": r.status,
+                "detail": r.detail,
+                "parts": r.parts,
+                "parts_reused": r.parts_reused,
+                "bytes_sent": r.bytes_sent,
+                "etag": r.etag,
+                "retries": r.retries,
+                "seconds": round(r.seconds, 3),
+            }
+            for r in sorted(results, key=lambda r: r.key)
+        ],  # fmt: skip
+        "missing": [f.key for f in missing],
+        "listing_errors": listing_errors,
+    }
+    with open(path, "w", encoding="utf-8") as fh:
+        json.dump(document, fh, indent=2, ensure_ascii=False)
+        fh.write("\n")
+    log.info("report written to %s", path)
 
 
 def _ignored(settings: Settings, f: SourceFile) -> bool:
@@ -1374,21 +1734,107 @@ def print_summary(
         report.info("  failed to list: %s", e)
 
 
+SIZE_UNITS = {"": 1, "b": 1, "k": KiB, "kb": KiB, "kib": KiB, "m": MiB, "mb": MiB, "mib": MiB, "g": GiB, "gb": GiB,
+              "gib": GiB}  # fmt: skip
+
+
+def parse_size(text: str) -> int:
+    """'64MiB', '64MB', '64m', '1GiB', '5242880' -> bytes.  Like the AWS CLI, MB means MiB."""
+    number = text.strip().rstrip("sS/").lower()
+    digits = number.rstrip("abcdefghijklmnopqrstuvwxyz")
+    unit = number[len(digits) :]
+    if unit not in SIZE_UNITS or not digits:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a size; use e.g. 64MiB, 512KiB or 1GiB")
+    try:
+        return int(float(digits) * SIZE_UNITS[unit])
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a size; use e.g. 64MiB, 512KiB or 1GiB") from None
+
+
+# Flags that override one config value for one run: (flag, config name, type, help).
+OVERRIDE_FLAGS = (
+    ("--job-type", "JobType", str, "LOCAL_TO_S3 or S3_TO_S3"),
+    ("--src-dir", "SrcDir", str, "local directory to upload (LOCAL_TO_S3)"),
+    ("--file", "SrcFileIndex", str, "one file (name relative to SrcDir / S3Prefix), or '*' for all"),
+    ("--prefix", "S3Prefix", str, "S3Prefix: destination prefix (LOCAL_TO_S3) or source prefix (S3_TO_S3)"),
+    ("--des-bucket", "DesBucket", str, "destination bucket"),
+    ("--des-profile", "DesProfileName", str, "profile for the destination"),
+    ("--src-bucket", "SrcBucket", str, "source bucket (S3_TO_S3)"),
+    ("--src-profile", "SrcProfileName", str, "profile for the source (S3_TO_S3)"),
+    ("--chunk-size", "ChunkSize", parse_size, "part size with units, e.g. 64MiB (5MiB to 5GiB)"),
+    ("--threads", "MaxThread", int, "parts in flight per file"),
+    ("--parallel-files", "MaxParallelFile", int, "files in flight"),
+    ("--max-retry", "MaxRetry", int, "retries per request"),
+    ("--storage-class", "StorageClass", str, "storage class of the objects, e.g. STANDARD_IA"),
+    ("--max-bandwidth", "MaxBandwidth", parse_size, "upload bandwidth cap per second, e.g. 20MiB (0 = none)"),
+    ("--des-endpoint-url", "DesEndpointURL", str, "endpoint of an S3-compatible destination"),
+    ("--src-endpoint-url", "SrcEndpointURL", str, "endpoint of an S3-compatible source"),
+    ("--log-level", "LoggingLevel", str, "WARNING, INFO or DEBUG"),
+)
+
+
+def default_config_path() -> str:
+    """s3_upload_config.py next to the script (the original's behaviour), else in the current directory (for the
+    installed s3-upload command)."""
+    beside = os.path.join(os.path.dirname(os.path.abspath(__file__)), "s3_upload_config.py")
+    return beside if os.path.isfile(beside) else os.path.abspath("s3_upload_config.py")
+
+
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
-    default_config = os.path.join(os.path.dirname(os.path.abspath(__file__)), "s3_upload_config.py")
     parser = argparse.ArgumentParser(
         prog="s3_upload",
-        description="Multi-threaded, resumable, MD5-verified upload of large files to Amazon S3 "
-        "(LOCAL_TO_S3 or S3_TO_S3). Settings come from the config module.",
+        description="Multi-threaded, resumable, MD5-verified upload of large files to Amazon S3 (LOCAL_TO_S3) or "
+        "between buckets of two accounts (S3_TO_S3). Settings come from the config module (s3_upload_config.py); "
+        "the flags below override single values for one run.",
+        epilog="Exit codes: 0 every file is at the destination; 1 some file failed (rerun to resume); 2 bad config, "
+        "credentials or access; 130 interrupted.",
     )
-    parser.add_argument(
-        "--config",
-        default=default_config,
-        metavar="PATH",
-        help="config module to use (default: s3_upload_config.py next to this script)",
-    )
+    parser.add_argument("--config", default=None, metavar="PATH",
+                        help="config module (default: s3_upload_config.py next to this script, else in the current "
+                             "directory)")  # fmt: skip
+    parser.add_argument("--dry-run", action="store_true",
+                        help="list, compare and print what would be uploaded, resumed, restarted, skipped and "
+                             "cleaned, then exit without writing anything")  # fmt: skip
+    answer = parser.add_mutually_exclusive_group()
+    answer.add_argument("--yes", dest="clean_answer", action="store_const", const="resume",
+                        help="do not ask about unfinished uploads: resume them")  # fmt: skip
+    answer.add_argument("--clean", dest="clean_answer", action="store_const", const="clean",
+                        help="do not ask about unfinished uploads: abort this job's and restart those files "
+                             "(the CLEAN answer)")  # fmt: skip
+    parser.add_argument("--report", metavar="PATH", default="",
+                        help="write a JSON report: per file key, size, status, parts, ETag, retries")  # fmt: skip
+    parser.add_argument("--progress", choices=("auto", "bar", "log", "none"), default="auto",
+                        help="live bar on a terminal, a log line every few seconds otherwise (auto)")  # fmt: skip
+    overrides = parser.add_argument_group("override one config value for this run")
+    for flag, name, kind, text in OVERRIDE_FLAGS:
+        overrides.add_argument(flag, dest=f"set_{name}", type=kind, metavar=name.upper(), help=f"{text} ({name})")
+    overrides.add_argument("--verify-md5", dest="set_ifVerifyMD5", action="store_const", const=True,
+                           help="re-read each source after upload and compare ETags (ifVerifyMD5)")  # fmt: skip
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     return parser.parse_args(argv)
+
+
+def resolve_settings(args: argparse.Namespace) -> tuple[Settings, list[str]]:
+    """Defaults < config module < command-line flags, validated once.  Returns the settings and a line for each
+    value a flag changed, so that a flag and the config never disagree silently."""
+    values = load_config_module(args.config or default_config_path())
+    changed = []
+    for name in CONFIG_OPTIONS:
+        flag_value = getattr(args, f"set_{name}", None)
+        if flag_value is None:
+            continue
+        if name in values and values[name] != flag_value:
+            changed.append(f"{name} = {flag_value!r} from the command line (the config says {values[name]!r})")
+        values[name] = flag_value
+    return settings_from_values(values), changed
+
+
+def log_effective_settings(settings: Settings, changed: list[str]) -> None:
+    names = {field: name for name, (field, _) in CONFIG_OPTIONS.items()}
+    shown = ", ".join(f"{names[f.name]}={getattr(settings, f.name)!r}" for f in dataclasses.fields(settings))
+    log.info("s3_upload %s settings: %s", __version__, shown)
+    for line in changed:
+        log.warning("%s", line)
 
 
 def main(argv: list[str] | None = None, stop: threading.Event | None = None) -> int:
@@ -1396,7 +1842,7 @@ def main(argv: list[str] | None = None, stop: threading.Event | None = None) -> 
     args = parse_args(argv)
     stop = stop or threading.Event()
     try:
-        settings = load_settings(args.config)
+        settings, changed = resolve_settings(args)
     except UserError as exc:
         print(f"s3_upload: error: {exc}", file=sys.stderr)
         return EXIT_USAGE
@@ -1409,9 +1855,12 @@ def main(argv: list[str] | None = None, stop: threading.Event | None = None) -> 
             file=sys.stderr,
         )
         return EXIT_USAGE
+    options = RunOptions(dry_run=args.dry_run, clean_answer=args.clean_answer or "", report_path=args.report,
+                         progress="none" if args.dry_run else args.progress)  # fmt: skip
     try:
         log.debug("log file %s", log_path)
-        return run_job(settings, stop)
+        log_effective_settings(settings, changed)
+        return run_job(settings, stop, options)
     except UserError as exc:
         log.error("s3_upload: error: %s", exc)
         return EXIT_USAGE
@@ -1426,9 +1875,15 @@ def main(argv: list[str] | None = None, stop: threading.Event | None = None) -> 
         close_logging()
 
 
-if __name__ == "__main__":
-    _code = main()
+def cli() -> None:
+    """The ``s3-upload`` command (pyproject.toml) and ``python3 s3_upload.py``: run, then exit with the code."""
+    code = main()
     sys.stdout.flush()
     sys.stderr.flush()
-    # Threads still blocked in a request after Ctrl-C would delay a normal exit: leave at once.
-    os._exit(_code) if _code == EXIT_INTERRUPTED else sys.exit(_code)
+    if code == EXIT_INTERRUPTED:
+        os._exit(code)  # threads still blocked in a request after Ctrl-C would delay a normal exit
+    sys.exit(code)
+
+
+if __name__ == "__main__":
+    cli()

@@ -38,6 +38,7 @@ import contextlib
 import dataclasses
 import datetime
 import glob
+import hashlib
 import importlib.metadata
 import itertools
 import json
@@ -396,22 +397,24 @@ def version_of(argv: list[str]) -> str:
 
 
 class S3Upload(Peer):
-    """This tool, run exactly as a user runs it."""
+    """This tool, run as a user runs it, from a copy taken at the start: later edits to the tree do not leak in."""
 
     name = TOOL
     kinds = ("file", "tree", "s3copy")
 
     def setup(self) -> None:
-        self.version = version_of([sys.executable, str(ROOT / "s3_upload.py"), "--version"])
+        self.script = self.world.workdir / "s3_upload.py"
+        shutil.copy2(ROOT / "s3_upload.py", self.script)
+        digest = hashlib.sha256(self.script.read_bytes()).hexdigest()[:12]
+        version = version_of([sys.executable, str(self.script), "--version"])
+        self.version = f"{version}, {git_state(ROOT / 's3_upload.py')}, sha256 {digest}"
         self.configs = self.world.workdir / "configs"
         self.configs.mkdir(exist_ok=True)
 
     def command(self, job: Job) -> tuple[list[str], dict[str, str]]:
         config = self.configs / f"config_{time.time_ns():x}.py"
         write_config(config, self.config_values(job))
-        return [sys.executable, str(ROOT / "s3_upload.py"), "--config", str(config)], self.env(
-            **self.world.profiles_env
-        )
+        return [sys.executable, str(self.script), "--config", str(config)], self.env(**self.world.profiles_env)
 
     def config_values(self, job: Job) -> dict:
         values = {
@@ -439,6 +442,20 @@ class S3Upload(Peer):
         elif job.kind == "s3copy":
             values.update(JobType="S3_TO_S3", SrcBucket=job.src_bucket, SrcProfileName="src", SrcDir="/nonexistent")
         return values
+
+
+def git_state(path: Path) -> str:
+    """'commit abc1234' or 'commit abc1234 + uncommitted changes' ('' without git)."""
+
+    def git(*args: str) -> subprocess.CompletedProcess:
+        return subprocess.run(["git", "-C", str(path.parent), *args], capture_output=True, text=True, check=False)
+
+    try:
+        head = git("rev-parse", "--short", "HEAD").stdout.strip()
+        dirty = git("diff", "--quiet", "HEAD", "--", path.name).returncode == 1
+    except OSError:
+        return "no git"
+    return f"commit {head}" + (" + uncommitted changes" if dirty else "") if head else "not in git"
 
 
 def write_config(path: Path, values: dict) -> None:
@@ -851,8 +868,8 @@ def comparison_table(section: Section) -> list[str]:
     gib = section.nbytes / GiB
     header = ["client", "ok runs", "wall s (median)"]
     header += ["files/s"] if section.nfiles > 1 else ["MiB/s"]
-    header += ["client CPU s", "CPU s/GiB", "peak RSS MiB", "server CPU s", f"{TOOL} / peer wall (median)"]
-    header += ["per round"]
+    header += ["client CPU s", "CPU s/GiB", "peak RSS MiB", "server CPU s", "others' CPU %"]
+    header += [f"{TOOL} / peer wall (median)", "per round"]
     tool_runs = section.results.get(TOOL, [])
     rows = []
     for name, runs in section.results.items():
@@ -871,6 +888,7 @@ def comparison_table(section: Section) -> list[str]:
                 f"{cpu / gib:.2f}",
                 f"{max((r.rss_mib for r in good), default=float('nan')):.0f}",
                 f"{median([r.server_cpu for r in good]):.2f}",
+                f"{median([others_share(r) for r in good]):.0%}",
                 fmt_ratio(median(ok_ratios)) if ok_ratios else "-",
                 ", ".join(map(fmt_ratio, per_round)) or "-",
             ]
@@ -920,18 +938,22 @@ def rss_table(results: dict[str, list[Run]], bound: int) -> list[str]:
     return md_table(header, rows)
 
 
+def others_share(run: Run) -> float:
+    """The share of the machine's cores that other processes used during this run."""
+    return run.others_cpu / (run.wall * os.cpu_count()) if run.wall else 0.0
+
+
 def disturbance_note(section: Section) -> str:
     """How busy the rest of the machine was during the runs, in % of all cores."""
     runs = [r for runs in section.results.values() for r in runs]
     wall = sum(r.wall for r in runs)
     if not wall:
         return ""
-    cores = os.cpu_count()
-    overall = sum(r.others_cpu for r in runs) / (wall * cores)
-    worst = max(r.others_cpu / (r.wall * cores) for r in runs if r.wall)
+    overall = sum(r.others_cpu for r in runs) / (wall * os.cpu_count())
     return (
-        f"Other processes (this bench's own polling included) used {overall:.0%} of the machine's {cores} cores "
-        f"during these runs (busiest run: {worst:.0%})."
+        f"Other processes (this bench's own polling included) used {overall:.0%} of the machine's {os.cpu_count()} "
+        f"cores during these runs (busiest run: {max(map(others_share, runs)):.0%}). Above ~10%, wall times are "
+        "disturbed; CPU s and RSS much less."
     )
 
 
@@ -992,6 +1014,8 @@ def render(
         "Servers: two SeaweedFS `weed mini` on 127.0.0.1 over http (destination; source with other credentials). "
         "Client CPU s = user+sys of the client's whole process tree; peak RSS = its largest process (from wait4; "
         f"clients are forked by a small launcher, so {floor:.0f} MiB is the floor any client shows). "
+        "Others' CPU % = the share of the machine's cores that other processes used during that client's runs "
+        "(median; high means disturbed wall times). "
         "Each comparison starts with one uncounted warm-up run of the first client. Ratios are "
         f"{TOOL} wall / peer wall in the same round: below 1 means {TOOL} was faster. On this machine the server "
         "itself needs ~1.6 cores per GiB/s, so wall times are bounded by the server: compare clients by CPU s/GiB.",
