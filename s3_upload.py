@@ -31,6 +31,7 @@ import concurrent.futures
 import dataclasses
 import datetime
 import difflib
+import functools
 import hashlib
 import importlib.util
 import json
@@ -43,7 +44,7 @@ import threading
 import time
 import traceback
 import types
-from typing import Callable, Iterable, Iterator
+from typing import Callable, Iterable, Iterator, Protocol
 
 import boto3
 import botocore.config
@@ -280,9 +281,9 @@ def validate_settings(s: Settings) -> None:
         raise UserError(f"MaxRetry must be 0 or more, got {s.max_retry}; set e.g. MaxRetry = 30")
     if s.retry_delay < 0:
         raise UserError(f"RetryDelay must be 0 or more seconds, got {s.retry_delay}; set e.g. RetryDelay = 5")
-    for name, value in (("ConnectTimeout", s.connect_timeout), ("ReadTimeout", s.read_timeout)):
-        if value <= 0:
-            raise UserError(f"{name} must be more than 0 seconds, got {value}; e.g. {name} = 60")
+    for name, seconds in (("ConnectTimeout", s.connect_timeout), ("ReadTimeout", s.read_timeout)):
+        if seconds <= 0:
+            raise UserError(f"{name} must be more than 0 seconds, got {seconds}; e.g. {name} = 60")
     if s.checksum_mode not in CHECKSUM_MODES:
         raise UserError(
             f"ChecksumMode {s.checksum_mode!r} is unknown; use 'MD5' (Content-MD5 only, works with every "
@@ -564,6 +565,13 @@ def require_etag(response: dict, what: str) -> str:
     return etag
 
 
+def etag_is_md5(response: dict) -> bool:
+    """S3's ETags are MD5-based except for objects encrypted with KMS (the bucket's default or ours) or SSE-C: those
+    cannot be compared with our digests (their parts are still checked by Content-MD5)."""
+    sse = str(response.get("ServerSideEncryption", ""))
+    return not sse.startswith("aws:kms") and not response.get("SSECustomerAlgorithm")
+
+
 class ShortRead(Exception):
     """The source gave fewer bytes than asked: it changed or the connection broke; retried."""
 
@@ -579,6 +587,20 @@ def join_key(prefix: str, relative: str) -> str:
 def folder_prefix(prefix: str) -> str:
     """S3Prefix names a folder: list under 'prefix/'."""
     return prefix if not prefix or prefix.endswith("/") else prefix + "/"
+
+
+class Source(Protocol):
+    """What the engine needs of a source; it never asks which kind it has."""
+
+    kind: str
+    verify_existing_parts: bool  # parts already at the destination can be checked by reading (cheap) the source
+    listing_errors: list[str]
+
+    def list(self) -> list[SourceFile]: ...  # every file of the job, with its destination key
+    def read(self, f: SourceFile, offset: int, length: int) -> bytes: ...  # exactly length bytes, or raise
+    def current(self, f: SourceFile) -> SourceFile: ...  # the file as it is now, to detect a change mid-transfer
+    def attributes(self, f: SourceFile) -> dict: ...  # object attributes to set at the destination
+    def describe(self, f: SourceFile) -> str: ...  # for logs
 
 
 class LocalSource:
@@ -729,7 +751,7 @@ def list_objects(client, bucket: str, prefix: str, retry: RetryPolicy, page_size
         kwargs = {"Bucket": bucket, "Prefix": prefix, "MaxKeys": page_size}
         if token:
             kwargs["ContinuationToken"] = token
-        page = retry.call(f"LIST s3://{bucket}/{prefix}", lambda kw=kwargs: client.list_objects_v2(**kw))
+        page = retry.call(f"LIST s3://{bucket}/{prefix}", functools.partial(client.list_objects_v2, **kwargs))
         yield from page.get("Contents", [])
         token = page.get("NextContinuationToken")
         if not page.get("IsTruncated") or not token:
@@ -754,7 +776,9 @@ def list_unfinished_uploads(
             kwargs["KeyMarker"] = key_marker
         if id_marker:
             kwargs["UploadIdMarker"] = id_marker
-        page = retry.call(f"LIST uploads s3://{bucket}/{prefix}", lambda kw=kwargs: client.list_multipart_uploads(**kw))
+        page = retry.call(
+            f"LIST uploads s3://{bucket}/{prefix}", functools.partial(client.list_multipart_uploads, **kwargs)
+        )
         for u in page.get("Uploads", []):
             uploads.append(UnfinishedUpload(u["Key"], u["UploadId"], u["Initiated"].timestamp()))
         if not page.get("IsTruncated"):
@@ -780,7 +804,7 @@ def list_upload_parts(client, bucket: str, key: str, upload_id: str, retry: Retr
     while True:
         page = retry.call(
             f"LIST parts s3://{bucket}/{key}",
-            lambda m=marker: client.list_parts(Bucket=bucket, Key=key, UploadId=upload_id, PartNumberMarker=m),
+            functools.partial(client.list_parts, Bucket=bucket, Key=key, UploadId=upload_id, PartNumberMarker=marker),
         )
         for p in page.get("Parts", []):
             parts.append(ExistingPart(p["PartNumber"], p["Size"], p["ETag"].strip('"')))
@@ -878,8 +902,8 @@ class FileTask:
 
     src: SourceFile
     action: str  # "skip" | "put" | "multipart"
+    plan: ChunkPlan  # "put" and "skip": one part of the whole file
     reason: str = ""
-    plan: ChunkPlan | None = None
     upload: UnfinishedUpload | None = None  # the newest unfinished upload for this key, to resume
 
 
@@ -892,16 +916,16 @@ def plan_files(
             newest[u.key] = u
     tasks = []
     for f in files:
+        whole = ChunkPlan(size=f.size, part_size=max(f.size, 1))
         if destination.get(f.key) == f.size:
-            tasks.append(FileTask(f, "skip", "already at the destination with the same size"))
+            tasks.append(FileTask(f, "skip", whole, "already at the destination with the same size"))
         elif settings.ignore_small_file and f.size < settings.chunk_size:
-            tasks.append(FileTask(f, "skip", "smaller than ChunkSize (IgnoreSmallFile)"))
+            tasks.append(FileTask(f, "skip", whole, "smaller than ChunkSize (IgnoreSmallFile)"))
         elif f.size < settings.chunk_size:
-            tasks.append(FileTask(f, "put"))
+            tasks.append(FileTask(f, "put", whole))
         else:
-            tasks.append(
-                FileTask(f, "multipart", plan=plan_chunks(f.size, settings.chunk_size), upload=newest.get(f.key))
-            )
+            plan = plan_chunks(f.size, settings.chunk_size)
+            tasks.append(FileTask(f, "multipart", plan, upload=newest.get(f.key)))
     return tasks
 
 
@@ -923,6 +947,7 @@ class FileResult:
     seconds: float = 0.0
     retries: int = 0
     expected_etag: str = ""  # computed here from the part MD5s
+    etag_is_md5: bool = True  # False for KMS or SSE-C objects, whose ETag cannot be checked
 
 
 class Stats:
@@ -1055,7 +1080,7 @@ class BarProgress(Progress):
 
     def __init__(self):
         super().__init__()
-        self.bar = None
+        self.bar: tqdm.tqdm | None = None
         self._done = threading.Event()
         self._thread = threading.Thread(target=self._run, name="progress", daemon=True)
 
@@ -1070,6 +1095,8 @@ class BarProgress(Progress):
         self._thread.start()
 
     def _draw(self) -> None:
+        if self.bar is None:
+            return
         with self._lock:
             done, files = self.done_bytes, f"files {self.files_done}/{self.total_files}"
             flying = " ".join(f"{k.rsplit('/', 1)[-1]}:{d}/{n}" for k, (d, n) in list(self.in_flight.items())[:3])
@@ -1116,8 +1143,6 @@ class Engine:
         self.stats = Stats()
         self.progress = progress or Progress()
         self.throttle = Throttle(settings.max_bandwidth, stop)
-        # With SSE-KMS, S3's ETags are not MD5s: the parts are still checked by Content-MD5, the ETag cannot be.
-        self.etags_are_md5 = settings.server_side_encryption != "aws:kms"
 
     def object_args(self, f: SourceFile) -> dict:
         """Arguments of PutObject / CreateMultipartUpload: the source's attributes plus the configured ones."""
@@ -1142,7 +1167,7 @@ class Engine:
         log.info("start %s (%s) -> s3://%s/%s", self.source.describe(f), human_bytes(f.size), self.bucket, f.key)
         result = FileResult(f.key, f.size, "failed")
         self.retry.working_on(f.key)
-        self.progress.file_started(f.key, task.plan.part_count if task.plan else 1)
+        self.progress.file_started(f.key, task.plan.part_count)
         try:
             for attempt in range(1, MAX_FILE_ATTEMPTS + 1):
                 if task.action == "put":
@@ -1181,22 +1206,22 @@ class Engine:
         self._check_unchanged(f)
         args = self.object_args(f)
         self.throttle.acquire(len(data))
-        etag = self.retry.call(
-            f"PUT {f.key}",
-            lambda: require_etag(
-                self.client.put_object(Bucket=self.bucket, Key=f.key, Body=data, ContentMD5=md5_b64, **args),
-                f"PUT {f.key}",
-            ),
-        )
+
+        def put() -> dict:
+            resp = self.client.put_object(Bucket=self.bucket, Key=f.key, Body=data, ContentMD5=md5_b64, **args)
+            require_etag(resp, f"PUT {f.key}")
+            return resp
+
+        resp = self.retry.call(f"PUT {f.key}", put)
         self.stats.add(len(data))
         self.progress.part_done(f.key, len(data))
-        if self.etags_are_md5 and etag != digest.hex():
-            raise FileFailed(f"ETag mismatch after PUT: S3 has {etag}, local MD5 is {digest.hex()}")
-        result.parts, result.bytes_sent, result.etag, result.expected_etag = 1, len(data), etag, digest.hex()
+        result.parts, result.bytes_sent, result.expected_etag = 1, len(data), digest.hex()
+        result.etag, result.etag_is_md5 = require_etag(resp, "PUT"), etag_is_md5(resp)
+        if result.etag_is_md5 and result.etag != digest.hex():
+            raise FileFailed(f"ETag mismatch after PUT: S3 has {result.etag}, local MD5 is {digest.hex()}")
 
     def _multipart(self, task: FileTask, result: FileResult) -> None:
         f, plan = task.src, task.plan
-        assert plan is not None
         if plan.part_size != self.s.chunk_size:
             log.info(
                 "%s: %s needs more than %d parts at ChunkSize %s; using %s parts for this file",
@@ -1216,20 +1241,21 @@ class Engine:
             raise
         parts.sort(key=lambda p: p.number)
         expected = multipart_etag(p.digest for p in parts)
-        etag = self._complete(f.key, upload_id, parts)
+        completed = self._complete(f.key, upload_id, parts)
+        etag = require_etag(completed, "COMPLETE")
         result.parts = len(parts)
         result.parts_reused = sum(1 for p in parts if not p.sent)
         result.bytes_sent += sum(p.sent for p in parts)
-        result.etag, result.expected_etag = etag, expected
-        if self.etags_are_md5 and etag != expected:
+        result.etag, result.expected_etag, result.etag_is_md5 = etag, expected, etag_is_md5(completed)
+        if result.etag_is_md5 and etag != expected:
             raise FileFailed(f"ETag mismatch after complete: S3 has {etag}, computed from our parts {expected}")
 
-    def _complete(self, key: str, upload_id: str, parts: list[PartResult]) -> str:
-        """CompleteMultipartUpload with our own part list; returns S3's ETag.  If an earlier attempt completed it
-        but its answer was lost, the retry finds no such upload: the object itself then tells."""
+    def _complete(self, key: str, upload_id: str, parts: list[PartResult]) -> dict:
+        """CompleteMultipartUpload with our own part list; returns S3's answer (ETag...).  If an earlier attempt
+        completed it but its answer was lost, the retry finds no such upload: the object itself then tells."""
         attempts = 0
 
-        def complete() -> str:
+        def complete() -> dict:
             nonlocal attempts
             attempts += 1
             resp = self.client.complete_multipart_upload(
@@ -1238,7 +1264,8 @@ class Engine:
                 UploadId=upload_id,
                 MultipartUpload={"Parts": [{"PartNumber": p.number, "ETag": f'"{p.etag}"'} for p in parts]},
             )
-            return require_etag(resp, f"COMPLETE {key}")
+            require_etag(resp, f"COMPLETE {key}")
+            return resp
 
         try:
             return self.retry.call(f"COMPLETE {key}", complete)
@@ -1247,7 +1274,8 @@ class Engine:
                 raise
             head = self.retry.call(f"HEAD {key}", lambda: self.client.head_object(Bucket=self.bucket, Key=key))
             log.info("%s: the answer to COMPLETE was lost; the object is there", key)
-            return require_etag(head, f"HEAD {key}")
+            require_etag(head, f"HEAD {key}")
+            return head
 
     def _create_upload(self, f: SourceFile) -> str:
         key, args, attempts = f.key, self.object_args(f), 0
@@ -1382,11 +1410,11 @@ class Engine:
             digests = []
             for number, offset, length in task.plan.parts():
                 data = self.retry.call(
-                    f"VERIFY {f.key} part {number}", lambda o=offset, n=length: self.source.read(f, o, n)
+                    f"VERIFY {f.key} part {number}", functools.partial(self.source.read, f, offset, length)
                 )
                 digests.append(hashlib.md5(data).digest())
             expected = multipart_etag(digests)
-        uploaded = result.etag if self.etags_are_md5 else result.expected_etag
+        uploaded = result.etag if result.etag_is_md5 else result.expected_etag
         if expected == uploaded:
             log.info("verified %s: re-read ETag %s matches", f.key, expected)
             return True
@@ -1557,6 +1585,7 @@ def run_job(settings: Settings, stop: threading.Event, options: RunOptions = Run
     retry = RetryPolicy(settings.max_retry, settings.retry_delay, stop)
     endpoints = Endpoints(settings)
     des_client = endpoints.client(settings.des_profile, "DesProfileName", settings.des_endpoint_url)
+    source: Source
     if settings.job_type == "LOCAL_TO_S3":
         source = LocalSource(settings)
         src_what = f"SrcDir {settings.src_dir}"
@@ -1592,8 +1621,8 @@ def run_job(settings: Settings, stop: threading.Event, options: RunOptions = Run
             log.warning("CLEAN: aborting unfinished upload of %s (%s)", u.key, short_id(u.upload_id))
             retry.call(
                 f"ABORT {u.key}",
-                lambda u=u: des_client.abort_multipart_upload(Bucket=settings.des_bucket, Key=u.key,
-                                                              UploadId=u.upload_id),
+                functools.partial(des_client.abort_multipart_upload, Bucket=settings.des_bucket, Key=u.key,
+                                  UploadId=u.upload_id),
             )  # fmt: skip
         ours = []
 

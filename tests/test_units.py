@@ -324,7 +324,7 @@ def test_plan_files_action(size, dest_size, ignore_small, action):
     if action == "multipart":
         assert task.plan == s3_upload.plan_chunks(size, CHUNK)
     else:
-        assert task.plan is None
+        assert task.plan.part_count == 1 and task.plan.part_range(1) == (0, size)  # the whole file at once
     if action == "skip":
         assert ("IgnoreSmallFile" in task.reason) == (dest_size != size)
         assert ("same size" in task.reason) == (dest_size == size)
