@@ -39,12 +39,13 @@ import logging
 import math
 import mimetypes
 import os
+import signal
 import sys
 import threading
 import time
 import traceback
 import types
-from typing import Callable, Iterable, Iterator, Protocol
+from typing import Any, Callable, Iterable, Iterator, Protocol
 
 import boto3
 import botocore.config
@@ -156,6 +157,10 @@ class Settings:
     sse_kms_key_id: str = ""  # SSEKMSKeyId: the KMS key for "aws:kms" ("" = the account's default key)
     acl: str = ""  # ACL: "" | a canned ACL such as "bucket-owner-full-control"
     max_bandwidth: int = 0  # MaxBandwidth: bytes per second for all uploads together, 0 = unlimited
+    sqs_profile: str = ""  # SQSProfileName: the profile for the SQS queue ("" = DesProfileName)
+    sqs_endpoint_url: str = ""  # SQSEndpointURL: "" = the SQS endpoint of the profile's region
+    sqs_idle_seconds: float = 60.0  # SQSIdleSeconds: a worker exits after the queue was empty this long
+    sqs_visibility_timeout: int = 300  # SQSVisibilityTimeout: seconds a taken message stays hidden (heartbeat)
 
 
 # config name -> (Settings field, accepted types)
@@ -189,6 +194,10 @@ CONFIG_OPTIONS: dict[str, tuple[str, tuple[type, ...]]] = {
     "SSEKMSKeyId": ("sse_kms_key_id", (str,)),
     "ACL": ("acl", (str,)),
     "MaxBandwidth": ("max_bandwidth", (int,)),
+    "SQSProfileName": ("sqs_profile", (str,)),
+    "SQSEndpointURL": ("sqs_endpoint_url", (str,)),
+    "SQSIdleSeconds": ("sqs_idle_seconds", (int, float)),
+    "SQSVisibilityTimeout": ("sqs_visibility_timeout", (int,)),
 }
 
 
@@ -302,6 +311,12 @@ def validate_settings(s: Settings) -> None:
         raise UserError("SSEKMSKeyId is set but ServerSideEncryption is not 'aws:kms'; set both or neither")
     if s.acl not in CANNED_ACLS:
         raise UserError(f"ACL {s.acl!r} is unknown; use '' or one of {', '.join(a for a in CANNED_ACLS if a)}")
+    if s.sqs_idle_seconds <= 0:
+        raise UserError(f"SQSIdleSeconds must be more than 0, got {s.sqs_idle_seconds}; e.g. SQSIdleSeconds = 60")
+    if not 1 <= s.sqs_visibility_timeout <= 43200:
+        raise UserError(f"SQSVisibilityTimeout must be 1 to 43200 seconds, got {s.sqs_visibility_timeout}")
+    if s.sqs_endpoint_url and not s.sqs_endpoint_url.startswith(("http://", "https://")):
+        raise UserError(f"SQSEndpointURL {s.sqs_endpoint_url!r} must start with http:// or https://")
     if s.max_bandwidth < 0:
         raise UserError(f"MaxBandwidth must be 0 (unlimited) or bytes per second, got {s.max_bandwidth}")
     if s.storage_class not in STORAGE_CLASSES:
@@ -468,6 +483,15 @@ class Endpoints:
             response_checksum_validation=checksums,
         )
         self._clients: dict[str, object] = {}
+
+    def sqs_client(self):
+        """The queue of the fleet mode: SQSProfileName (default: the destination's profile), SQSEndpointURL."""
+        profile = self.settings.sqs_profile or self.settings.des_profile
+        option = "SQSProfileName" if self.settings.sqs_profile else "DesProfileName"
+        config = botocore.config.Config(connect_timeout=self.settings.connect_timeout, read_timeout=60,
+                                        retries={"total_max_attempts": 1, "mode": "standard"})  # fmt: skip
+        return make_session(profile, option).client("sqs", endpoint_url=self.settings.sqs_endpoint_url or None,
+                                                    config=config)  # fmt: skip
 
     def client(self, profile: str, option: str, endpoint_url: str = ""):
         """The client for a profile; ``endpoint_url`` (DesEndpointURL/SrcEndpointURL) wins over the profile's."""
@@ -1577,11 +1601,26 @@ class RunOptions:
     clean_answer: str = ""  # "" ask (or DontAskMeToClean), "resume" (--yes), "clean" (--clean)
     report_path: str = ""
     progress: str = "auto"  # "auto" | "bar" | "log" | "none"
+    sqs_send: str = ""  # queue URL: queue the files instead of transferring them
+    sqs_worker: str = ""  # queue URL: transfer the files queued there
+    forever: bool = False  # a worker keeps polling an empty queue
 
 
-def run_job(settings: Settings, stop: threading.Event, options: RunOptions = RunOptions()) -> int:
-    """The pipeline: list source, list destination, ask about unfinished uploads, plan, transfer, compare, report."""
-    started = time.monotonic()
+@dataclasses.dataclass
+class Job:
+    """The endpoints and the source of one configured job, shared by a normal run, the SQS sender and workers."""
+
+    settings: Settings
+    retry: RetryPolicy
+    endpoints: Endpoints
+    des_client: Any
+    source: Source
+    src_what: str
+    des_what: str
+    dest_prefix: str
+
+
+def open_job(settings: Settings, stop: threading.Event) -> Job:
     retry = RetryPolicy(settings.max_retry, settings.retry_delay, stop)
     endpoints = Endpoints(settings)
     des_client = endpoints.client(settings.des_profile, "DesProfileName", settings.des_endpoint_url)
@@ -1594,20 +1633,34 @@ def run_job(settings: Settings, stop: threading.Event, options: RunOptions = Run
         source = S3Source(settings, src_client, retry)
         src_what = f"source s3://{settings.src_bucket} (profile {settings.src_profile})"
     des_what = f"destination s3://{settings.des_bucket} (profile {settings.des_profile})"
-    dest_prefix = folder_prefix(settings.s3_prefix)
+    return Job(settings, retry, endpoints, des_client, source, src_what, des_what, folder_prefix(settings.s3_prefix))
 
+
+def list_job(job: Job) -> tuple[list[SourceFile], dict[str, int], list[UnfinishedUpload]]:
+    """The source, the destination (once) and its unfinished uploads; a refusal here is a user error (exit 2)."""
+    settings, retry, des_client = job.settings, job.retry, job.des_client
     try:
-        files = source.list()
+        files = job.source.list()
     except (botocore.exceptions.BotoCoreError, botocore.exceptions.ClientError) as exc:
-        check_access(exc, src_what)
+        check_access(exc, job.src_what)
         raise
     log.info("source: %d file(s), %s", len(files), human_bytes(sum(f.size for f in files)))
     try:
-        destination = {o["Key"]: o["Size"] for o in list_objects(des_client, settings.des_bucket, dest_prefix, retry)}
-        uploads = list_unfinished_uploads(des_client, settings.des_bucket, dest_prefix, retry)
+        listing = list_objects(des_client, settings.des_bucket, job.dest_prefix, retry)
+        destination = {o["Key"]: o["Size"] for o in listing}
+        uploads = list_unfinished_uploads(des_client, settings.des_bucket, job.dest_prefix, retry)
     except (botocore.exceptions.BotoCoreError, botocore.exceptions.ClientError) as exc:
-        check_access(exc, des_what)
+        check_access(exc, job.des_what)
         raise
+    return files, destination, uploads
+
+
+def run_job(settings: Settings, stop: threading.Event, options: RunOptions = RunOptions()) -> int:
+    """The pipeline: list source, list destination, ask about unfinished uploads, plan, transfer, compare, report."""
+    started = time.monotonic()
+    job = open_job(settings, stop)
+    retry, des_client, source, dest_prefix = job.retry, job.des_client, job.source, job.dest_prefix
+    files, destination, uploads = list_job(job)
 
     job_keys = {f.key for f in files}
     clean = bool(uploads) and decide_clean(uploads, settings, options)
@@ -1834,6 +1887,17 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                         help="write a JSON report: per file key, size, status, parts, ETag, retries")  # fmt: skip
     parser.add_argument("--progress", choices=("auto", "bar", "log", "none"), default="auto",
                         help="live bar on a terminal, a log line every few seconds otherwise (auto)")  # fmt: skip
+    fleet = parser.add_argument_group("fleet mode: one SQS message per file, many workers (see README)")
+    role = fleet.add_mutually_exclusive_group()
+    role.add_argument("--sqs-send", metavar="QUEUE_URL", default="",
+                      help="list and diff once, queue one message per file to transfer, then exit "
+                           "(with --dry-run: print the messages)")  # fmt: skip
+    role.add_argument("--sqs-worker", metavar="QUEUE_URL", default="",
+                      help="take files from the queue and transfer them; exits after SQSIdleSeconds of an empty "
+                           "queue")  # fmt: skip
+    fleet.add_argument("--forever", action="store_true", help="with --sqs-worker: never exit on an empty queue")
+    fleet.add_argument("--idle-exit", dest="set_SQSIdleSeconds", type=float, metavar="SECONDS",
+                       help="with --sqs-worker: exit after the queue was empty this long (SQSIdleSeconds)")  # fmt: skip
     overrides = parser.add_argument_group("override one config value for this run")
     for flag, name, kind, text in OVERRIDE_FLAGS:
         overrides.add_argument(flag, dest=f"set_{name}", type=kind, metavar=name.upper(), help=f"{text} ({name})")
@@ -1885,10 +1949,15 @@ def main(argv: list[str] | None = None, stop: threading.Event | None = None) -> 
         )
         return EXIT_USAGE
     options = RunOptions(dry_run=args.dry_run, clean_answer=args.clean_answer or "", report_path=args.report,
-                         progress="none" if args.dry_run else args.progress)  # fmt: skip
+                         progress="none" if args.dry_run else args.progress, sqs_send=args.sqs_send,
+                         sqs_worker=args.sqs_worker, forever=args.forever)  # fmt: skip
     try:
         log.debug("log file %s", log_path)
         log_effective_settings(settings, changed)
+        if options.sqs_send:
+            return send_to_queue(settings, stop, options, options.sqs_send)
+        if options.sqs_worker:
+            return run_worker(settings, stop, options, options.sqs_worker)
         return run_job(settings, stop, options)
     except UserError as exc:
         log.error("s3_upload: error: %s", exc)
@@ -1897,21 +1966,207 @@ def main(argv: list[str] | None = None, stop: threading.Event | None = None) -> 
         stop.set()
         log.warning("interrupted: finished parts stay on S3; run the same command again to resume")
         return EXIT_INTERRUPTED
-    except (botocore.exceptions.BotoCoreError, botocore.exceptions.ClientError) as exc:
-        log.error("s3_upload: error: %s; the run stopped, rerun to resume", describe_error(exc))
+    except (botocore.exceptions.BotoCoreError, botocore.exceptions.ClientError, FileFailed) as exc:
+        detail = str(exc) if isinstance(exc, FileFailed) else describe_error(exc)
+        log.error("s3_upload: error: %s; the run stopped, rerun to resume", detail)
         return EXIT_FAILED
     finally:
         close_logging()
 
 
+def _terminate(signum, frame) -> None:
+    raise KeyboardInterrupt  # SIGTERM (a fleet scaling in, systemd) stops like Ctrl-C: S3 keeps what is done
+
+
 def cli() -> None:
     """The ``s3-upload`` command (pyproject.toml) and ``python3 s3_upload.py``: run, then exit with the code."""
+    signal.signal(signal.SIGTERM, _terminate)
     code = main()
     sys.stdout.flush()
     sys.stderr.flush()
     if code == EXIT_INTERRUPTED:
         os._exit(code)  # threads still blocked in a request after Ctrl-C would delay a normal exit
     sys.exit(code)
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+# 8. Fleet mode: a sender queues one SQS message per file; workers on many machines run each through the same engine.
+#    S3 stays the only state, so a worker that dies mid-file leaves a multipart upload the next worker resumes.
+# ----------------------------------------------------------------------------------------------------------------------
+
+MESSAGE_VERSION = 1
+SQS_BATCH = 10  # SendMessageBatch takes at most 10 messages
+
+
+def file_message(settings: Settings, f: SourceFile) -> dict:
+    """One queued file: where it is, where it goes, and what it looked like when it was listed."""
+    return {
+        "v": MESSAGE_VERSION,
+        "job_type": settings.job_type,
+        "src_bucket": settings.src_bucket if settings.job_type == "S3_TO_S3" else "",
+        "src_key_or_path": f.path if settings.job_type == "LOCAL_TO_S3" else f.key,
+        "des_bucket": settings.des_bucket,
+        "key": f.key,
+        "size": f.size,
+        "mtime": f.mtime,
+        "src_etag": f.etag,
+    }
+
+
+def message_file(settings: Settings, body: str) -> SourceFile:
+    """The file of a message.  A message this worker cannot serve (bad JSON, another job) is poison: it is left
+    in the queue, and after the queue's maxReceiveCount it goes to the dead-letter queue."""
+    try:
+        m = json.loads(body)
+        if m.get("v") != MESSAGE_VERSION:
+            raise ValueError(f"unknown message version {m.get('v')!r}")
+        src_bucket = settings.src_bucket if settings.job_type == "S3_TO_S3" else ""
+        if (m["job_type"], m["des_bucket"], m["src_bucket"]) != (settings.job_type, settings.des_bucket, src_bucket):
+            raise ValueError("it belongs to another job (JobType or buckets differ from this worker's config)")
+        path = m["src_key_or_path"] if settings.job_type == "LOCAL_TO_S3" else ""
+        return SourceFile(key=m["key"], size=int(m["size"]), mtime=float(m["mtime"]), path=path, etag=m["src_etag"])
+    except (ValueError, KeyError, TypeError, AttributeError) as exc:
+        raise FileFailed(f"unusable message: {exc}") from None
+
+
+class Heartbeat:
+    """Keeps a message invisible to other workers while this one works on it (ChangeMessageVisibility every third
+    of the visibility timeout)."""
+
+    def __init__(self, sqs, queue_url: str, receipt: str, visibility: int, retry: RetryPolicy):
+        self.sqs, self.queue_url, self.receipt, self.visibility, self.retry = sqs, queue_url, receipt, visibility, retry
+        self._done = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="heartbeat", daemon=True)
+
+    def _run(self) -> None:
+        while not self._done.wait(max(self.visibility / 3, 0.5)):
+            try:
+                self.sqs.change_message_visibility(QueueUrl=self.queue_url, ReceiptHandle=self.receipt,
+                                                   VisibilityTimeout=self.visibility)  # fmt: skip
+            except Exception as exc:  # a missed beat only risks a duplicate, which S3 makes harmless
+                log.warning("SQS heartbeat failed: %s", describe_error(exc))
+
+    def __enter__(self) -> Heartbeat:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc_info) -> None:
+        self._done.set()
+        self._thread.join(timeout=5)
+
+
+def send_to_queue(settings: Settings, stop: threading.Event, options: RunOptions, queue_url: str) -> int:
+    """--sqs-send: list and diff once, exactly as a run decides, then queue one message per file to transfer."""
+    job = open_job(settings, stop)
+    files, destination, uploads = list_job(job)
+    tasks = [t for t in plan_files(settings, files, destination, uploads) if t.action != "skip"]
+    skipped = len(files) - len(tasks)
+    messages = [file_message(settings, t.src) for t in tasks]
+    if options.dry_run:
+        for m in messages:
+            report.info("%s", json.dumps(m, ensure_ascii=False))
+        report.info("dry run: %d message(s) would be queued, %d file(s) skipped; nothing was sent", len(messages),
+                    skipped)  # fmt: skip
+        return EXIT_OK
+    sqs = job.endpoints.sqs_client()
+    for start in range(0, len(messages), SQS_BATCH):
+        batch = {str(n): json.dumps(m, ensure_ascii=False) for n, m in enumerate(messages[start : start + SQS_BATCH])}
+        for attempt in range(settings.max_retry + 1):
+            entries = [{"Id": i, "MessageBody": body} for i, body in batch.items()]
+            resp = job.retry.call("SQS send", functools.partial(sqs.send_message_batch, QueueUrl=queue_url,
+                                                                Entries=entries))  # fmt: skip
+            batch = {f["Id"]: batch[f["Id"]] for f in resp.get("Failed", [])}
+            if not batch:
+                break
+            log.warning("SQS refused %d message(s) of a batch; sending them again", len(batch))
+            if stop.wait(attempt * settings.retry_delay):
+                raise KeyboardInterrupt
+        if batch:
+            raise FileFailed(f"SQS refused {len(batch)} message(s) {settings.max_retry + 1} times")
+    total = sum(t.src.size for t in tasks)
+    report.info("queued %d file(s) (%s) to %s; %d skipped", len(messages), human_bytes(total), queue_url, skipped)
+    return EXIT_OK
+
+
+def run_worker(settings: Settings, stop: threading.Event, options: RunOptions, queue_url: str) -> int:
+    """--sqs-worker: take one message at a time, transfer its file with the normal engine (resuming whatever another
+    worker left on S3), delete the message only once the object is complete and verified."""
+    job = open_job(settings, stop)
+    sqs = job.endpoints.sqs_client()
+    engine = Engine(settings, job.source, job.des_client, job.retry, stop, make_progress("none"))
+    done = failed = 0
+    idle_since = time.monotonic()
+    log.info("worker: polling %s (%s)", queue_url,
+             "forever" if options.forever else f"until idle for {settings.sqs_idle_seconds:g}s")  # fmt: skip
+    while options.forever or time.monotonic() - idle_since < settings.sqs_idle_seconds:
+        idle_left = settings.sqs_idle_seconds - (time.monotonic() - idle_since)
+        wait = 20 if options.forever else int(min(20, max(1, idle_left)))  # long polling, at most 20 s
+        resp = job.retry.call("SQS receive", functools.partial(
+            sqs.receive_message, QueueUrl=queue_url, MaxNumberOfMessages=1, WaitTimeSeconds=wait,
+            VisibilityTimeout=settings.sqs_visibility_timeout))  # fmt: skip
+        for message in resp.get("Messages", []):
+            if work_on_message(job, engine, sqs, queue_url, message):
+                done += 1
+            else:
+                failed += 1
+            idle_since = time.monotonic()
+        if stop.is_set():
+            raise KeyboardInterrupt
+    report.info("worker: %d file(s) done, %d failed (left in the queue for another try); idle, exiting", done, failed)
+    return EXIT_FAILED if failed else EXIT_OK
+
+
+def work_on_message(job: Job, engine: Engine, sqs, queue_url: str, message: dict) -> bool:
+    settings, retry = job.settings, job.retry
+    receipt, message_id = message["ReceiptHandle"], message.get("MessageId", "?")
+
+    def delete() -> None:
+        retry.call("SQS delete", functools.partial(sqs.delete_message, QueueUrl=queue_url, ReceiptHandle=receipt))
+
+    try:
+        f = message_file(settings, message["Body"])
+        if settings.job_type == "LOCAL_TO_S3":
+            f = job.source.current(f)  # the file as it is now (shared storage): that is what gets uploaded
+        with Heartbeat(sqs, queue_url, receipt, settings.sqs_visibility_timeout, retry):
+            if destination_complete(job, f):
+                log.info("message %s: s3://%s/%s is already complete; deleting the message", message_id,
+                         settings.des_bucket, f.key)  # fmt: skip
+                delete()
+                return True
+            uploads = list_unfinished_uploads(job.des_client, settings.des_bucket, f.key, retry)
+            [task] = plan_files(settings, [f], {}, [u for u in uploads if u.key == f.key])
+            [result] = engine.run([task])
+        if result.status in ("uploaded", "skipped"):
+            delete()
+            return True
+        log.error("message %s (%s): %s; left in the queue for another try", message_id, f.key, result.detail)
+    except (FileFailed, OSError, botocore.exceptions.BotoCoreError, botocore.exceptions.ClientError) as exc:
+        detail = str(exc) if isinstance(exc, FileFailed) else describe_error(exc) + fix_hint(exc)
+        log.error("message %s: %s; left in the queue for another try", message_id, detail)
+    return False
+
+
+def destination_complete(job: Job, f: SourceFile) -> bool:
+    """Is the object there with the file's size (the same test as a normal run's skip)?  Unfinished uploads of
+    the key older than the object are leftovers of duplicate deliveries: nothing can resume them any more."""
+    settings = job.settings
+    try:
+        head = job.retry.call(f"HEAD {f.key}", functools.partial(job.des_client.head_object,
+                                                                 Bucket=settings.des_bucket, Key=f.key))  # fmt: skip
+    except botocore.exceptions.ClientError as exc:
+        if error_code(exc) in ("404", "NoSuchKey", "NotFound"):
+            return False
+        raise
+    if head["ContentLength"] != f.size:
+        return False
+    written = head["LastModified"].timestamp()
+    for u in list_unfinished_uploads(job.des_client, settings.des_bucket, f.key, job.retry):
+        if u.key == f.key and u.initiated < written:
+            log.info("%s: aborting upload %s, older than the complete object", f.key, short_id(u.upload_id))
+            job.retry.call(f"ABORT {f.key}", functools.partial(job.des_client.abort_multipart_upload,
+                                                               Bucket=settings.des_bucket, Key=f.key,
+                                                               UploadId=u.upload_id))  # fmt: skip
+    return True
 
 
 if __name__ == "__main__":

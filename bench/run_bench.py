@@ -17,6 +17,8 @@ Scenarios (--quick: 256 MiB instead of 1 GiB, 500 small files, 1 round):
   4. resume: SIGKILL this tool at ~50% of the 1 GiB upload (polling ListParts), rerun; rerun vs full upload
   5. this tool's peak RSS for a 256 MiB and a 1 GiB file (--quick: 64 and 256 MiB) against the documented bound
      MaxParallelFile x MaxThread x ChunkSize + 100 MiB
+  6. MaxBandwidth holds: this tool uploads one 256 MiB file (--quick: 64 MiB), 8 MiB parts, 8 in flight, capped at
+     20 and 40 MiB/s (plus an unlimited reference run); the rate from its own summary line against each cap (+-10%)
 
 Measured per run: wall time, the client's CPU seconds (user+sys of its whole process tree, from os.wait4), its peak
 RSS (wait4's ru_maxrss: the largest single process of the tree), the servers' CPU seconds, and the CPU seconds every
@@ -70,6 +72,9 @@ THREADS = 8  # parts in flight for one large file
 TREE_PARALLEL = 16  # requests in flight for the many-small-files scenario
 SMALL_FILE = 64 * 1024
 RSS_OVERHEAD = 100 * MiB  # the documented bound: MaxParallelFile x MaxThread x ChunkSize + this
+BANDWIDTH_CAPS = (20 * MiB, 40 * MiB)  # scenario 6: MaxBandwidth values, below what the local server sustains
+BANDWIDTH_CHUNK = 8 * MiB  # scenario 6: ChunkSize
+BANDWIDTH_TOLERANCE = 0.10  # scenario 6: measured / cap must be within 1 +- this
 
 PEERS_DIR = ROOT / "bench" / ".peers"
 REGION = "us-east-1"
@@ -219,6 +224,8 @@ class Job:
     nfiles: int = 1
     concurrency: int = THREADS
     src_bucket: str = ""
+    chunk: int = CHUNK  # this tool's ChunkSize (the peers always use CHUNK)
+    max_bandwidth: int = 0  # this tool's MaxBandwidth, bytes per second (0: unlimited, and not in the config)
 
     @property
     def key(self) -> str:
@@ -426,7 +433,7 @@ class S3Upload(Peer):
             "SrcDir": str(job.source.parent),
             "SrcBucket": "unused",
             "SrcProfileName": "unused",
-            "ChunkSize": CHUNK,
+            "ChunkSize": job.chunk,
             "MaxRetry": 3,
             "MaxThread": job.concurrency,
             "MaxParallelFile": 1,
@@ -441,6 +448,8 @@ class S3Upload(Peer):
             values.update(SrcDir=str(job.source), SrcFileIndex="*", MaxThread=1, MaxParallelFile=job.concurrency)
         elif job.kind == "s3copy":
             values.update(JobType="S3_TO_S3", SrcBucket=job.src_bucket, SrcProfileName="src", SrcDir="/nonexistent")
+        if job.max_bandwidth:
+            values["MaxBandwidth"] = job.max_bandwidth
         return values
 
 
@@ -631,7 +640,7 @@ def run_peer(world: World, peer: Peer, job: Job, expected: dict[str, int]) -> Ru
         return Run(error=f"could not prepare the command: {e}")
     run = run_measured(world.launcher, argv, env, world.next_log(peer.name), world.server_pids, world.workdir)
     if run.ok:
-        parts = math.ceil(job.nbytes / CHUNK) if peer.name == TOOL and job.kind != "tree" else None
+        parts = math.ceil(job.nbytes / job.chunk) if peer.name == TOOL and job.kind != "tree" else None
         run.error = world.check(job, expected, etag_parts=parts)
     figures = f"{run.wall:.1f} s wall, {run.cpu:.1f} s CPU, {run.rss_mib:.0f} MiB RSS, others {run.others_cpu:.1f} s"
     say(f"  {peer.name}: {figures}" + (f"  FAILED: {run.error}" if run.error else ""))
@@ -835,6 +844,66 @@ def rss_growth(world: World, peers: dict[str, Peer], small: Path, large: Path, r
     return section
 
 
+def bandwidth_cap(world: World, peers: dict[str, Peer], data: Path, rounds: int) -> Section:
+    tool, size = peers[TOOL], data.stat().st_size
+    parts = math.ceil(size / BANDWIDTH_CHUNK)
+    caps = " and ".join(f"{cap // MiB} MiB/s" for cap in BANDWIDTH_CAPS)
+    section = Section(
+        f"6. MaxBandwidth holds: one {human(size)} file capped at {caps}",
+        [
+            f"{TOOL}: ChunkSize={BANDWIDTH_CHUNK // MiB} MiB ({parts} parts), MaxThread={THREADS}, MaxParallelFile=1, "
+            "MaxBandwidth = the cap (bytes per second for all uploads together). Per round: one unlimited run "
+            "(reference: what the server sustains, the caps must be below it), then each cap; one uncounted "
+            "unlimited warm-up run first.",
+            "Measured rate = bytes sent / seconds, both from the tool's own summary line (`... (N bytes) sent in "
+            "S s ...`): its clock starts after interpreter start-up and imports, before listing the source, and "
+            "stops after the final listing of the destination. Seconds are printed to 0.1 s: a rounding error of "
+            f"at most {0.05 * max(BANDWIDTH_CAPS) / size:.1%} at the highest cap. "
+            f"The cap holds if measured / cap is within 1 +- {BANDWIDTH_TOLERANCE:.0%} in every round.",
+            "How the cap works (class Throttle): every part gets a start time on one shared schedule, part k at "
+            "k x ChunkSize / cap after the first, whatever the number of threads. The first part goes at once, so "
+            "the ideal duration is (parts - 1) x ChunkSize / cap plus the last part's own transfer and the requests "
+            "around the upload (create, complete, listings): close to parts x ChunkSize / cap, i.e. a ratio near 1.",
+        ],
+        nbytes=size,
+    )
+    say(f"scenario 6: MaxBandwidth {caps}, {human(size)} file")
+    settings = {"unlimited": 0, **{f"{cap // MiB} MiB/s": cap for cap in BANDWIDTH_CAPS}}
+    results: dict[str, list[Run]] = {label: [] for label in settings}
+    measured: dict[str, list[tuple[int, float] | None]] = {label: [] for label in settings}
+    expected = {f"bench/{data.name}": size}
+
+    def job(bucket: str, cap: int) -> Job:
+        return Job("file", data, bucket, "bench/", size, chunk=BANDWIDTH_CHUNK, max_bandwidth=cap)
+
+    say(" warm-up run (not counted)")
+    with world.fresh_bucket() as bucket:
+        run_peer(world, tool, job(bucket, 0), expected)
+    for round_no in range(1, rounds + 1):
+        say(f" round {round_no}/{rounds}")
+        for label, cap in settings.items():
+            with world.fresh_bucket() as bucket:
+                run = run_peer(world, tool, job(bucket, cap), expected)
+            summary = tool_summary(run.log) if run.ok and run.log else None
+            if run.ok and summary is None:
+                run.error = "no summary line on stdout"
+            elif summary:
+                say(f"  {label}: {summary[0] / MiB / summary[1]:.1f} MiB/s by the summary line")
+            results[label].append(run)
+            measured[label].append(summary)
+    section.results = results
+    section.custom = bandwidth_table(settings, results, measured, size)
+    return section
+
+
+def tool_summary(log: Path) -> tuple[int, float] | None:
+    """(bytes sent, seconds) from this tool's last summary line in a run's log."""
+    found = re.findall(r"\((\d+) bytes\) sent in ([0-9.]+)s", log.read_text(errors="replace"))
+    if not found or float(found[-1][1]) <= 0:
+        return None
+    return int(found[-1][0]), float(found[-1][1])
+
+
 # ---------------------------------------------------------------------------------------------------------------------
 # Report
 # ---------------------------------------------------------------------------------------------------------------------
@@ -938,6 +1007,44 @@ def rss_table(results: dict[str, list[Run]], bound: int) -> list[str]:
     return md_table(header, rows)
 
 
+def bandwidth_table(
+    settings: dict[str, int],
+    results: dict[str, list[Run]],
+    measured: dict[str, list[tuple[int, float] | None]],
+    size: int,
+) -> list[str]:
+    header = ["MaxBandwidth", "configured MiB/s", "ok runs", "tool's seconds (median)", "measured MiB/s (median)"]
+    header += ["per round MiB/s", "measured / cap (median)", "per round", f"within +-{BANDWIDTH_TOLERANCE:.0%}"]
+    header += ["process wall s (median)", "client CPU s (median)"]
+    rows = []
+    for label, cap in settings.items():
+        runs = results[label]
+        pairs = list(zip(runs, measured[label]))
+        good = [(run, m) for run, m in pairs if run.ok and m]
+        rates = [m[0] / m[1] for _, m in good]
+        per_round = [f"{m[0] / MiB / m[1]:.1f}" if run.ok and m else "failed" for run, m in pairs]
+        row = [label, f"{cap / MiB:g}" if cap else "-", f"{len(good)}/{len(runs)}"]
+        row += [f"{median([m[1] for _, m in good]):.1f}", f"{median(rates) / MiB:.1f}", ", ".join(per_round)]
+        if cap:
+            ratio = [r / cap for r in rates]
+            within = sum(1 for r in ratio if abs(r - 1) <= BANDWIDTH_TOLERANCE)
+            verdict = "yes" if good and within == len(runs) else "NO" if good else "-"
+            row += [
+                f"{median(ratio):.3f}",
+                ", ".join(f"{r:.3f}" for r in ratio) or "-",
+                f"{verdict} ({within}/{len(runs)})",
+            ]
+        else:
+            row += ["-", "-", "- (reference)"]
+        row += [f"{median([run.wall for run, _ in good]):.2f}", f"{median([run.cpu for run, _ in good]):.2f}"]
+        rows.append(row)
+    sizes = {m[0] for ms in measured.values() for m in ms if m}
+    note = (
+        [] if sizes <= {size} else ["", f"Note: bytes sent differ from the file size ({human(size)}): {sorted(sizes)}"]
+    )
+    return md_table(header, rows) + note
+
+
 def others_share(run: Run) -> float:
     """The share of the machine's cores that other processes used during this run."""
     return run.others_cpu / (run.wall * os.cpu_count()) if run.wall else 0.0
@@ -1038,7 +1145,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--rounds", type=int, default=None, help="rounds per scenario (default 3, --quick: 1)")
     parser.add_argument("--quick", action="store_true", help="smoke run: 256 MiB, 500 small files, 1 round")
     parser.add_argument("--out", type=Path, default=ROOT / "bench" / "results" / "latest.md", help="markdown report")
-    parser.add_argument("--only", default="1,2,3,4,5", help="scenarios to run, e.g. 1,4 (default: all)")
+    parser.add_argument("--only", default="1,2,3,4,5,6", help="scenarios to run, e.g. 1,4 (default: all)")
     args = parser.parse_args(argv)
     args.rounds = args.rounds or (1 if args.quick else 3)
     if args.rounds < 1:
@@ -1070,6 +1177,7 @@ def run_all(args: argparse.Namespace, workdir: Path) -> str:
             3: lambda: s3_to_s3(world, peers, big, args.rounds),
             4: lambda: resume(world, peers, big, args.rounds),
             5: lambda: rss_growth(world, peers, small, big, args.rounds),
+            6: lambda: bandwidth_cap(world, peers, small, args.rounds),
         }
         sections = [step() for number, step in steps.items() if number in args.only]
         load = [load_start, os.getloadavg()[0]]
