@@ -51,3 +51,16 @@ LoggingLevel = "INFO"  # 日志输出级别 'WARNING' | 'INFO' | 'DEBUG'
 # ReadTimeout = 120  # seconds without a byte from the server before a request is retried
 # ChecksumMode = "MD5"  # "MD5": Content-MD5 only (any S3-compatible store); "MD5_CRC32": also botocore's CRC32
 # LogDir = "log"  # where log/s3_upload-<timestamp>.log is written (relative to the working directory)
+
+"""Optional features (defaults shown; see README.md)"""
+# DesEndpointURL = ""  # an S3-compatible destination, e.g. "https://minio.example.com:9000"; "" = AWS / the profile
+# SrcEndpointURL = ""  # the same for the S3_TO_S3 source
+# AddressingStyle = "auto"  # "path" for most S3-compatible stores
+# ServerSideEncryption = ""  # "AES256" or "aws:kms"
+# SSEKMSKeyId = ""  # the KMS key for "aws:kms"
+# ACL = ""  # e.g. "bucket-owner-full-control" when writing into another account's bucket
+# MaxBandwidth = 0  # upload cap in bytes per second for all threads, e.g. 20 * Megabytes
+# SQSProfileName = ""  # fleet mode: the profile for the SQS queue ("" = DesProfileName)
+# SQSEndpointURL = ""  # fleet mode: "" = the region's SQS endpoint
+# SQSIdleSeconds = 60  # fleet mode: a worker exits after the queue was empty this long
+# SQSVisibilityTimeout = 300  # fleet mode: seconds a taken message stays hidden while a worker works on it

@@ -84,9 +84,9 @@ def test_connection_resets_both_sides_s3_to_s3(
         src_proxy.set(reset_rate=0.3, fault_where="response")  # cut ranged GETs mid-body
         dst_proxy.set(reset_rate=0.3)
         run = run_tool(flaky(JobType="S3_TO_S3", SrcBucket=src_bucket, SrcProfileName="flakysrc"))
-        assert src_proxy.stats["resets"] > 1 and not src_proxy.exceptions
+        assert src_proxy.stats["resets"] >= 1 and not src_proxy.exceptions
     assert run.code == 0, run
-    assert dst_proxy.stats["resets"] > 1
+    assert dst_proxy.stats["resets"] >= 1
     assert list_keys(dst, bucket) == keys
     for key in keys:
         assert object_md5(dst, bucket, key) == object_md5(src, src_bucket, key), key
@@ -109,7 +109,7 @@ def test_slowdown_503_is_backoff_not_failure(dst, bucket, src_dir, flaky, dst_pr
 
 def test_stalled_connection_times_out_and_is_retried(dst, bucket, src_dir, flaky, dst_proxy):
     job_files(src_dir, big=2, small=3)
-    dst_proxy.set(stall_rate=0.15)
+    dst_proxy.set(stall_rate=1.0, match=first_only("UploadPart"))  # a sure stall, then a healthy network
     run = run_tool(flaky(ReadTimeout=1, ConnectTimeout=1), timeout=120)
     assert_job_done(run, dst, bucket, src_dir)
     assert dst_proxy.stats["stalls"] >= 1
