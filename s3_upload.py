@@ -2139,6 +2139,12 @@ def work_on_message(job: Job, engine: Engine, sqs, queue_url: str, message: dict
         if result.status in ("uploaded", "skipped"):
             delete()
             return True
+        if destination_complete(job, f):
+            # A duplicate delivery: another worker completed this key while we worked on it (its upload is gone).
+            log.info("message %s: s3://%s/%s was completed by another worker; deleting the message", message_id,
+                     settings.des_bucket, f.key)  # fmt: skip
+            delete()
+            return True
         log.error("message %s (%s): %s; left in the queue for another try", message_id, f.key, result.detail)
     except (FileFailed, OSError, botocore.exceptions.BotoCoreError, botocore.exceptions.ClientError) as exc:
         detail = str(exc) if isinstance(exc, FileFailed) else describe_error(exc) + fix_hint(exc)

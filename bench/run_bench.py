@@ -4,10 +4,11 @@ Usage (from the repository root):
 
     .venv/bin/python bench/run_bench.py [--rounds 3] [--quick] [--out bench/results/latest.md] [--only 1,3]
 
-It starts two SeaweedFS servers on 127.0.0.1 (fresh data directories in a temporary directory), generates the data,
-runs each client as a separate process, alternating clients within every round (A B C A B C ...), and writes a
-markdown report (medians, per-round ratios, machine and versions) to --out and to stdout.  Servers and temporary
-data are removed at the end, also on an error or Ctrl-C.  It is never part of the test suite.
+It starts two SeaweedFS servers on 127.0.0.1 (fresh data directories in a temporary directory; scenario 7 starts a
+third, https one for its own duration), generates the data, runs each client as a separate process, alternating
+clients within every round (A B C A B C ...), and writes a markdown report (medians, per-round ratios, machine and
+versions) to --out and to stdout.  Servers and temporary data are removed at the end, also on an error or Ctrl-C.
+It is never part of the test suite.
 
 Scenarios (--quick: 256 MiB instead of 1 GiB, 500 small files, 1 round):
   1. one 1 GiB file, LOCAL_TO_S3, 16 MiB parts, 8 in flight: this tool, boto3 upload_file (checksums
@@ -19,6 +20,10 @@ Scenarios (--quick: 256 MiB instead of 1 GiB, 500 small files, 1 round):
      MaxParallelFile x MaxThread x ChunkSize + 100 MiB
   6. MaxBandwidth holds: this tool uploads one 256 MiB file (--quick: 64 MiB), 8 MiB parts, 8 in flight, capped at
      20 and 40 MiB/s (plus an unlimited reference run); the rate from its own summary line against each cap (+-10%)
+  7. scenario 1's file and settings over https (a third server, started for this scenario only, with a self-signed
+     certificate made here): this tool and boto3 upload_file (both checksum settings); the point is CPU s/GiB over
+     TLS, where botocore leaves the payload out of the signature if a part carries a checksum (Content-MD5, or
+     when_supported's trailing CRC32 in an aws-chunked body), and SHA-256s it as over http if not
 
 Measured per run: wall time, the client's CPU seconds (user+sys of its whole process tree, from os.wait4), its peak
 RSS (wait4's ru_maxrss: the largest single process of the tree), the servers' CPU seconds, and the CPU seconds every
@@ -75,6 +80,7 @@ RSS_OVERHEAD = 100 * MiB  # the documented bound: MaxParallelFile x MaxThread x 
 BANDWIDTH_CAPS = (20 * MiB, 40 * MiB)  # scenario 6: MaxBandwidth values, below what the local server sustains
 BANDWIDTH_CHUNK = 8 * MiB  # scenario 6: ChunkSize
 BANDWIDTH_TOLERANCE = 0.10  # scenario 6: measured / cap must be within 1 +- this
+HTTPS_PROFILE = "dst-https"  # scenario 7: the profile of the https destination
 
 PEERS_DIR = ROOT / "bench" / ".peers"
 REGION = "us-east-1"
@@ -88,9 +94,9 @@ import boto3
 from boto3.s3.transfer import TransferConfig
 from botocore.config import Config
 
-path, bucket, key, checksum, chunk, threads = sys.argv[1:]
+path, bucket, key, checksum, chunk, threads, profile = sys.argv[1:]
 config = Config(request_checksum_calculation=checksum, s3={"addressing_style": "path"})
-s3 = boto3.session.Session(profile_name="dst").client("s3", config=config)
+s3 = boto3.session.Session(profile_name=profile).client("s3", config=config)
 transfer = TransferConfig(multipart_threshold=int(chunk), multipart_chunksize=int(chunk), max_concurrency=int(threads))
 s3.upload_file(path, bucket, key, Config=transfer)
 """
@@ -233,15 +239,21 @@ class Job:
 
 
 class World:
-    """The destination and source servers, the AWS profiles that point at them, and a scratch directory."""
+    """The destination and source servers, the AWS profiles that point at them, and a scratch directory.
+
+    The destination is self.dst, reached by the clients through the profile self.dst_profile (and, over https, the
+    CA bundle self.ca_bundle); https_destination() puts another server there for one scenario."""
 
     def __init__(self, workdir: Path):
         self.workdir = workdir
         self.dst = SeaweedServer(workdir / "seaweed-dst", [identity("dst", *DST_KEYS)])
         self.src = SeaweedServer(workdir / "seaweed-src", [identity("src", *SRC_KEYS)])
+        self.extra: list[SeaweedServer] = []  # servers started for one scenario (stopped by stop() too)
         self.logs = workdir / "logs"
         self._runs = itertools.count(1)
         self.launcher: Launcher | None = None
+        self.dst_profile = "dst"
+        self.ca_bundle = ""  # AWS_CA_BUNDLE for the clients ('': none, the destination is http)
 
     def start(self) -> World:
         self.launcher = Launcher()
@@ -250,11 +262,12 @@ class World:
         self.dst_client = self.dst.client(*DST_KEYS)
         self.src_client = self.src.client(*SRC_KEYS)
         self.logs.mkdir()
+        self.profiles = {"dst": (self.dst.endpoint_url, *DST_KEYS), "src": (self.src.endpoint_url, *SRC_KEYS)}
         self.profiles_env = self._write_profiles()
         return self
 
     def stop(self) -> None:
-        for server in (self.dst, self.src):
+        for server in (self.dst, self.src, *self.extra):
             server.stop()
         if self.launcher:
             self.launcher.close()
@@ -270,14 +283,44 @@ class World:
         return env
 
     def _write_profiles(self) -> dict[str, str]:
+        """~/.aws/credentials and config for self.profiles ({name: (endpoint, access key, secret key)})."""
         aws = self.workdir / "aws"
-        aws.mkdir()
-        profiles = {"dst": (self.dst.endpoint_url, *DST_KEYS), "src": (self.src.endpoint_url, *SRC_KEYS)}
+        aws.mkdir(exist_ok=True)
+        profiles = self.profiles
         creds = [f"[{n}]\naws_access_key_id = {a}\naws_secret_access_key = {s}\n" for n, (_, a, s) in profiles.items()]
         config = [f"[profile {n}]\nregion = {REGION}\nendpoint_url = {e}\n" for n, (e, _, _) in profiles.items()]
         (aws / "credentials").write_text("\n".join(creds))
         (aws / "config").write_text("\n".join(config))
         return {"AWS_SHARED_CREDENTIALS_FILE": str(aws / "credentials"), "AWS_CONFIG_FILE": str(aws / "config")}
+
+    @contextlib.contextmanager
+    def https_destination(self) -> Iterator[None]:
+        """For one scenario: a third server, https with a self-signed certificate made here, as the destination
+        (profile HTTPS_PROFILE, AWS_CA_BUNDLE = the certificate: the environment's bundle would win over a profile's
+        ca_bundle).  Raises RuntimeError if the certificate or the server cannot be made; stopped afterwards."""
+        tls = self.workdir / "tls"
+        tls.mkdir(exist_ok=True)
+        cert, key = tls / "cert.pem", tls / "key.pem"
+        argv = ["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2", "-subj", "/CN=127.0.0.1"]
+        argv += ["-addext", "subjectAltName=IP:127.0.0.1", "-keyout", str(key), "-out", str(cert)]
+        try:
+            subprocess.run(argv, check=True, capture_output=True, timeout=60)
+        except (OSError, subprocess.SubprocessError) as e:
+            raise RuntimeError(f"cannot make a self-signed certificate with openssl: {e}") from e
+        server = SeaweedServer(self.workdir / "seaweed-https", [identity("dst", *DST_KEYS)], https_cert=(cert, key))
+        self.extra.append(server)
+        saved = self.dst, self.dst_client, self.dst_profile, self.ca_bundle
+        try:
+            server.start()
+            self.dst, self.dst_client = server, server.client(*DST_KEYS)  # the bench's own requests: http
+            self.dst_profile, self.ca_bundle = HTTPS_PROFILE, str(cert)
+            self.profiles[HTTPS_PROFILE] = (server.https_endpoint_url, *DST_KEYS)
+            self._write_profiles()
+            yield
+        finally:
+            self.dst, self.dst_client, self.dst_profile, self.ca_bundle = saved
+            server.stop()
+            self.extra.remove(server)
 
     def next_log(self, label: str) -> Path:
         return self.logs / f"{next(self._runs):03d}-{re.sub(r'[^A-Za-z0-9]+', '-', label)}.log"
@@ -365,7 +408,8 @@ class Peer:
         raise NotImplementedError
 
     def env(self, **extra: str) -> dict[str, str]:
-        return {**self.world.base_env(), **extra}
+        ca_bundle = {"AWS_CA_BUNDLE": self.world.ca_bundle} if self.world.ca_bundle else {}
+        return {**self.world.base_env(), **ca_bundle, **extra}
 
 
 def pip_venv(name: str, package: str) -> Path:
@@ -428,7 +472,7 @@ class S3Upload(Peer):
             "JobType": "LOCAL_TO_S3",
             "SrcFileIndex": job.source.name,
             "S3Prefix": job.prefix,
-            "DesProfileName": "dst",
+            "DesProfileName": self.world.dst_profile,
             "DesBucket": job.bucket,
             "SrcDir": str(job.source.parent),
             "SrcBucket": "unused",
@@ -488,6 +532,7 @@ class Boto3(Peer):
 
     def command(self, job: Job) -> tuple[list[str], dict[str, str]]:
         args = [str(job.source), job.bucket, job.key, self.checksum, str(CHUNK), str(job.concurrency)]
+        args.append(self.world.dst_profile)
         return [sys.executable, str(self.script), *args], self.env(**self.world.profiles_env)
 
 
@@ -896,6 +941,39 @@ def bandwidth_cap(world: World, peers: dict[str, Peer], data: Path, rounds: int)
     return section
 
 
+def large_file_https(world: World, peers: dict[str, Peer], data: Path, rounds: int) -> Section:
+    names = [TOOL, "boto3 upload_file", "boto3 upload_file (default checksums)"]
+    size = data.stat().st_size
+    section = Section(
+        f"7. One {human(size)} file over https, LOCAL_TO_S3, {CHUNK // MiB} MiB parts, {THREADS} in flight",
+        [
+            "The job of scenario 1, against a third SeaweedFS started for this scenario only: https on 127.0.0.1 "
+            "with a self-signed certificate made by the bench (openssl, RSA 2048), verified by every client "
+            "(AWS_CA_BUNDLE = that certificate). Over https botocore leaves a part's payload out of the signature "
+            "only if the part carries a checksum; without one it SHA-256s the payload as over http.",
+            f"{TOOL}: ChunkSize={CHUNK // MiB} MiB, MaxThread={THREADS}, MaxParallelFile=1, default ChecksumMode "
+            '"MD5" (botocore request_checksum_calculation=when_required): an MD5 per part, sent as Content-MD5, '
+            "so the parts go as UNSIGNED-PAYLOAD (no SHA-256)",
+            f"boto3 upload_file: TransferConfig(multipart_chunksize={CHUNK // MiB} MiB, max_concurrency={THREADS}), "
+            "request_checksum_calculation=when_required: no checksum on the parts, so botocore SHA-256s each part "
+            "for the signature even over https. The row '(default checksums)' is botocore's default when_supported: "
+            "each part streamed aws-chunked with a trailing CRC32, STREAMING-UNSIGNED-PAYLOAD-TRAILER (no SHA-256)",
+        ],
+        nbytes=size,
+    )
+    chosen = scenario_peers(peers, names, "file")
+    say(f"scenario 7: {human(size)} file over https, peers: {', '.join(p.name for p in chosen)}")
+    expected = {f"bench/{data.name}": size}
+    try:
+        with world.https_destination():
+            say(f" https server at {world.dst.https_endpoint_url}")
+            section.results = compare(world, chosen, rounds, lambda b: Job("file", data, b, "bench/", size), expected)
+    except RuntimeError as e:  # no openssl, or the https server did not start: the other scenarios still count
+        say(f" scenario 7 skipped: {e}")
+        section.custom = [f"Not run: {str(e).splitlines()[0]}"]
+    return section
+
+
 def tool_summary(log: Path) -> tuple[int, float] | None:
     """(bytes sent, seconds) from this tool's last summary line in a run's log."""
     found = re.findall(r"\((\d+) bytes\) sent in ([0-9.]+)s", log.read_text(errors="replace"))
@@ -1118,7 +1196,8 @@ def render(
         f"- rounds: {args.rounds}{' (--quick)' if args.quick else ''}; clients alternate within each round; "
         f"load average (1 min) at start {load[0]:.2f}, at end {load[1]:.2f}",
         "",
-        "Servers: two SeaweedFS `weed mini` on 127.0.0.1 over http (destination; source with other credentials). "
+        "Servers: two SeaweedFS `weed mini` on 127.0.0.1 over http (destination; source with other credentials); "
+        "scenario 7 uses a third one, over https. "
         "Client CPU s = user+sys of the client's whole process tree; peak RSS = its largest process (from wait4; "
         f"clients are forked by a small launcher, so {floor:.0f} MiB is the floor any client shows). "
         "Others' CPU % = the share of the machine's cores that other processes used during that client's runs "
@@ -1145,7 +1224,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--rounds", type=int, default=None, help="rounds per scenario (default 3, --quick: 1)")
     parser.add_argument("--quick", action="store_true", help="smoke run: 256 MiB, 500 small files, 1 round")
     parser.add_argument("--out", type=Path, default=ROOT / "bench" / "results" / "latest.md", help="markdown report")
-    parser.add_argument("--only", default="1,2,3,4,5,6", help="scenarios to run, e.g. 1,4 (default: all)")
+    parser.add_argument("--only", default="1,2,3,4,5,6,7", help="scenarios to run, e.g. 1,4 (default: all)")
     args = parser.parse_args(argv)
     args.rounds = args.rounds or (1 if args.quick else 3)
     if args.rounds < 1:
@@ -1178,6 +1257,7 @@ def run_all(args: argparse.Namespace, workdir: Path) -> str:
             4: lambda: resume(world, peers, big, args.rounds),
             5: lambda: rss_growth(world, peers, small, big, args.rounds),
             6: lambda: bandwidth_cap(world, peers, small, args.rounds),
+            7: lambda: large_file_https(world, peers, big, args.rounds),
         }
         sections = [step() for number, step in steps.items() if number in args.only]
         load = [load_start, os.getloadavg()[0]]
