@@ -68,14 +68,32 @@ def new_bucket(client) -> str:
     return name
 
 
+def remove_bucket(client, name: str) -> None:
+    """Empty and delete a test's bucket, so a long session does not pile up SeaweedFS collections."""
+    try:
+        for u in client.list_multipart_uploads(Bucket=name).get("Uploads", []):
+            client.abort_multipart_upload(Bucket=name, Key=u["Key"], UploadId=u["UploadId"])
+        for page in client.get_paginator("list_objects_v2").paginate(Bucket=name):
+            keys = [{"Key": o["Key"]} for o in page.get("Contents", [])]
+            if keys:
+                client.delete_objects(Bucket=name, Delete={"Objects": keys})
+        client.delete_bucket(Bucket=name)
+    except Exception:  # best effort: a test that broke the bucket must not fail here
+        pass
+
+
 @pytest.fixture
 def bucket(dst):
-    return new_bucket(dst)
+    name = new_bucket(dst)
+    yield name
+    remove_bucket(dst, name)
 
 
 @pytest.fixture
 def src_bucket(src):
-    return new_bucket(src)
+    name = new_bucket(src)
+    yield name
+    remove_bucket(src, name)
 
 
 @pytest.fixture

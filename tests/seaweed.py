@@ -145,7 +145,11 @@ class SeaweedServer:
                 *(f"-{n}.port={base + i}" for i, n in enumerate(names)),
                 # No telemetry (no network here), no servers or ports tests never use.
                 "-master.telemetry=false", "-webdav=false", "-admin.ui=false",
-                "-s3.port.iceberg=0", "-s3.port.lance=0"]  # fmt: skip
+                "-s3.port.iceberg=0", "-s3.port.lance=0",
+                # Every bucket is a collection with volumes of its own, and by default the volume count is free
+                # disk / volume size (60-odd here): a test session with hundreds of buckets would run out
+                # ("No writable volumes", HTTP 500). Volumes are not preallocated, so many cost little.
+                "-volume.max=1000"]  # fmt: skip
         # Default /tmp/seaweedfs-{s3,filer}-<port>.sock. The gRPC unix sockets stay in
         # /tmp whatever TMPDIR says (/tmp/seaweedfs-<component>-grpc-<port>.sock).
         for flag in ("s3.localSocket", "filer.localSocket"):
