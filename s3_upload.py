@@ -2045,6 +2045,8 @@ class Heartbeat:
                                                    VisibilityTimeout=self.visibility)  # fmt: skip
             except Exception as exc:  # a missed beat only risks a duplicate, which S3 makes harmless
                 log.warning("SQS heartbeat failed: %s", describe_error(exc))
+                if error_code(exc) == "ReceiptHandleIsInvalid":
+                    return  # the message was handed on: nothing left to keep invisible
 
     def __enter__(self) -> Heartbeat:
         self._thread.start()
@@ -2121,7 +2123,15 @@ def work_on_message(job: Job, engine: Engine, sqs, queue_url: str, message: dict
     receipt, message_id = message["ReceiptHandle"], message.get("MessageId", "?")
 
     def delete() -> None:
-        retry.call("SQS delete", functools.partial(sqs.delete_message, QueueUrl=queue_url, ReceiptHandle=receipt))
+        """The file is done: remove its message.  A receipt that is no longer valid means SQS already handed the
+        message on (redelivered, or moved to the dead-letter queue): the file is done all the same."""
+        try:
+            retry.call("SQS delete", functools.partial(sqs.delete_message, QueueUrl=queue_url, ReceiptHandle=receipt))
+        except botocore.exceptions.ClientError as exc:
+            if error_code(exc) != "ReceiptHandleIsInvalid":
+                raise
+            log.warning("message %s: no longer ours to delete (redelivered or dead-lettered); its file is complete",
+                        message_id)  # fmt: skip
 
     try:
         f = message_file(settings, message["Body"])

@@ -46,15 +46,19 @@ def sqs(moto_endpoint):
                         aws_secret_access_key="s")  # fmt: skip
 
 
-@pytest.fixture
-def queues(sqs):
-    """A work queue with a dead-letter queue after 2 receives, as the README shows."""
+def make_queues(sqs, max_receive_count: int) -> tuple[str, str]:
+    """A work queue with a dead-letter queue after max_receive_count receives, as the README shows."""
     name = f"q-{uuid.uuid4().hex[:10]}"
     dlq = sqs.create_queue(QueueName=name + "-dlq")["QueueUrl"]
     dlq_arn = sqs.get_queue_attributes(QueueUrl=dlq, AttributeNames=["QueueArn"])["Attributes"]["QueueArn"]
-    redrive = json.dumps({"deadLetterTargetArn": dlq_arn, "maxReceiveCount": "2"})
+    redrive = json.dumps({"deadLetterTargetArn": dlq_arn, "maxReceiveCount": str(max_receive_count)})
     queue = sqs.create_queue(QueueName=name, Attributes={"RedrivePolicy": redrive})["QueueUrl"]
     return queue, dlq
+
+
+@pytest.fixture
+def queues(sqs):
+    return make_queues(sqs, 2)  # poison goes to the dead-letter queue after two tries
 
 
 def queue_count(sqs, url: str) -> int:
@@ -88,9 +92,9 @@ def worker_log(tmp_path, worker: str) -> str:
     return "".join(p.read_text() for p in sorted((tmp_path / f"log-{worker}").glob("*.log")))
 
 
-def test_sender_and_three_workers_survive_a_killed_worker(dst, bucket, src_dir, tmp_path, sqs, queues,
-                                                          fleet_config, aws_profiles, dst_server):  # fmt: skip
-    queue, dlq = queues
+def test_sender_and_three_workers_survive_a_killed_worker(dst, bucket, src_dir, tmp_path, sqs, fleet_config,
+                                                          aws_profiles, dst_server):  # fmt: skip
+    queue, dlq = make_queues(sqs, 5)  # the killed worker's file is received at least twice
     write_file(src_dir / "big.bin", 12 * CHUNK + 11)
     for i in range(2):
         write_file(src_dir / "mid" / f"m{i}.bin", 2 * CHUNK + i)
