@@ -1267,12 +1267,12 @@ def run_all(args: argparse.Namespace, workdir: Path) -> str:
         world.stop()
 
 
-def main(argv: list[str] | None = None) -> int:
-    args = parse_args(argv)
+def run_and_report(args: argparse.Namespace, prefix: str, run: Callable[[argparse.Namespace, Path], str]) -> int:
+    """Run a benchmark in a temporary directory (removed on any exit, SIGTERM included) and write its report."""
     signal.signal(signal.SIGTERM, interrupt)
-    workdir = Path(tempfile.mkdtemp(prefix="s3_upload-bench-"))
+    workdir = Path(tempfile.mkdtemp(prefix=prefix))
     try:
-        report = run_all(args, workdir)
+        report = run(args, workdir)
     except KeyboardInterrupt:
         say("interrupted")
         return 130
@@ -1283,6 +1283,10 @@ def main(argv: list[str] | None = None) -> int:
     print(report)
     say(f"report written to {args.out}")
     return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    return run_and_report(parse_args(argv), "s3_upload-bench-", run_all)
 
 
 if __name__ == "__main__":

@@ -45,7 +45,6 @@ import socket
 import statistics
 import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
 from typing import Iterator
@@ -59,6 +58,7 @@ from run_bench import (  # bench/ is sys.path[0]; run_bench puts tests/ on the p
     machine_busy_seconds,
     make_file,
     process_cpu_seconds,
+    run_and_report,
     say,
     scratch_bucket,
     version_of,
@@ -554,21 +554,7 @@ def run_all(args: argparse.Namespace, workdir: Path) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = parse_args(argv)
-    signal.signal(signal.SIGTERM, interrupt)
-    workdir = Path(tempfile.mkdtemp(prefix="s3_upload-sqs-scaling-"))
-    try:
-        report = run_all(args, workdir)
-    except KeyboardInterrupt:
-        say("interrupted")
-        return 130
-    finally:
-        shutil.rmtree(workdir, ignore_errors=True)
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(report)
-    print(report)
-    say(f"report written to {args.out}")
-    return 0
+    return run_and_report(parse_args(argv), "s3_upload-sqs-scaling-", run_all)
 
 
 if __name__ == "__main__":

@@ -4,6 +4,7 @@ fresh buckets per test, and helpers to run the tool exactly as a user does (`pyt
 from __future__ import annotations
 
 import hashlib
+import logging
 import os
 import pathlib
 import re
@@ -49,6 +50,20 @@ def src_server(tmp_path_factory):
     server = SeaweedServer(tmp_path_factory.mktemp("seaweed-src"), [identity("src", *SRC_KEYS)])
     server.start()
     yield server
+    server.stop()
+
+
+@pytest.fixture(scope="session")
+def moto_url():
+    """moto's in-process server on 127.0.0.1 (S3, SQS, KMS...): lenient, so never the only server a transfer is
+    tested on, but the one that has SQS and KMS."""
+    from moto.server import ThreadedMotoServer
+
+    logging.getLogger("werkzeug").setLevel(logging.ERROR)
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
+    server.start()
+    host, port = server.get_host_and_port()
+    yield f"http://{host}:{port}"
     server.stop()
 
 

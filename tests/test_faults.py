@@ -238,17 +238,23 @@ def test_kill_at_random_moments_then_rerun(dst, bucket, src_dir, flaky, dst_prox
     assert ratio < 1.5
 
 
-def test_ctrl_c_stops_quickly_and_the_rerun_resumes(dst, bucket, src_dir, flaky, dst_proxy):
-    write_file(src_dir / "big.bin", 12 * CHUNK)
-    dst_proxy.set(bandwidth=2 * MiB)  # the whole upload would take 30 s: stopping must not wait for it
-    config = flaky(MaxThread=2)
+def start_and_wait_for_an_upload(config, client, bucket: str) -> subprocess.Popen:
+    """Start the tool in the background and return once its multipart upload exists on the server."""
     proc = subprocess.Popen(
         tool_command(config), cwd=config.parent, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
         stderr=subprocess.PIPE, text=True,
     )  # fmt: skip
     deadline = time.monotonic() + 30
-    while time.monotonic() < deadline and not unfinished_uploads(dst, bucket):
+    while time.monotonic() < deadline and not unfinished_uploads(client, bucket):
         time.sleep(0.05)
+    return proc
+
+
+def test_ctrl_c_stops_quickly_and_the_rerun_resumes(dst, bucket, src_dir, flaky, dst_proxy):
+    write_file(src_dir / "big.bin", 12 * CHUNK)
+    dst_proxy.set(bandwidth=2 * MiB)  # the whole upload would take 30 s: stopping must not wait for it
+    config = flaky(MaxThread=2)
+    proc = start_and_wait_for_an_upload(config, dst, bucket)
     time.sleep(1.0)
     sent = time.monotonic()
     proc.send_signal(signal.SIGINT)
@@ -274,13 +280,7 @@ def test_source_modified_during_upload_is_never_completed(dst, bucket, src_dir, 
     write_file(path, 8 * CHUNK)
     dst_proxy.set(bandwidth=10 * MiB)  # about 4 s
     config = flaky(MaxThread=2)
-    proc = subprocess.Popen(
-        tool_command(config), cwd=config.parent, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE, text=True,
-    )  # fmt: skip
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline and not unfinished_uploads(dst, bucket):
-        time.sleep(0.05)
+    proc = start_and_wait_for_an_upload(config, dst, bucket)
     time.sleep(0.5)
     with open(path, "r+b") as fh:  # rewritten in place: same size, other bytes
         fh.write(random.randbytes(CHUNK))

@@ -5,7 +5,6 @@ is left on S3 and what is left in the queues."""
 from __future__ import annotations
 
 import json
-import logging
 import signal
 import subprocess
 import time
@@ -28,21 +27,9 @@ from faultproxy import FaultProxy
 CHUNK = 5 * MiB
 
 
-@pytest.fixture(scope="module")
-def moto_endpoint():
-    from moto.server import ThreadedMotoServer
-
-    logging.getLogger("werkzeug").setLevel(logging.ERROR)
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
-    server.start()
-    host, port = server.get_host_and_port()
-    yield f"http://{host}:{port}"
-    server.stop()
-
-
 @pytest.fixture
-def sqs(moto_endpoint):
-    return boto3.client("sqs", endpoint_url=moto_endpoint, region_name="us-east-1", aws_access_key_id="k",
+def sqs(moto_url):
+    return boto3.client("sqs", endpoint_url=moto_url, region_name="us-east-1", aws_access_key_id="k",
                         aws_secret_access_key="s")  # fmt: skip
 
 
@@ -68,9 +55,9 @@ def queue_count(sqs, url: str) -> int:
 
 
 @pytest.fixture
-def fleet_config(make_config, moto_endpoint, tmp_path):
+def fleet_config(make_config, moto_url, tmp_path):
     def make(worker: str = "sender", **overrides):
-        values = dict(SQSEndpointURL=moto_endpoint, SQSIdleSeconds=3, SQSVisibilityTimeout=4, MaxThread=2,
+        values = dict(SQSEndpointURL=moto_url, SQSIdleSeconds=3, SQSVisibilityTimeout=4, MaxThread=2,
                       MaxParallelFile=1, LogDir=str(tmp_path / f"log-{worker}"))  # fmt: skip
         values.update(overrides)
         return make_config(**values)
