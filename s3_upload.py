@@ -1395,7 +1395,10 @@ class Engine:
 
         results: list[PartResult] = []
         with concurrent.futures.ThreadPoolExecutor(self.s.max_thread, thread_name_prefix="part") as pool:
-            futures = [pool.submit(send, *part) for part in plan.parts()]
+            # Missing parts first: the network starts at once, and checking the parts already on S3 (reading and
+            # hashing them) overlaps with those uploads instead of delaying them.
+            ordered = sorted(plan.parts(), key=lambda part: part[0] in existing)
+            futures = [pool.submit(send, *part) for part in ordered]
             try:
                 for future in concurrent.futures.as_completed(futures):
                     results.append(future.result())
