@@ -641,7 +641,9 @@ class LocalSource:
 
     def list(self) -> list[SourceFile]:
         if self.index != "*":
-            path = os.path.join(self.root, self.index)
+            path = os.path.normpath(os.path.join(self.root, self.index))
+            if os.path.relpath(path, self.root).startswith(os.pardir):
+                raise UserError(f"SrcFileIndex {self.index!r} points outside SrcDir {self.root}; name a file inside it")
             if not os.path.isfile(path):
                 raise UserError(
                     f"SrcFileIndex {self.index!r} is not a file in SrcDir {self.root}; check the name or use '*'"
@@ -655,6 +657,9 @@ class LocalSource:
 
         for dirpath, dirnames, filenames in os.walk(self.root, onerror=on_error):
             dirnames.sort()
+            for name in dirnames:
+                if os.path.islink(os.path.join(dirpath, name)):  # not followed: it could loop or leave SrcDir
+                    log.warning("skip %s: a link to a directory is not followed", os.path.join(dirpath, name))
             for name in sorted(filenames):
                 path = os.path.join(dirpath, name)
                 if os.path.isfile(path):

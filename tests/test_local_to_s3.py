@@ -103,3 +103,17 @@ def test_many_small_files_more_than_one_listing_page(dst, bucket, src_dir, make_
     assert assert_tree_uploaded(dst, bucket, "up/", src_dir) == 1100
     again = run_tool(config)
     assert again.code == 0 and "0 uploaded, 1100 skipped" in again.stdout, again
+
+
+def test_links_to_directories_are_reported_not_followed_and_index_stays_inside(dst, bucket, src_dir, make_config,
+                                                                                tmp_path):  # fmt: skip
+    outside = tmp_path / "outside"
+    write_file(outside / "secret.txt", 10)
+    write_file(src_dir / "real.txt", 20)
+    (src_dir / "linked").symlink_to(outside, target_is_directory=True)
+    run = run_tool(make_config())
+    assert run.code == 0, run
+    assert "a link to a directory is not followed" in run.stderr  # never a silent skip
+    assert list_keys(dst, bucket) == {"up/real.txt": 20}
+    escape = run_tool(make_config(SrcFileIndex="../outside/secret.txt"))
+    assert escape.code == 2 and "points outside SrcDir" in escape.stderr, escape
