@@ -2144,7 +2144,11 @@ def work_on_message(job: Job, engine: Engine, sqs, queue_url: str, message: dict
     try:
         f = message_file(settings, message["Body"])
         if settings.job_type == "LOCAL_TO_S3":
-            f = job.source.current(f)  # the file as it is now (shared storage): that is what gets uploaded
+            now = job.source.current(f)  # the file as it is now (shared storage): that is what gets uploaded
+            if now.key != f.key:
+                raise FileFailed(f"{f.path} maps to key {now.key!r} here, not {f.key!r}: this worker's SrcDir or "
+                                 f"S3Prefix differs from the sender's")  # fmt: skip
+            f = now
         with Heartbeat(sqs, queue_url, receipt, settings.sqs_visibility_timeout, retry):
             if destination_complete(job, f):
                 log.info("message %s: s3://%s/%s is already complete; deleting the message", message_id,
