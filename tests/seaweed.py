@@ -22,7 +22,6 @@ import subprocess
 import sys
 import threading
 import time
-from typing import Self
 
 import boto3
 from botocore.config import Config
@@ -115,7 +114,7 @@ class SeaweedServer:
         self._log_start = 0
         self.startup_seconds = 0.0
 
-    def start(self, timeout: float = 60, attempts: int = 5) -> Self:
+    def start(self, timeout: float = 60, attempts: int = 5) -> SeaweedServer:
         if self.proc:
             raise RuntimeError("already started")
         weed, t0 = find_weed(), time.monotonic()
@@ -253,7 +252,7 @@ class SeaweedServer:
         text = log.read_text(errors="replace") if log.exists() else ""
         return "\n".join(text.splitlines()[-lines:])
 
-    def __enter__(self) -> Self:
+    def __enter__(self) -> SeaweedServer:
         return self.start()
 
     def __exit__(self, *exc) -> None:
