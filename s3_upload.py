@@ -979,18 +979,6 @@ class FileResult:
     etag_is_md5: bool = True  # False for KMS or SSE-C objects, whose ETag cannot be checked
 
 
-class Stats:
-    """Bytes actually sent, shared by all workers."""
-
-    def __init__(self):
-        self._lock = threading.Lock()
-        self.bytes_sent = 0
-
-    def add(self, n: int) -> None:
-        with self._lock:
-            self.bytes_sent += n
-
-
 @dataclasses.dataclass
 class PartResult:
     number: int
@@ -1031,17 +1019,34 @@ class Throttle:
 class Progress:
     """What the workers report (bytes and parts per file); renderers draw it.  This base class only counts."""
 
+    tick_seconds = 0.0  # renderers redraw this often, from a thread of their own (0: never)
+
     def __init__(self):
         self._lock = threading.Lock()
         self.total_bytes = self.total_files = 0
         self.done_bytes = self.sent_bytes = self.files_done = 0
         self.in_flight: dict[str, list[int]] = {}  # key -> [parts done, parts in all]
         self.started = time.monotonic()
+        self._closed = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="progress", daemon=True)
 
     def begin(self, tasks: list[FileTask]) -> None:
         work = [t for t in tasks if t.action != "skip"]
         self.total_files, self.total_bytes = len(work), sum(t.src.size for t in work)
         self.started = time.monotonic()
+        if self.tick_seconds and self.total_files:
+            self._open()
+            self._thread.start()
+
+    def _open(self) -> None:
+        """Called once before the first tick, when there is work to show."""
+
+    def _tick(self) -> None:
+        """Draw the current state."""
+
+    def _run(self) -> None:
+        while not self._closed.wait(self.tick_seconds):
+            self._tick()
 
     def file_started(self, key: str, parts: int) -> None:
         with self._lock:
@@ -1055,7 +1060,7 @@ class Progress:
             if key in self.in_flight:
                 self.in_flight[key][0] += 1
 
-    def file_finished(self, key: str, size: int, status: str) -> None:
+    def file_finished(self, key: str) -> None:
         with self._lock:
             self.in_flight.pop(key, None)
             self.files_done += 1
@@ -1076,7 +1081,7 @@ class Progress:
             )
 
     def close(self) -> None:
-        pass
+        self._closed.set()
 
 
 class LogProgress(Progress):
@@ -1084,21 +1089,10 @@ class LogProgress(Progress):
 
     def __init__(self, interval: float = 5.0):
         super().__init__()
-        self.interval = interval
-        self._done = threading.Event()
-        self._thread = threading.Thread(target=self._run, name="progress", daemon=True)
+        self.tick_seconds = interval
 
-    def begin(self, tasks: list[FileTask]) -> None:
-        super().begin(tasks)
-        if self.total_files:
-            self._thread.start()
-
-    def _run(self) -> None:
-        while not self._done.wait(self.interval):
-            log.info("progress: %s", self.line())
-
-    def close(self) -> None:
-        self._done.set()
+    def _tick(self) -> None:
+        log.info("progress: %s", self.line())
 
 
 class BarProgress(Progress):
@@ -1107,23 +1101,19 @@ class BarProgress(Progress):
     tqdm rather than rich: one small pure-Python package with no dependencies of its own, and a single bar is all a
     transfer needs; log lines are printed above the bar (see ConsoleHandler)."""
 
+    tick_seconds = 0.5
+
     def __init__(self):
         super().__init__()
         self.bar: tqdm.tqdm | None = None
-        self._done = threading.Event()
-        self._thread = threading.Thread(target=self._run, name="progress", daemon=True)
 
-    def begin(self, tasks: list[FileTask]) -> None:
+    def _open(self) -> None:
         global _active_bar
-        super().begin(tasks)
-        if not self.total_files:
-            return
         self.bar = tqdm.tqdm(total=self.total_bytes, unit="B", unit_scale=True, unit_divisor=1024, file=sys.stderr,
                              dynamic_ncols=True, smoothing=0.1)  # fmt: skip
         _active_bar = self.bar
-        self._thread.start()
 
-    def _draw(self) -> None:
+    def _tick(self) -> None:
         if self.bar is None:
             return
         with self._lock:
@@ -1133,15 +1123,11 @@ class BarProgress(Progress):
         self.bar.set_postfix_str(f"{files} {flying}".strip(), refresh=False)
         self.bar.refresh()
 
-    def _run(self) -> None:
-        while not self._done.wait(0.5):
-            self._draw()
-
     def close(self) -> None:
         global _active_bar
-        self._done.set()
+        super().close()
         if self.bar is not None:
-            self._draw()
+            self._tick()
             self.bar.close()
             _active_bar = None
 
@@ -1169,8 +1155,7 @@ class Engine:
                  progress: Progress | None = None):  # fmt: skip
         self.s, self.source, self.client, self.retry, self.stop = settings, source, client, retry, stop
         self.bucket = settings.des_bucket
-        self.stats = Stats()
-        self.progress = progress or Progress()
+        self.progress = progress or Progress()  # also the count of bytes sent, for the summary
         self.throttle = Throttle(settings.max_bandwidth, stop)
 
     def object_args(self, f: SourceFile) -> dict:
@@ -1225,7 +1210,7 @@ class Engine:
             result.detail = str(exc) if isinstance(exc, FileFailed) else describe_error(exc) + fix_hint(exc)
             log.error("FAILED %s: %s", f.key, result.detail)
         result.seconds = time.monotonic() - started
-        self.progress.file_finished(f.key, f.size, result.status)
+        self.progress.file_finished(f.key)
         return result
 
     def _put_small(self, f: SourceFile, result: FileResult) -> None:
@@ -1242,7 +1227,6 @@ class Engine:
             return resp
 
         resp = self.retry.call(f"PUT {f.key}", put)
-        self.stats.add(len(data))
         self.progress.part_done(f.key, len(data))
         result.parts, result.bytes_sent, result.expected_etag = 1, len(data), digest.hex()
         result.etag, result.etag_is_md5 = require_etag(resp, "PUT"), etag_is_md5(resp)
@@ -1393,7 +1377,6 @@ class Engine:
                     what,
                 ),
             )  # fmt: skip
-            self.stats.add(length)
             self.progress.part_done(f.key, length)
             log.debug("%s part %d/%d sent (%s)", f.key, number, plan.part_count, human_bytes(length))
             return PartResult(number, etag, digest, length)
@@ -1711,12 +1694,12 @@ def run_job(settings: Settings, stop: threading.Event, options: RunOptions = Run
         report.info("All source files are in destination s3://%s/%s", settings.des_bucket, dest_prefix)
 
     seconds = time.monotonic() - started
-    print_summary(results, source.listing_errors, engine.stats.bytes_sent, seconds, retry.retries)
+    print_summary(results, source.listing_errors, engine.progress.sent_bytes, seconds, retry.retries)
     failed = [r for r in results if r.status == "failed"]
     code = EXIT_FAILED if failed or missing or source.listing_errors else EXIT_OK
     if options.report_path:
         write_report(options.report_path, settings, results, missing, source.listing_errors, code, seconds,
-                     engine.stats.bytes_sent)  # fmt: skip
+                     engine.progress.sent_bytes)  # fmt: skip
     return code
 
 

@@ -203,7 +203,7 @@ def test_log_progress_counts_bytes_files_in_flight_and_logs_lines(caplog, monkey
         assert "in flight: up/big.bin 2/2, up/small.txt 0/1" in line, line
         assert (progress.done_bytes, progress.sent_bytes) == (2 * CHUNK, CHUNK)
 
-        progress.file_finished("up/big.bin", 10 * MiB, "uploaded")
+        progress.file_finished("up/big.bin")
         deadline = time.monotonic() + 5
         while time.monotonic() < deadline:
             lines = [r.getMessage() for r in caplog.records if r.getMessage().startswith("progress: ")]
@@ -214,7 +214,7 @@ def test_log_progress_counts_bytes_files_in_flight_and_logs_lines(caplog, monkey
         assert all(r.levelno == logging.INFO for r in caplog.records if r.getMessage().startswith("progress: "))
 
         progress.part_done("up/small.txt", 1000)
-        progress.file_finished("up/small.txt", 1000, "uploaded")
+        progress.file_finished("up/small.txt")
         line = progress.line()
         assert "(100%)" in line and "files 2/2" in line and "in flight" not in line, line
     finally:
