@@ -384,6 +384,7 @@ FATAL_ERROR_CODES = frozenset(
         "KMS.AccessDeniedException",
     }
 )
+NOT_FOUND_CODES = frozenset({"404", "NoSuchKey", "NotFound"})  # HEAD answers a missing key with a bare 404
 CREDENTIAL_ERROR_CODES = frozenset(
     {
         "InvalidAccessKeyId",
@@ -722,7 +723,7 @@ class S3Source:
                     f"HEAD s3://{self.bucket}/{key}", lambda: self.client.head_object(Bucket=self.bucket, Key=key)
                 )
             except botocore.exceptions.ClientError as exc:
-                if error_code(exc) in ("404", "NoSuchKey", "NotFound"):
+                if error_code(exc) in NOT_FOUND_CODES:
                     raise UserError(
                         f"SrcFileIndex {self.index!r}: s3://{self.bucket}/{key} does not exist; "
                         f"check S3Prefix and SrcFileIndex"
@@ -816,6 +817,16 @@ def list_unfinished_uploads(
         if (next_key, next_id) == (key_marker, id_marker):
             return uploads  # a server that does not advance its markers: stop rather than loop
         key_marker, id_marker = next_key, next_id
+
+
+def abort_upload(client, bucket: str, key: str, upload_id: str, retry: RetryPolicy) -> None:
+    """AbortMultipartUpload; an upload already gone (aborted or completed by someone else) is not an error."""
+    try:
+        retry.call(f"ABORT {key}", functools.partial(client.abort_multipart_upload, Bucket=bucket, Key=key,
+                                                     UploadId=upload_id))  # fmt: skip
+    except botocore.exceptions.ClientError as exc:
+        if error_code(exc) != "NoSuchUpload":
+            raise
 
 
 @dataclasses.dataclass(frozen=True)
@@ -1405,14 +1416,7 @@ class Engine:
             )
 
     def _abort(self, key: str, upload_id: str) -> None:
-        try:
-            self.retry.call(
-                f"ABORT {key}",
-                lambda: self.client.abort_multipart_upload(Bucket=self.bucket, Key=key, UploadId=upload_id),
-            )
-        except botocore.exceptions.ClientError as exc:
-            if error_code(exc) != "NoSuchUpload":
-                raise
+        abort_upload(self.client, self.bucket, key, upload_id, self.retry)
 
     # -- 6. Verify ------------------------------------------------------------------------------------------------
 
@@ -1663,11 +1667,7 @@ def run_job(settings: Settings, stop: threading.Event, options: RunOptions = Run
     if clean:
         for u in ours:
             log.warning("CLEAN: aborting unfinished upload of %s (%s)", u.key, short_id(u.upload_id))
-            retry.call(
-                f"ABORT {u.key}",
-                functools.partial(des_client.abort_multipart_upload, Bucket=settings.des_bucket, Key=u.key,
-                                  UploadId=u.upload_id),
-            )  # fmt: skip
+            abort_upload(des_client, settings.des_bucket, u.key, u.upload_id, retry)
         ours = []
 
     tasks = plan_files(settings, files, destination, ours)
@@ -2165,7 +2165,7 @@ def destination_complete(job: Job, f: SourceFile) -> bool:
         head = job.retry.call(f"HEAD {f.key}", functools.partial(job.des_client.head_object,
                                                                  Bucket=settings.des_bucket, Key=f.key))  # fmt: skip
     except botocore.exceptions.ClientError as exc:
-        if error_code(exc) in ("404", "NoSuchKey", "NotFound"):
+        if error_code(exc) in NOT_FOUND_CODES:
             return False
         raise
     if head["ContentLength"] != f.size:
@@ -2174,9 +2174,7 @@ def destination_complete(job: Job, f: SourceFile) -> bool:
     for u in list_unfinished_uploads(job.des_client, settings.des_bucket, f.key, job.retry):
         if u.key == f.key and u.initiated < written:
             log.info("%s: aborting upload %s, older than the complete object", f.key, short_id(u.upload_id))
-            job.retry.call(f"ABORT {f.key}", functools.partial(job.des_client.abort_multipart_upload,
-                                                               Bucket=settings.des_bucket, Key=f.key,
-                                                               UploadId=u.upload_id))  # fmt: skip
+            abort_upload(job.des_client, settings.des_bucket, f.key, u.upload_id, job.retry)
     return True
 
 

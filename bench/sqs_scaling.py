@@ -65,7 +65,7 @@ from run_bench import (  # bench/ is sys.path[0]; run_bench puts tests/ on the p
     write_config,
 )
 
-from seaweed import SeaweedServer, find_weed, identity
+from seaweed import SeaweedServer, find_weed, identity, stop_process
 
 MiB = 1024 * 1024
 REGION = "us-east-1"
@@ -144,14 +144,8 @@ class MotoServer:
 
     def stop(self) -> None:
         proc, self.proc = self.proc, None
-        if proc is None:
-            return
-        proc.terminate()
-        try:
-            proc.wait(10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+        if proc is not None:
+            stop_process(proc)
 
 
 class Fleet:

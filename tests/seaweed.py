@@ -92,6 +92,19 @@ def _die_with_parent() -> None:
     _prctl(1, int(signal.SIGTERM))  # PR_SET_PDEATHSIG
 
 
+def stop_process(proc: subprocess.Popen, grace: float = 10) -> None:
+    """SIGTERM, then SIGKILL if it is still running after ``grace`` seconds (or on KeyboardInterrupt)."""
+    proc.terminate()
+    try:
+        proc.wait(grace)
+    except subprocess.TimeoutExpired:
+        pass
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+
+
 class SeaweedServer:
     def __init__(
         self,
@@ -230,15 +243,7 @@ class SeaweedServer:
         _live.discard(self)
         if proc is None:
             return
-        proc.terminate()
-        try:
-            proc.wait(10)
-        except subprocess.TimeoutExpired:
-            pass
-        finally:  # also on KeyboardInterrupt
-            if proc.poll() is None:
-                proc.kill()
-                proc.wait()
+        stop_process(proc)
         # SIGTERM before weed's banner (admin is up ~0.7 s after S3: waiting for it
         # would double startup) or SIGKILL leaves /tmp/seaweedfs-*-grpc-<port>.sock.
         # Remove ours, for ports that no process holds any more.
