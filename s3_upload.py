@@ -39,7 +39,9 @@ import logging
 import math
 import mimetypes
 import os
+import re
 import signal
+import stat
 import sys
 import threading
 import time
@@ -69,6 +71,10 @@ GiB = 1024 * MiB
 MIN_PART_SIZE = 5 * MiB  # every part but the last must be at least this large
 MAX_PART_SIZE = 5 * GiB
 MAX_PARTS = 10_000
+# Part 10,000 of every upload this tool creates is a small marker naming the source version and the part layout the
+# upload was made for (see "Resume marker"); data uses parts 1 to 9,999 and the marker is never completed.
+MARKER_PART = MAX_PARTS
+MAX_DATA_PARTS = MAX_PARTS - 1
 MAX_FILE_ATTEMPTS = 3  # ifVerifyMD5: a file whose re-read ETag differs is deleted and redone at most this often
 ORPHAN_WINDOW = 300  # seconds: how far back a retried CreateMultipartUpload may have left an orphan
 
@@ -325,6 +331,7 @@ def validate_settings(s: Settings) -> None:
         raise UserError(f"LoggingLevel {s.logging_level!r} is unknown; use 'WARNING', 'INFO' or 'DEBUG'")
     if not s.des_bucket:
         raise UserError("DesBucket is empty; set the destination bucket name")
+    check_bucket_name("DesBucket", s.des_bucket)
     if not s.src_file_index:
         raise UserError("SrcFileIndex is empty; use '*' for every file or a file name")
     if s.job_type == "LOCAL_TO_S3":
@@ -337,13 +344,33 @@ def validate_settings(s: Settings) -> None:
                 f"SrcDir {s.src_dir} is a file, not a directory; set SrcDir to its directory "
                 f"and SrcFileIndex to its name"
             )
-    elif not s.src_bucket:
-        raise UserError("SrcBucket is empty; set the source bucket for S3_TO_S3")
-    elif (s.src_bucket, s.src_profile) == (s.des_bucket, s.des_profile):
-        raise UserError(
-            "SrcBucket and DesBucket are the same bucket with the same profile; S3_TO_S3 would copy "
-            "every object onto itself: set another DesBucket or DesProfileName"
-        )
+    else:
+        if not s.src_bucket:
+            raise UserError("SrcBucket is empty; set the source bucket for S3_TO_S3")
+        check_bucket_name("SrcBucket", s.src_bucket)
+        if (s.src_bucket, s.src_profile) == (s.des_bucket, s.des_profile):
+            raise UserError(
+                "SrcBucket and DesBucket are the same bucket with the same profile; S3_TO_S3 would copy "
+                "every object onto itself: set another DesBucket or DesProfileName"
+            )
+
+
+# What botocore accepts as a bucket name (it refuses anything else before sending), plus access point ARNs.
+BUCKET_NAME = re.compile(r"[A-Za-z0-9._-]{1,255}|arn:[^/]+")
+
+
+def check_bucket_name(option: str, name: str) -> None:
+    if not BUCKET_NAME.fullmatch(name):
+        hint = "; give only the bucket's name and put the folder in S3Prefix" if "/" in name else ""
+        raise UserError(f"{option} {name!r} is not a bucket name (letters, digits, '.', '-' and '_'){hint}")
+
+
+def key_prefix(settings: Settings) -> str:
+    """Where LOCAL_TO_S3 writes, as a folder: S3Prefix with doubled slashes, '.' segments and a leading '/' taken
+    out ('backup//' -> 'backup/', '/lead' -> 'lead/').  Stores differ on such keys (AWS keeps 'a//b' and '/a',
+    SeaweedFS and others fold them), so the tool writes, lists and compares one spelling everywhere."""
+    parts = [p for p in settings.s3_prefix.split("/") if p not in ("", ".")]
+    return "/".join(parts) + "/" if parts else ""
 
 
 def load_settings(path: str) -> Settings:
@@ -542,15 +569,17 @@ class RetryPolicy:
     def working_on(self, key: str) -> None:
         self._current.key = key
 
-    def call(self, what: str, request: Callable[[], object]):
+    def call(self, what: str, request: Callable[[], object], cancel: threading.Event | None = None):
+        """``cancel``: the work this request is for was given up (a sibling part failed for good): stop retrying at
+        once, also in the middle of a wait, instead of after MaxRetry more attempts."""
         attempt = 0
         while True:
-            if self.stop.is_set():
+            if self.stop.is_set() or (cancel is not None and cancel.is_set()):
                 raise Interrupted()
             try:
                 return request()
             except Exception as exc:
-                if not is_retryable(exc) or attempt >= self.max_retry:
+                if not is_retryable(exc) or attempt >= self.max_retry or (cancel is not None and cancel.is_set()):
                     raise
                 attempt += 1
                 key = getattr(self._current, "key", "")
@@ -561,8 +590,21 @@ class RetryPolicy:
                 log.warning(
                     "%s failed: %s; retry %d/%d in %gs", what, describe_error(exc), attempt, self.max_retry, wait
                 )
-                if self.stop.wait(wait):
+                if self._wait(wait, cancel):
                     raise Interrupted() from None
+
+    def _wait(self, seconds: float, cancel: threading.Event | None) -> bool:
+        """Sleep; True as soon as the run stops or ``cancel`` is set."""
+        if cancel is None:
+            return self.stop.wait(seconds)
+        deadline = time.monotonic() + seconds
+        while not cancel.is_set():
+            left = deadline - time.monotonic()
+            if left <= 0:
+                return False
+            if self.stop.wait(min(left, 0.1)):
+                return True
+        return True
 
 
 # ----------------------------------------------------------------------------------------------------------------------
@@ -577,6 +619,9 @@ class SourceFile:
     mtime: float  # local mtime, or the source object's LastModified, epoch seconds
     path: str = ""  # LOCAL_TO_S3: the local path
     etag: str = ""  # S3_TO_S3: the source object's ETag, to pin ranged reads to one version
+    # What identifies this version of the source: a difference between listing and completion means it changed.
+    # Local: size, mtime, ctime and inode (a rewrite that restores size and mtime still moves ctime); S3: the ETag.
+    version: str = ""
 
 
 class BadResponse(Exception):
@@ -602,8 +647,8 @@ class ShortRead(Exception):
 
 
 def join_key(prefix: str, relative: str) -> str:
-    """S3Prefix joined to a relative path with '/' separators, whatever the local OS uses."""
-    relative = relative.replace(os.sep, "/").replace("\\", "/").lstrip("/")
+    """S3Prefix joined to a '/'-separated relative key as a folder ('up' + 'a.txt' -> 'up/a.txt')."""
+    relative = relative.lstrip("/")
     if not prefix:
         return relative
     return prefix if not relative else prefix.rstrip("/") + "/" + relative
@@ -612,6 +657,45 @@ def join_key(prefix: str, relative: str) -> str:
 def folder_prefix(prefix: str) -> str:
     """S3Prefix names a folder: list under 'prefix/'."""
     return prefix if not prefix or prefix.endswith("/") else prefix + "/"
+
+
+# A local name that is not valid UTF-8 cannot be an S3 key as it is: each byte that does not decode (Python holds it
+# as a surrogate U+DC80..U+DCFF) is written as this quote mark plus two hex digits, e.g. b"caf\xe9" -> "caf‛E9", the
+# way rclone spells such bytes.  local_name_of_key reverses it.
+BYTE_QUOTE = "\u201b"
+_QUOTED_BYTE = re.compile(BYTE_QUOTE + "([89A-F][0-9A-F])")
+
+
+def key_of_local_name(relative: str) -> str:
+    """A path relative to SrcDir as a key: only the OS's own separator separates (on Linux 'a\\b.txt' is one name)."""
+    if os.sep != "/":
+        relative = relative.replace(os.sep, "/")
+    try:
+        relative.encode("utf-8")
+        return relative
+    except UnicodeEncodeError:
+        return "".join(f"{BYTE_QUOTE}{ord(c) - 0xDC00:02X}" if "\udc80" <= c <= "\udcff" else c for c in relative)
+
+
+def local_name_of_key(relative_key: str) -> str:
+    """The relative path a key came from (key_of_local_name reversed)."""
+    name = _QUOTED_BYTE.sub(lambda m: chr(0xDC00 + int(m.group(1), 16)), relative_key)
+    return name.replace("/", os.sep)
+
+
+def printable(text: str) -> str:
+    """A path for logs and reports: bytes that are not UTF-8 shown as \\xNN instead of breaking the output."""
+    try:
+        text.encode("utf-8")
+        return text
+    except UnicodeEncodeError:
+        return os.fsencode(text).decode("utf-8", "backslashreplace")
+
+
+def inside(path: str, root: str) -> bool:
+    """Is path (already absolute and normalised) root itself or below it?  ('..data' is a name, not a way up.)"""
+    rel = os.path.relpath(path, root)
+    return rel != os.pardir and not rel.startswith(os.pardir + os.sep) and not os.path.isabs(rel)
 
 
 class Source(Protocol):
@@ -624,6 +708,8 @@ class Source(Protocol):
     def list(self) -> list[SourceFile]: ...  # every file of the job, with its destination key
     def read(self, f: SourceFile, offset: int, length: int) -> bytes: ...  # exactly length bytes, or raise
     def current(self, f: SourceFile) -> SourceFile: ...  # the file as it is now, to detect a change mid-transfer
+    def resolve(self, key: str) -> SourceFile: ...  # the job's file with this key, as it is now (fleet workers)
+    def identity(self, f: SourceFile) -> str: ...  # the source version an upload is tied to (resume marker)
     def attributes(self, f: SourceFile) -> dict: ...  # object attributes to set at the destination
     def describe(self, f: SourceFile) -> str: ...  # for logs
 
@@ -636,55 +722,107 @@ class LocalSource:
 
     def __init__(self, settings: Settings):
         self.root = os.path.abspath(settings.src_dir)
-        self.prefix = settings.s3_prefix
+        self.prefix = key_prefix(settings)
         self.index = settings.src_file_index
         self.listing_errors: list[str] = []
 
     def list(self) -> list[SourceFile]:
         if self.index != "*":
             path = os.path.normpath(os.path.join(self.root, self.index))
-            if os.path.relpath(path, self.root).startswith(os.pardir):
+            if not inside(path, self.root):
                 raise UserError(f"SrcFileIndex {self.index!r} points outside SrcDir {self.root}; name a file inside it")
-            if not os.path.isfile(path):
+            try:
+                st = os.stat(path)
+            except FileNotFoundError:
+                st = None
+            except OSError as exc:
+                raise UserError(
+                    f"SrcFileIndex {self.index!r}: {printable(path)} cannot be read ({exc.strerror}); check the name "
+                    f"or use '*'"
+                ) from None
+            if st is None or not stat.S_ISREG(st.st_mode):
                 raise UserError(
                     f"SrcFileIndex {self.index!r} is not a file in SrcDir {self.root}; check the name or use '*'"
                 )
-            return [self._entry(path)]
+            return [self.entry(path, st)]
         files = []
 
         def on_error(err: OSError) -> None:
-            self.listing_errors.append(f"{err.filename}: {err.strerror}")
-            log.error("cannot list %s: %s", err.filename, err.strerror)
+            self._error(err.filename, f"cannot be listed: {err.strerror}")
 
         for dirpath, dirnames, filenames in os.walk(self.root, onerror=on_error):
             dirnames.sort()
             for name in dirnames:
                 if os.path.islink(os.path.join(dirpath, name)):  # not followed: it could loop or leave SrcDir
-                    log.warning("skip %s: a link to a directory is not followed", os.path.join(dirpath, name))
+                    log.warning(
+                        "skip %s: a link to a directory is not followed", printable(os.path.join(dirpath, name))
+                    )
             for name in sorted(filenames):
                 path = os.path.join(dirpath, name)
-                if os.path.isfile(path):
-                    files.append(self._entry(path))
+                try:
+                    st = os.stat(path)
+                except FileNotFoundError:
+                    gone = "a link to a file that does not exist" if os.path.islink(path) else "deleted while listed"
+                    self._error(path, gone)
+                    continue
+                except OSError as exc:
+                    self._error(path, exc.strerror or str(exc))
+                    continue
+                if stat.S_ISREG(st.st_mode):
+                    files.append(self.entry(path, st))
                 else:
-                    log.warning("skip %s: not a regular file (a dangling link, socket or fifo)", path)
-        return files
+                    log.warning("skip %s: not a regular file (a socket, fifo or device)", printable(path))
+        return without_shared_keys(files, self._error)
 
-    def _entry(self, path: str) -> SourceFile:
-        st = os.stat(path)
-        key = join_key(self.prefix, os.path.relpath(path, self.root))
-        return SourceFile(key=key, size=st.st_size, mtime=st.st_mtime, path=path)
+    def _error(self, path: str, why: str) -> None:
+        self.listing_errors.append(f"{printable(path)}: {why}")
+        log.error("cannot list %s: %s", printable(path), why)
+
+    def entry(self, path: str, st: os.stat_result) -> SourceFile:
+        key = self.prefix + key_of_local_name(os.path.relpath(path, self.root))
+        version = f"{st.st_size}:{st.st_mtime_ns}:{st.st_ctime_ns}:{st.st_dev}:{st.st_ino}"
+        return SourceFile(key=key, size=st.st_size, mtime=st.st_mtime, path=path, version=version)
 
     def read(self, f: SourceFile, offset: int, length: int) -> bytes:
         with open(f.path, "rb") as fh:
             data = os.pread(fh.fileno(), length, offset) if hasattr(os, "pread") else _seek_read(fh, offset, length)
         if len(data) != length:
             raise SourceChanged(
-                f"{f.path} is shorter than when listed (read {len(data)} of {length} bytes at {offset})"
+                f"{printable(f.path)} is shorter than when listed (read {len(data)} of {length} bytes at {offset})"
             )
         return data
 
     def current(self, f: SourceFile) -> SourceFile:
-        return self._entry(f.path)
+        try:
+            return self.entry(f.path, os.stat(f.path))
+        except FileNotFoundError:
+            raise SourceChanged(f"{printable(f.path)} was deleted during the transfer; not completed") from None
+
+    def resolve(self, key: str) -> SourceFile:
+        """The job's file with this key, as it is now, or FileFailed.  A fleet worker's only way from a queue
+        message to a file: the path comes from SrcDir and the key, never from the message, and must stay inside
+        SrcDir with every link resolved."""
+        if not key.startswith(self.prefix):
+            raise FileFailed(f"key {key!r} is not under this job's S3Prefix {self.prefix!r}")
+        path = os.path.normpath(os.path.join(self.root, local_name_of_key(key[len(self.prefix) :])))
+        if not inside(path, self.root) or not inside(os.path.realpath(path), os.path.realpath(self.root)):
+            raise FileFailed(f"key {key!r} names {printable(path)}, outside SrcDir {self.root} (links resolved)")
+        if self.index != "*" and path != os.path.normpath(os.path.join(self.root, self.index)):
+            raise FileFailed(f"key {key!r} is not this job's SrcFileIndex {self.index!r}")
+        try:
+            st = os.stat(path)
+        except OSError as exc:
+            raise FileFailed(f"{printable(path)} (key {key!r}) cannot be read: {exc.strerror}") from None
+        if not stat.S_ISREG(st.st_mode):
+            raise FileFailed(f"{printable(path)} (key {key!r}) is not a regular file")
+        f = self.entry(path, st)
+        if f.key != key:
+            raise FileFailed(f"{printable(path)} has the key {f.key!r} in this job, not {key!r}")
+        return f
+
+    def identity(self, f: SourceFile) -> str:
+        # The marker only spares hashing work here: every part reused is checked against the local bytes by MD5.
+        return f"local size {f.size} mtime {f.mtime!r}"
 
     def attributes(self, f: SourceFile) -> dict:
         """Content-Type guessed from the file name, as the AWS CLI does; none when unknown (S3's default)."""
@@ -692,7 +830,21 @@ class LocalSource:
         return {"ContentType": content_type} if content_type else {}
 
     def describe(self, f: SourceFile) -> str:
-        return f.path
+        return printable(f.path)
+
+
+def without_shared_keys(files: list[SourceFile], error: Callable[[str, str], None]) -> list[SourceFile]:
+    """Two names that map to one key would overwrite each other: both are listing errors, neither is sent."""
+    by_key: dict[str, list[SourceFile]] = {}
+    for f in files:
+        by_key.setdefault(f.key, []).append(f)
+    if len(by_key) == len(files):
+        return files
+    for key, same in by_key.items():
+        if len(same) > 1:
+            names = " and ".join(printable(f.path) for f in same)
+            error(same[0].path, f"{names} would have the same key {key!r}; rename one of them")
+    return [f for f in files if len(by_key[f.key]) == 1]
 
 
 def _seek_read(fh, offset: int, length: int) -> bytes:
@@ -703,7 +855,8 @@ def _seek_read(fh, offset: int, length: int) -> bytes:
 class S3Source:
     """Objects in SrcBucket under S3Prefix, read by ranged GET pinned to the listed ETag (If-Match), so an object
     replaced mid-copy fails the file instead of mixing versions.  Re-reading is a download, so parts already at the
-    destination are trusted by size (unless ifVerifyMD5)."""
+    destination are trusted by size when the upload's resume marker ties it to this very version, and checked by
+    reading them again otherwise."""
 
     kind = "s3"
     verify_existing_parts = False
@@ -712,6 +865,7 @@ class S3Source:
         self.client, self.retry = client, retry
         self.bucket = settings.src_bucket
         self.prefix = settings.s3_prefix
+        self.list_prefix = folder_prefix(settings.s3_prefix)
         self.index = settings.src_file_index
         self.listing_errors: list[str] = []
 
@@ -719,9 +873,7 @@ class S3Source:
         if self.index != "*":
             key = join_key(self.prefix, self.index)
             try:
-                head = self.retry.call(
-                    f"HEAD s3://{self.bucket}/{key}", lambda: self.client.head_object(Bucket=self.bucket, Key=key)
-                )
+                return [self.head(key)]
             except botocore.exceptions.ClientError as exc:
                 if error_code(exc) in NOT_FOUND_CODES:
                     raise UserError(
@@ -729,42 +881,86 @@ class S3Source:
                         f"check S3Prefix and SrcFileIndex"
                     ) from None
                 raise
-            return [
-                SourceFile(
-                    key=key,
-                    size=head["ContentLength"],
-                    mtime=head["LastModified"].timestamp(),
-                    etag=head["ETag"].strip('"'),
-                )
-            ]
         return [
-            SourceFile(key=o["Key"], size=o["Size"], mtime=o["LastModified"].timestamp(), etag=o["ETag"].strip('"'))
-            for o in list_objects(self.client, self.bucket, folder_prefix(self.prefix), self.retry)
+            SourceFile(
+                key=o["Key"],
+                size=o["Size"],
+                mtime=o["LastModified"].timestamp(),
+                etag=o["ETag"].strip('"'),
+                version=o["ETag"].strip('"'),
+            )  # fmt: skip
+            for o in list_objects(self.client, self.bucket, self.list_prefix, self.retry)
             if not o["Key"].endswith("/") or o["Size"] > 0
         ]  # skip zero-byte "folder" markers
 
-    def read(self, f: SourceFile, offset: int, length: int) -> bytes:
-        resp = self.client.get_object(
-            Bucket=self.bucket, Key=f.key, IfMatch=f'"{f.etag}"', Range=f"bytes={offset}-{offset + length - 1}"
+    def head(self, key: str) -> SourceFile:
+        """The object as it is now (HeadObject), e.g. for a fleet worker that must not trust a message."""
+        head = self.retry.call(
+            f"HEAD s3://{self.bucket}/{key}", lambda: self.client.head_object(Bucket=self.bucket, Key=key)
         )
+        etag = head["ETag"].strip('"')
+        return SourceFile(key=key, size=head["ContentLength"], mtime=head["LastModified"].timestamp(), etag=etag,
+                          version=etag)  # fmt: skip
+
+    def read(self, f: SourceFile, offset: int, length: int) -> bytes:
+        try:
+            resp = self.client.get_object(
+                Bucket=self.bucket, Key=f.key, IfMatch=f'"{f.etag}"', Range=f"bytes={offset}-{offset + length - 1}"
+            )
+        except botocore.exceptions.ClientError as exc:
+            self._changed(f, exc)
+            raise
         data = resp["Body"].read()
         if len(data) != length:
             raise ShortRead(f"s3://{self.bucket}/{f.key}: got {len(data)} of {length} bytes at {offset}")
         return data
 
+    def _changed(self, f: SourceFile, exc: botocore.exceptions.ClientError) -> None:
+        """A pinned read refused because the object was replaced or deleted: the file is not completed."""
+        code = error_code(exc)
+        if code == "PreconditionFailed":
+            raise SourceChanged(
+                f"{self.describe(f)} changed during the transfer (it is no longer version {f.etag}); "
+                f"not completed, rerun to copy the new version"
+            ) from None
+        if code in NOT_FOUND_CODES:
+            raise SourceChanged(f"{self.describe(f)} was deleted during the transfer; not completed") from None
+
     def current(self, f: SourceFile) -> SourceFile:
         return f  # reads are pinned by If-Match: a replaced object fails them (PreconditionFailed)
+
+    def resolve(self, key: str) -> SourceFile:
+        """The job's object with this key, as it is now (HeadObject), or FileFailed: a fleet worker takes only the
+        key from a message, and only a key this job would list."""
+        if not key.startswith(self.list_prefix) or (key.endswith("/")):
+            raise FileFailed(f"key {key!r} is not an object under this job's S3Prefix {self.list_prefix!r}")
+        if self.index != "*" and key != join_key(self.prefix, self.index):
+            raise FileFailed(f"key {key!r} is not this job's SrcFileIndex {self.index!r}")
+        try:
+            return self.head(key)
+        except botocore.exceptions.ClientError as exc:
+            if error_code(exc) in NOT_FOUND_CODES:
+                raise FileFailed(f"s3://{self.bucket}/{key} is not in the source") from None
+            raise
+
+    def identity(self, f: SourceFile) -> str:
+        # Equal ETags mean equal bytes (MD5-based ETags), or one write (KMS): never two versions.
+        return f"s3 etag {f.etag} size {f.size}"
 
     # HeadObject field -> PutObject / CreateMultipartUpload argument: what a copy keeps of the source object.
     COPIED_ATTRIBUTES = ("ContentType", "ContentEncoding", "CacheControl", "ContentDisposition", "ContentLanguage",
                          "Metadata")  # fmt: skip
 
     def attributes(self, f: SourceFile) -> dict:
-        head = self.retry.call(
-            f"HEAD s3://{self.bucket}/{f.key}",
-            lambda: self.client.head_object(Bucket=self.bucket, Key=f.key, IfMatch=f'"{f.etag}"'),
-        )
-        return {name: head[name] for name in self.COPIED_ATTRIBUTES if head.get(name)}
+        def head() -> dict:
+            try:
+                return self.client.head_object(Bucket=self.bucket, Key=f.key, IfMatch=f'"{f.etag}"')
+            except botocore.exceptions.ClientError as exc:
+                self._changed(f, exc)
+                raise
+
+        response = self.retry.call(f"HEAD s3://{self.bucket}/{f.key}", head)
+        return {name: response[name] for name in self.COPIED_ATTRIBUTES if response.get(name)}
 
     def describe(self, f: SourceFile) -> str:
         return f"s3://{self.bucket}/{f.key}"
@@ -883,10 +1079,10 @@ class ChunkPlan:
 
 
 def plan_chunks(size: int, chunk_size: int) -> ChunkPlan:
-    """ChunkSize, grown (to a whole MiB) when the file would otherwise need more than 10,000 parts."""
+    """ChunkSize, grown (to a whole MiB) when the file would otherwise need more than 9,999 data parts."""
     part_size = chunk_size
-    if math.ceil(size / part_size) > MAX_PARTS:
-        part_size = math.ceil(size / MAX_PARTS / MiB) * MiB
+    if math.ceil(size / part_size) > MAX_DATA_PARTS:
+        part_size = math.ceil(size / MAX_DATA_PARTS / MiB) * MiB
     return ChunkPlan(size=size, part_size=part_size)
 
 
@@ -904,36 +1100,63 @@ def pick_existing_part(entries: list[ExistingPart], length: int, md5_hex: str | 
     return None
 
 
-def incompatible_upload(
-    plan: ChunkPlan, parts: list[ExistingPart], upload: UnfinishedUpload, src: SourceFile, parts_checked_by_md5: bool
-) -> str:
-    """Why an unfinished upload cannot be continued with this plan ('' when it can).
+# Resume marker.  S3 keeps nothing of an unfinished upload but its key, its start time and its parts, and the start
+# time cannot say which version of the source the parts were cut from (two stores' clocks differ; a replacement can
+# fall in the same second).  So every upload gets, right after it is created and before any data part, part 10,000:
+# a few bytes naming the source version and the part layout.  ListParts shows its ETag, the MD5 of those bytes; a
+# rerun computes the MD5 the marker of *its* source version and layout would have, and resumes only on a match.
+# The marker is never part of the completed object (CompleteMultipartUpload lists the data parts only).
 
-    Sizes alone cannot always tell which ChunkSize cut a part: with 5 MiB -> 6 MiB on an 11 MiB file, the old part 2
-    and the new part 2 are both 5 MiB long but hold other bytes.  Part 1 is always a whole part, so when it is listed
-    with the plan's part size the old and new layouts are the same.  Without it, parts not checked by MD5 (S3_TO_S3)
-    cannot be trusted and the upload restarts (a loss of at most a few parts)."""
-    # Whole seconds: S3 reports Initiated to the second on some servers, and a file written just before its
-    # upload began must not look newer than it.  Local parts are also checked by MD5, which catches the rest.
-    if int(src.mtime) > int(upload.initiated):
-        when = datetime.datetime.fromtimestamp(upload.initiated, datetime.timezone.utc).strftime("%Y-%m-%d %H:%M:%S")
-        return f"the source was modified after the upload began ({when} UTC)"
+
+def marker_body(identity: str, plan: ChunkPlan) -> bytes:
+    return f"s3_upload resume marker 1\nsource {identity}\nsize {plan.size}\npart_size {plan.part_size}\n".encode()
+
+
+@dataclasses.dataclass(frozen=True)
+class ResumeCheck:
+    """Whether an unfinished upload can be continued with this plan, and how far its parts can be trusted."""
+
+    restart: str = ""  # why it cannot ('' when it can)
+    proven: bool = False  # the marker ties it to this source version and part layout: parts of the right size count
+
+
+def judge_upload(plan: ChunkPlan, parts: list[ExistingPart], identity: str) -> ResumeCheck:
+    """Decide about an unfinished upload of this key from its listed parts (marker included).
+
+    With a marker: resume only if it was made for this source version and layout.  Without one (the original tool,
+    another tool, or a run killed between creating the upload and writing the marker), the upload is not tied to any
+    version: each part is reused only once its bytes are proven equal to the source by MD5 (LOCAL_TO_S3 hashes the
+    local file; S3_TO_S3 reads the range from the source again), and an upload whose parts cannot fit this layout
+    restarts at once."""
+    markers = [p for p in parts if p.number == MARKER_PART]
+    if markers:
+        expected = hashlib.md5(marker_body(identity, plan)).hexdigest()
+        if any(p.etag == expected for p in markers):
+            return ResumeCheck(proven=True)
+        return ResumeCheck("it was made for another version of the source or another ChunkSize")
     sizes_by_number: dict[int, set[int]] = {}
     for p in parts:
         sizes_by_number.setdefault(p.number, set()).add(p.size)
     for number, sizes in sizes_by_number.items():
         if number > plan.part_count:
-            return f"it has part {number} but the file now needs {plan.part_count} parts (size or ChunkSize changed)"
-        expected = plan.part_range(number)[1]
-        if expected not in sizes:
-            return (
-                f"its part {number} is {min(sizes)} bytes, the current plan needs {expected} "
-                f"(ChunkSize or file size changed)"
-            )
-    if not parts_checked_by_md5 and plan.part_count > 1 and sizes_by_number:
-        if plan.part_size not in sizes_by_number.get(1, set()):
-            return "its part 1 is missing, so the ChunkSize its other parts were cut with cannot be confirmed"
-    return ""
+            return ResumeCheck(f"it has part {number} but the file now needs {plan.part_count} parts (size or "
+                               f"ChunkSize changed)")  # fmt: skip
+        expected_size = plan.part_range(number)[1]
+        if expected_size not in sizes:
+            return ResumeCheck(f"its part {number} is {min(sizes)} bytes, the current plan needs {expected_size} "
+                               f"(ChunkSize or file size changed)")  # fmt: skip
+    return ResumeCheck()
+
+
+def examine_upload(client, bucket: str, task: FileTask, source: Source, retry: RetryPolicy
+                   ) -> tuple[ResumeCheck, list[ExistingPart]]:  # fmt: skip
+    """List the parts of the task's unfinished upload and judge it (a run and --dry-run decide alike)."""
+    assert task.upload is not None
+    parts = list_upload_parts(client, bucket, task.src.key, task.upload.upload_id, retry)
+    check = judge_upload(task.plan, parts, source.identity(task.src))
+    # An upload without marker and without parts may be another run's, created a moment ago with its marker on the
+    # way: it is resumed (there is nothing in it to doubt), never aborted.
+    return check, [p for p in parts if p.number != MARKER_PART]
 
 
 @dataclasses.dataclass
@@ -945,27 +1168,32 @@ class FileTask:
     plan: ChunkPlan  # "put" and "skip": one part of the whole file
     reason: str = ""
     upload: UnfinishedUpload | None = None  # the newest unfinished upload for this key, to resume
+    # Other unfinished uploads of this key that this run will not resume: aborted once the file is done with them.
+    stale: tuple[UnfinishedUpload, ...] = ()
+    complete: bool = False  # "skip" because the object is already at the destination
 
 
 def plan_files(
     settings: Settings, files: list[SourceFile], destination: dict[str, int], uploads: list[UnfinishedUpload]
 ) -> list[FileTask]:
-    newest: dict[str, UnfinishedUpload] = {}
+    by_key: dict[str, list[UnfinishedUpload]] = {}
     for u in uploads:
-        if u.key not in newest or u.initiated >= newest[u.key].initiated:
-            newest[u.key] = u
+        by_key.setdefault(u.key, []).append(u)
     tasks = []
     for f in files:
         whole = ChunkPlan(size=f.size, part_size=max(f.size, 1))
+        of_key = sorted(by_key.get(f.key, ()), key=lambda u: u.initiated)
         if destination.get(f.key) == f.size:
-            tasks.append(FileTask(f, "skip", whole, "already at the destination with the same size"))
+            tasks.append(FileTask(f, "skip", whole, "already at the destination with the same size",
+                                  stale=tuple(of_key), complete=True))  # fmt: skip
         elif settings.ignore_small_file and f.size < settings.chunk_size:
-            tasks.append(FileTask(f, "skip", whole, "smaller than ChunkSize (IgnoreSmallFile)"))
+            tasks.append(FileTask(f, "skip", whole, "smaller than ChunkSize (IgnoreSmallFile)", stale=tuple(of_key)))
         elif f.size < settings.chunk_size:
-            tasks.append(FileTask(f, "put", whole))
+            tasks.append(FileTask(f, "put", whole, stale=tuple(of_key)))
         else:
             plan = plan_chunks(f.size, settings.chunk_size)
-            tasks.append(FileTask(f, "multipart", plan, upload=newest.get(f.key)))
+            newest = of_key[-1] if of_key else None
+            tasks.append(FileTask(f, "multipart", plan, upload=newest, stale=tuple(of_key[:-1])))
     return tasks
 
 
@@ -1188,6 +1416,7 @@ class Engine:
         started = time.monotonic()
         if task.action == "skip":
             log.info("skip %s: %s", f.key, task.reason)
+            self._abort_stale(task)
             return FileResult(f.key, f.size, "skipped", task.reason)
         log.info("start %s (%s) -> s3://%s/%s", self.source.describe(f), human_bytes(f.size), self.bucket, f.key)
         result = FileResult(f.key, f.size, "failed")
@@ -1215,6 +1444,7 @@ class Engine:
                 result.parts,
                 result.parts_reused,
             )
+            self._abort_stale(task)
         except Interrupted:
             result.detail = "interrupted"
         except Exception as exc:  # one file's failure must not stop the others
@@ -1223,6 +1453,23 @@ class Engine:
         result.seconds = time.monotonic() - started
         self.progress.file_finished(f.key)
         return result
+
+    def _abort_stale(self, task: FileTask) -> None:
+        """Unfinished uploads of this key that nothing will resume any more (the file went up another way, is
+        ignored, or is complete) would stay on S3, billed, forever: abort them."""
+        stale, key = list(task.stale), task.src.key
+        if task.complete and stale:
+            # Only uploads begun before the object was written: a later one may be another run's work in progress.
+            head = self.retry.call(f"HEAD {key}", lambda: self.client.head_object(Bucket=self.bucket, Key=key))
+            written = head["LastModified"].timestamp()
+            stale = [u for u in stale if u.initiated <= written]
+        for u in stale:
+            log.info("%s: aborting unfinished upload %s, which this file no longer needs", key, short_id(u.upload_id))
+            try:
+                self._abort(key, u.upload_id)
+            except Exception as exc:  # the object itself is right; say what is left behind and why
+                log.warning("%s: could not abort upload %s: %s", key, short_id(u.upload_id),
+                            describe_error(exc) + fix_hint(exc))  # fmt: skip
 
     def _put_small(self, f: SourceFile, result: FileResult) -> None:
         """Files smaller than one chunk (zero bytes included) go up in one PutObject with Content-MD5."""
@@ -1251,13 +1498,13 @@ class Engine:
                 "%s: %s needs more than %d parts at ChunkSize %s; using %s parts for this file",
                 f.key,
                 human_bytes(f.size),
-                MAX_PARTS,
+                MAX_DATA_PARTS,
                 human_bytes(self.s.chunk_size),
                 human_bytes(plan.part_size),
             )
-        upload_id, existing = self._resume_or_create(task)
+        upload_id, existing, proven = self._resume_or_create(task)
         try:
-            parts = self._send_parts(f, plan, upload_id, existing)
+            parts = self._send_parts(f, plan, upload_id, existing, proven)
             self._check_unchanged(f)
         except SourceChanged:
             # Its parts may mix old and new bytes: never complete it, and leave nothing behind.
@@ -1275,8 +1522,9 @@ class Engine:
             raise FileFailed(f"ETag mismatch after complete: S3 has {etag}, computed from our parts {expected}")
 
     def _complete(self, key: str, upload_id: str, parts: list[PartResult]) -> dict:
-        """CompleteMultipartUpload with our own part list; returns S3's answer (ETag...).  If an earlier attempt
-        completed it but its answer was lost, the retry finds no such upload: the object itself then tells."""
+        """CompleteMultipartUpload with our own part list (the data parts: never the marker); returns S3's answer.
+        If an earlier attempt completed it but its answer was lost, the retry finds no such upload: the object
+        itself then tells."""
         attempts = 0
 
         def complete() -> dict:
@@ -1301,7 +1549,9 @@ class Engine:
             require_etag(head, f"HEAD {key}")
             return head
 
-    def _create_upload(self, f: SourceFile) -> str:
+    def _create_upload(self, f: SourceFile, plan: ChunkPlan) -> str:
+        """CreateMultipartUpload, then at once the resume marker (before any data part, so that no part of this
+        upload is ever on S3 without the version it belongs to)."""
         key, args, attempts = f.key, self.object_args(f), 0
 
         def create() -> str:
@@ -1313,6 +1563,11 @@ class Engine:
         upload_id = self.retry.call(f"CREATE upload {key}", create)
         if attempts > 1:
             self._abort_orphans(key, upload_id)
+        body = marker_body(self.source.identity(f), plan)
+        md5_b64 = md5_of(body)[1]
+        self.retry.call(f"MARKER {key}", lambda: require_etag(self.client.upload_part(
+            Bucket=self.bucket, Key=key, UploadId=upload_id, PartNumber=MARKER_PART, Body=body, ContentMD5=md5_b64),
+            f"MARKER {key}"))  # fmt: skip
         return upload_id
 
     def _abort_orphans(self, key: str, keep: str) -> None:
@@ -1326,52 +1581,55 @@ class Engine:
                          short_id(u.upload_id))  # fmt: skip
                 self._abort(key, u.upload_id)
 
-    def _resume_or_create(self, task: FileTask) -> tuple[str, dict[int, list[ExistingPart]]]:
+    def _resume_or_create(self, task: FileTask) -> tuple[str, dict[int, list[ExistingPart]], bool]:
+        """The upload to send parts to, the parts it already holds (by number), and whether those are tied to this
+        source version (so that a part of the right size counts without reading it again)."""
         f, plan, upload = task.src, task.plan, task.upload
         if upload is not None:
-            parts = list_upload_parts(self.client, self.bucket, f.key, upload.upload_id, self.retry)
-            why = incompatible_upload(plan, parts, upload, f, self.source.verify_existing_parts)
-            if why:
+            check, data = examine_upload(self.client, self.bucket, task, self.source, self.retry)
+            if check.restart:
                 log.warning(
                     "restart %s: unfinished upload %s cannot be resumed, %s; aborting it",
                     f.key,
                     short_id(upload.upload_id),
-                    why,
+                    check.restart,
                 )
                 self._abort(f.key, upload.upload_id)
             else:
                 by_number: dict[int, list[ExistingPart]] = {}
-                for p in parts:
+                for p in data:
                     by_number.setdefault(p.number, []).append(p)
                 log.info(
-                    "resume %s: upload %s has %d of %d parts on S3",
+                    "resume %s: upload %s has %d of %d parts on S3 (%s)",
                     f.key,
                     short_id(upload.upload_id),
                     len(by_number),
                     plan.part_count,
-                )
-                return upload.upload_id, by_number
-        upload_id = self._create_upload(f)
+                    "made for this version of the source" if check.proven else
+                    "made without s3_upload's marker: each part is checked against the source before it is reused",
+                )  # fmt: skip
+                return upload.upload_id, by_number, check.proven
+        upload_id = self._create_upload(f, plan)
         log.debug("%s: new upload %s, %d parts of %s", f.key, short_id(upload_id), plan.part_count,
                   human_bytes(plan.part_size))  # fmt: skip
-        return upload_id, {}
+        return upload_id, {}, True
 
-    def _send_parts(
-        self, f: SourceFile, plan: ChunkPlan, upload_id: str, existing: dict[int, list[ExistingPart]]
-    ) -> list[PartResult]:
-        failed = threading.Event()  # one part's final failure stops this file's other parts early
+    def _send_parts(self, f: SourceFile, plan: ChunkPlan, upload_id: str, existing: dict[int, list[ExistingPart]],
+                    proven: bool) -> list[PartResult]:  # fmt: skip
+        failed = threading.Event()  # one part's final failure stops this file's other parts at once
+        trust_sizes = proven and not self.source.verify_existing_parts  # S3_TO_S3: reading again is a download
 
         def send(number: int, offset: int, length: int) -> PartResult:
             if failed.is_set() or self.stop.is_set():
                 raise Interrupted()
             self.retry.working_on(f.key)
             listed = existing.get(number, [])
-            if listed and not self.source.verify_existing_parts:
+            if listed and trust_sizes:
                 reuse = pick_existing_part(listed, length, None)
                 if reuse is not None and is_md5_hex(reuse.etag):
                     self.progress.part_done(f.key, length, reused=True)
                     return PartResult(number, reuse.etag, binascii.unhexlify(reuse.etag), 0)
-            data = self.retry.call(f"READ {f.key} part {number}", lambda: self.source.read(f, offset, length))
+            data = self.retry.call(f"READ {f.key} part {number}", lambda: self.source.read(f, offset, length), failed)
             digest, md5_b64 = md5_of(data)
             if listed and pick_existing_part(listed, length, digest.hex()) is not None:
                 self.progress.part_done(f.key, length, reused=True)
@@ -1387,6 +1645,7 @@ class Engine:
                     ),
                     what,
                 ),
+                failed,
             )  # fmt: skip
             self.progress.part_done(f.key, length)
             log.debug("%s part %d/%d sent (%s)", f.key, number, plan.part_count, human_bytes(length))
@@ -1408,12 +1667,20 @@ class Engine:
         return results
 
     def _check_unchanged(self, f: SourceFile) -> None:
+        """Before completing: is the source still the version listed?  Any write since (even one that restored the
+        size and mtime) fails the file, so no object is ever completed from two versions of a file."""
         now = self.source.current(f)
-        if (now.size, now.mtime) != (f.size, f.mtime):
-            raise SourceChanged(
-                f"{self.source.describe(f)} changed during the transfer (size {f.size} -> "
-                f"{now.size}); not completed, rerun to upload it again"
-            )
+        if now.version == f.version:
+            return
+        if now.size != f.size:
+            how = f"size {f.size} -> {now.size}"
+        elif now.mtime != f.mtime:
+            how = "modified"
+        else:
+            how = "rewritten in place with its size and mtime restored"
+        raise SourceChanged(
+            f"{self.source.describe(f)} changed during the transfer ({how}); not completed, rerun to upload it again"
+        )
 
     def _abort(self, key: str, upload_id: str) -> None:
         abort_upload(self.client, self.bucket, key, upload_id, self.retry)
@@ -1445,12 +1712,26 @@ class Engine:
 
     # -- the file pool --------------------------------------------------------------------------------------------
 
-    def run(self, tasks: list[FileTask]) -> list[FileResult]:
+    def run(self, tasks: Iterable[FileTask]) -> list[FileResult]:
+        """At most a small window of files is submitted at a time, so a job of a million files costs the same per
+        file as one of ten (the work queue and each wait stay short).  Skips without anything to clean up are
+        decided right here, without a thread."""
         results: list[FileResult] = []
+        window = 2 * self.s.max_parallel_file
         pool = concurrent.futures.ThreadPoolExecutor(self.s.max_parallel_file, thread_name_prefix="file")
+        todo = iter(tasks)
+        pending: set[concurrent.futures.Future] = set()
         try:
-            pending = {pool.submit(self.run_file, t) for t in tasks}
-            while pending:
+            while True:
+                for task in todo:
+                    if task.action == "skip" and not task.stale:
+                        results.append(self.run_file(task))
+                        continue
+                    pending.add(pool.submit(self.run_file, task))
+                    if len(pending) >= window:
+                        break
+                if not pending:
+                    break
                 # Wake up often: Ctrl-C may be delivered to a worker thread, and Python only runs the handler
                 # (raising KeyboardInterrupt here) when this main thread runs.
                 done, pending = concurrent.futures.wait(pending, timeout=0.2, return_when="FIRST_COMPLETED")
@@ -1501,9 +1782,9 @@ def setup_logging(settings: Settings) -> str:
     level = getattr(logging, settings.logging_level.upper())
     os.makedirs(settings.log_dir, exist_ok=True)
     stamp = datetime.datetime.now().strftime("%Y-%m-%d-%H%M%S")
-    path = os.path.join(settings.log_dir, f"s3_upload-{stamp}.log")
+    path = new_log_file(os.path.join(settings.log_dir, f"s3_upload-{stamp}"))
     fmt = logging.Formatter("%(asctime)s %(levelname)s %(message)s")
-    file_handler = logging.FileHandler(path, encoding="utf-8")
+    file_handler = logging.FileHandler(path, encoding="utf-8", errors="backslashreplace")
     file_handler.setFormatter(fmt)
     console = ConsoleHandler(sys.stderr)
     console.setFormatter(fmt)
@@ -1521,6 +1802,19 @@ def setup_logging(settings: Settings) -> str:
     for noisy in ("botocore", "boto3", "urllib3", "s3transfer"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
     return path
+
+
+def new_log_file(stem: str) -> str:
+    """stem.log, or stem-2.log, stem-3.log...: created here, exclusively, so that runs started in the same second
+    (fleet workers on one machine) never share a log file."""
+    for n in range(1, 10_000):
+        path = f"{stem}.log" if n == 1 else f"{stem}-{n}.log"
+        try:
+            os.close(os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644))
+            return path
+        except FileExistsError:
+            continue
+    raise OSError(f"too many log files named {stem}*.log")
 
 
 def close_logging() -> None:
@@ -1547,7 +1841,7 @@ def ask_clean(uploads: list[UnfinishedUpload], settings: Settings) -> bool:
         return False
     try:
         answer = input(CLEAN_PROMPT)
-    except EOFError:
+    except (EOFError, OSError, RuntimeError, ValueError):  # end of input, or no stdin at all (`<&-`, some schedulers)
         print()
         log.info("no answer on stdin: resuming")
         return False
@@ -1628,7 +1922,14 @@ def open_job(settings: Settings, stop: threading.Event) -> Job:
         source = S3Source(settings, src_client, retry)
         src_what = f"source s3://{settings.src_bucket} (profile {settings.src_profile})"
     des_what = f"destination s3://{settings.des_bucket} (profile {settings.des_profile})"
-    return Job(settings, retry, endpoints, des_client, source, src_what, des_what, folder_prefix(settings.s3_prefix))
+    if settings.job_type == "LOCAL_TO_S3":
+        dest_prefix = key_prefix(settings)
+        if dest_prefix != folder_prefix(settings.s3_prefix):
+            log.warning("S3Prefix %r is written as %r (keys never start with '/' or hold '//' here)",
+                        settings.s3_prefix, dest_prefix)  # fmt: skip
+    else:
+        dest_prefix = folder_prefix(settings.s3_prefix)
+    return Job(settings, retry, endpoints, des_client, source, src_what, des_what, dest_prefix)
 
 
 def list_job(job: Job) -> tuple[list[SourceFile], dict[str, int], list[UnfinishedUpload]]:
@@ -1733,15 +2034,17 @@ def print_dry_run(tasks: list[FileTask], cleaned: list[UnfinishedUpload], client
                 f"{human_bytes(f.size)}, {t.plan.part_count} parts of {human_bytes(t.plan.part_size)}",
             )
         else:
-            parts = list_upload_parts(client, settings.des_bucket, f.key, t.upload.upload_id, retry)
-            why = incompatible_upload(t.plan, parts, t.upload, f, source.verify_existing_parts)
-            if why:
-                verb, detail = "restart", why
+            check, parts = examine_upload(client, settings.des_bucket, t, source, retry)
+            if check.restart:
+                verb, detail = "restart", check.restart
             else:
                 have = len({p.number for p in parts})
                 verb, detail = "resume", f"{have} of {t.plan.part_count} parts already on S3"
         counts[verb] = counts.get(verb, 0) + 1
         report.info("%-8s %s (%s)", verb, f.key, detail)
+        for u in t.stale:
+            report.info("%-8s %s (abort unfinished upload %s, which this file no longer needs)", "clean", f.key,
+                        short_id(u.upload_id))  # fmt: skip
     report.info("dry run: %s; nothing was written", ", ".join(f"{n} to {v}" for v, n in counts.items()) or "no files")
 
 
@@ -1773,10 +2076,24 @@ def write_report(path: str, settings: Settings, results: list[FileResult], missi
         "missing": [f.key for f in missing],
         "listing_errors": listing_errors,
     }
-    with open(path, "w", encoding="utf-8") as fh:
+    # Written whole or not at all: a crash or a full disk never leaves a truncated JSON behind.
+    partial = f"{path}.partial"
+    with open(partial, "w", encoding="utf-8", errors="backslashreplace") as fh:
         json.dump(document, fh, indent=2, ensure_ascii=False)
         fh.write("\n")
+    os.replace(partial, path)
     log.info("report written to %s", path)
+
+
+def check_report_path(path: str) -> None:
+    """--report is checked before anything is transferred: a typo must not cost the report of a long run."""
+    directory = os.path.dirname(os.path.abspath(path))
+    if os.path.isdir(path):
+        raise UserError(f"--report {path} is a directory; give a file name, e.g. {os.path.join(path, 'report.json')}")
+    if not os.path.isdir(directory):
+        raise UserError(f"--report {path}: the directory {directory} does not exist; create it or choose another path")
+    if not os.access(directory, os.W_OK):
+        raise UserError(f"--report {path}: this user cannot write in {directory}; choose another path")
 
 
 def _ignored(settings: Settings, f: SourceFile) -> bool:
@@ -1819,8 +2136,11 @@ def parse_size(text: str) -> int:
     if unit not in SIZE_UNITS or not digits:
         raise argparse.ArgumentTypeError(f"{text!r} is not a size; use e.g. 64MiB, 512KiB or 1GiB")
     try:
-        return int(float(digits) * SIZE_UNITS[unit])
-    except ValueError:
+        value = float(digits)
+        if not math.isfinite(value) or value < 0:
+            raise ValueError(value)
+        return int(value * SIZE_UNITS[unit])
+    except (ValueError, OverflowError):
         raise argparse.ArgumentTypeError(f"{text!r} is not a size; use e.g. 64MiB, 512KiB or 1GiB") from None
 
 
@@ -1927,6 +2247,8 @@ def main(argv: list[str] | None = None, stop: threading.Event | None = None) -> 
     stop = stop or threading.Event()
     try:
         settings, changed = resolve_settings(args)
+        if args.report:
+            check_report_path(args.report)
     except UserError as exc:
         print(f"s3_upload: error: {exc}", file=sys.stderr)
         return EXIT_USAGE
@@ -1934,7 +2256,7 @@ def main(argv: list[str] | None = None, stop: threading.Event | None = None) -> 
         log_path = setup_logging(settings)
     except OSError as exc:
         print(
-            f"s3_upload: error: cannot write the log in {settings.log_dir} ({exc.strerror}); "
+            f"s3_upload: error: cannot write the log in {settings.log_dir} ({exc.strerror or exc}); "
             f"run from a writable directory or set LogDir",
             file=sys.stderr,
         )
@@ -2004,9 +2326,11 @@ def file_message(settings: Settings, f: SourceFile) -> dict:
     }
 
 
-def message_file(settings: Settings, body: str) -> SourceFile:
-    """The file of a message.  A message this worker cannot serve (bad JSON, another job) is poison: it is left
-    in the queue, and after the queue's maxReceiveCount it goes to the dead-letter queue."""
+def message_key(settings: Settings, body: str) -> str:
+    """Which file a message names: only its key is taken, and only if the message is for this worker's job.  Size,
+    mtime, ETag and path in it are for people; the worker reads the file's state from the source itself.  A message
+    this worker cannot serve is poison: it is left in the queue, and after the queue's maxReceiveCount it goes to
+    the dead-letter queue."""
     try:
         m = json.loads(body)
         if m.get("v") != MESSAGE_VERSION:
@@ -2014,8 +2338,10 @@ def message_file(settings: Settings, body: str) -> SourceFile:
         src_bucket = settings.src_bucket if settings.job_type == "S3_TO_S3" else ""
         if (m["job_type"], m["des_bucket"], m["src_bucket"]) != (settings.job_type, settings.des_bucket, src_bucket):
             raise ValueError("it belongs to another job (JobType or buckets differ from this worker's config)")
-        path = m["src_key_or_path"] if settings.job_type == "LOCAL_TO_S3" else ""
-        return SourceFile(key=m["key"], size=int(m["size"]), mtime=float(m["mtime"]), path=path, etag=m["src_etag"])
+        key = m["key"]
+        if not isinstance(key, str) or not key:
+            raise ValueError("it names no key")
+        return key
     except (ValueError, KeyError, TypeError, AttributeError) as exc:
         raise FileFailed(f"unusable message: {exc}") from None
 
@@ -2048,22 +2374,48 @@ class Heartbeat:
         self._thread.join(timeout=5)
 
 
+QUEUE_MISSING_CODES = frozenset({"AWS.SimpleQueueService.NonExistentQueue", "QueueDoesNotExist", "NonExistentQueue"})
+
+
+def open_queue(job: Job, queue_url: str):
+    """The SQS client, once the queue is known to exist and be reachable: a wrong URL is one line, exit 2."""
+    if not queue_url.startswith(("http://", "https://")):
+        raise UserError(f"queue URL {queue_url!r} must start with https:// (e.g. https://sqs.REGION.amazonaws.com/"
+                        f"ACCOUNT/NAME)")  # fmt: skip
+    sqs = job.endpoints.sqs_client()
+    try:
+        job.retry.call("SQS queue", functools.partial(sqs.get_queue_attributes, QueueUrl=queue_url,
+                                                      AttributeNames=["VisibilityTimeout"]))  # fmt: skip
+    except botocore.exceptions.ClientError as exc:
+        code = error_code(exc)
+        if code in QUEUE_MISSING_CODES:
+            raise UserError(f"queue {queue_url} does not exist; create it (see README) or fix the URL") from None
+        if code in CREDENTIAL_ERROR_CODES or "AccessDenied" in code:
+            raise UserError(f"queue {queue_url}: {code}; give the SQS profile (SQSProfileName) access to it") from None
+        raise
+    except botocore.exceptions.EndpointConnectionError:
+        raise UserError(f"queue {queue_url}: cannot connect; check the URL and SQSEndpointURL") from None
+    return sqs
+
+
 def send_to_queue(settings: Settings, stop: threading.Event, options: RunOptions, queue_url: str) -> int:
     """--sqs-send: list and diff once, exactly as a run decides, then queue one message per file to transfer."""
     job = open_job(settings, stop)
+    sqs = None if options.dry_run else open_queue(job, queue_url)
     files, destination, uploads = list_job(job)
     tasks = [t for t in plan_files(settings, files, destination, uploads) if t.action != "skip"]
     skipped = len(files) - len(tasks)
     messages = [file_message(settings, t.src) for t in tasks]
     if options.dry_run:
         for m in messages:
-            report.info("%s", json.dumps(m, ensure_ascii=False))
+            report.info("%s", json.dumps(m))
         report.info("dry run: %d message(s) would be queued, %d file(s) skipped; nothing was sent", len(messages),
                     skipped)  # fmt: skip
         return EXIT_OK
-    sqs = job.endpoints.sqs_client()
+    assert sqs is not None
     for start in range(0, len(messages), SQS_BATCH):
-        batch = {str(n): json.dumps(m, ensure_ascii=False) for n, m in enumerate(messages[start : start + SQS_BATCH])}
+        # ASCII JSON: a local path that is not UTF-8 travels as \udcXX escapes and comes back the same.
+        batch = {str(n): json.dumps(m) for n, m in enumerate(messages[start : start + SQS_BATCH])}
         for attempt in range(settings.max_retry + 1):
             entries = [{"Id": i, "MessageBody": body} for i, body in batch.items()]
             resp = job.retry.call("SQS send", functools.partial(sqs.send_message_batch, QueueUrl=queue_url,
@@ -2085,7 +2437,7 @@ def run_worker(settings: Settings, stop: threading.Event, options: RunOptions, q
     """--sqs-worker: take one message at a time, transfer its file with the normal engine (resuming whatever another
     worker left on S3), delete the message only once the object is complete and verified."""
     job = open_job(settings, stop)
-    sqs = job.endpoints.sqs_client()
+    sqs = open_queue(job, queue_url)
     engine = Engine(settings, job.source, job.des_client, job.retry, stop, make_progress("none"))
     done = failed = 0
     idle_since = time.monotonic()
@@ -2125,13 +2477,7 @@ def work_on_message(job: Job, engine: Engine, sqs, queue_url: str, message: dict
                         message_id)  # fmt: skip
 
     try:
-        f = message_file(settings, message["Body"])
-        if settings.job_type == "LOCAL_TO_S3":
-            now = job.source.current(f)  # the file as it is now (shared storage): that is what gets uploaded
-            if now.key != f.key:
-                raise FileFailed(f"{f.path} maps to key {now.key!r} here, not {f.key!r}: this worker's SrcDir or "
-                                 f"S3Prefix differs from the sender's")  # fmt: skip
-            f = now
+        f = job.source.resolve(message_key(settings, message["Body"]))  # the file as it is now, in this job
         with Heartbeat(sqs, queue_url, receipt, settings.sqs_visibility_timeout, retry):
             if destination_complete(job, f):
                 log.info("message %s: s3://%s/%s is already complete; deleting the message", message_id,

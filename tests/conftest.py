@@ -306,3 +306,79 @@ def list_keys(client, bucket: str, prefix: str = "") -> dict[str, int]:
 
 def unfinished_uploads(client, bucket: str) -> list[dict]:
     return client.list_multipart_uploads(Bucket=bucket).get("Uploads", [])
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# moto's S3 (keys with '..' and backslashes kept apart, as AWS does) and waiting on server state
+# ---------------------------------------------------------------------------------------------------------------------
+
+MOTO_KEYS = ("testing", "testing")
+
+
+@pytest.fixture(scope="session")
+def moto_s3(moto_url):
+    import boto3
+    import botocore.config
+
+    return boto3.client("s3", endpoint_url=moto_url, region_name="us-east-1", aws_access_key_id=MOTO_KEYS[0],
+                        aws_secret_access_key=MOTO_KEYS[1],
+                        config=botocore.config.Config(s3={"addressing_style": "path"}))  # fmt: skip
+
+
+@pytest.fixture
+def moto_bucket(moto_s3, aws_profiles, moto_url):
+    """A fresh bucket on moto, and a "moto" profile that reaches it."""
+    aws_profiles.add("moto", moto_url, *MOTO_KEYS)
+    name = new_bucket(moto_s3)
+    yield name
+    remove_bucket(moto_s3, name)
+
+
+def wait_until(condition, what: str, timeout: float = 60, interval: float = 0.02):
+    """Poll until condition() returns something true, and return it; fail the test (not hang) after timeout."""
+    import time
+
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = condition()
+        if value:
+            return value
+        time.sleep(interval)
+    pytest.fail(f"timed out after {timeout:g}s waiting for {what}")
+
+
+def parts_on_server(client, bucket: str, key: str) -> list[int]:
+    """Part numbers of the first unfinished upload of key ([] if none)."""
+    uploads = [u for u in unfinished_uploads(client, bucket) if u["Key"] == key]
+    if not uploads:
+        return []
+    parts = client.list_parts(Bucket=bucket, Key=key, UploadId=uploads[0]["UploadId"]).get("Parts", [])
+    return sorted(p["PartNumber"] for p in parts)
+
+
+def without_permission_override():
+    """preexec_fn: the child (and the tool it execs) loses the root powers that ignore file modes
+    (CAP_DAC_OVERRIDE, CAP_DAC_READ_SEARCH), so a directory of mode 0644 cannot be entered, as for any user.
+    For a non-root user this changes nothing: file modes already apply."""
+    if os.geteuid() != 0:
+        return
+    import ctypes
+
+    prctl = ctypes.CDLL(None, use_errno=True).prctl
+    for capability in (1, 2):  # CAP_DAC_OVERRIDE, CAP_DAC_READ_SEARCH
+        if prctl(24, capability, 0, 0, 0) != 0:  # PR_CAPBSET_DROP: gone from the bounding set, so exec drops it
+            raise OSError(ctypes.get_errno(), "PR_CAPBSET_DROP")
+
+
+def leave_unfinished(make, aws_profiles, dst_server, fail_part: int = 2, **overrides) -> Run:
+    """Run the tool once so that it stops with an unfinished upload of its own (marker and parts 1..fail_part-1 on
+    S3): part fail_part is refused with 500s and MaxRetry=0, one part at a time.  ``make`` builds the config."""
+    from faultproxy import FaultProxy
+
+    with FaultProxy("127.0.0.1", dst_server.port).start() as proxy:
+        proxy.set(outage=True, error_status=500, error_code="InternalError",
+                  match=lambda r: r.operation == "UploadPart" and r.part_number == fail_part)  # fmt: skip
+        aws_profiles.add("interrupted", proxy.endpoint_url, *DST_KEYS)
+        run = run_tool(make(**{"DesProfileName": "interrupted", "MaxThread": 1, "MaxRetry": 0, **overrides}))
+    assert run.code == 1, run
+    return run

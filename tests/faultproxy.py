@@ -121,6 +121,12 @@ class Request:
         return self.path.lstrip("/").partition("/")[2]
 
     @property
+    def part_number(self) -> Optional[int]:
+        """UploadPart / UploadPartCopy: the part number (None for other requests)."""
+        number = self.query.get("partNumber")
+        return int(number) if number and number.isdigit() else None
+
+    @property
     def operation(self) -> str:
         """The S3 operation, best effort (path-style): UploadPart, PutObject, GetObject, CompleteMultipartUpload..."""
         m, q, h, key = self.method, self.query, self.headers, self.key

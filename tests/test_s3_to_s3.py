@@ -4,12 +4,13 @@ source profile, UploadPart to the destination profile; every object downloaded f
 from __future__ import annotations
 
 import os
-import time
 
 import pytest
 from test_resume import start_upload
 
-from conftest import MiB, list_keys, object_md5, run_tool, unfinished_uploads
+import s3_upload
+from conftest import SRC_KEYS, MiB, leave_unfinished, list_keys, object_md5, run_tool, unfinished_uploads
+from faultproxy import FaultProxy
 
 CHUNK = 5 * MiB
 
@@ -64,16 +65,40 @@ def test_single_key(src, dst, bucket, source_objects, s3_config):
     assert_copied(src, source_objects, dst, bucket, ["data/big.bin"])
 
 
-def test_resume_trusts_existing_parts_by_size_and_verify_md5_rereads_them(src, dst, bucket, source_objects, s3_config):
+def source_reads(proxy) -> list[str]:
+    """The Range of every GET that reached the source."""
+    return [r.headers.get("range", "") for r in proxy.history if r.operation == "GetObject"]
+
+
+def test_resume_of_its_own_upload_trusts_parts_by_size(src, dst, bucket, source_objects, s3_config, aws_profiles,
+                                                       dst_server, src_server):  # fmt: skip
+    """The upload's marker ties it to this source version: parts on S3 count by size, nothing is read twice."""
+    leave_unfinished(s3_config, aws_profiles, dst_server, fail_part=3, SrcFileIndex="big.bin")
+    with FaultProxy("127.0.0.1", src_server.port).start() as proxy:
+        aws_profiles.add("counted", proxy.endpoint_url, *SRC_KEYS)
+        run = run_tool(s3_config(SrcFileIndex="big.bin", SrcProfileName="counted"))
+        reads = source_reads(proxy)
+    assert run.code == 0, run
+    assert "has 2 of 3 parts on S3 (made for this version of the source)" in run.stderr
+    assert run.bytes_sent == OBJECTS["data/big.bin"] - 2 * CHUNK
+    assert reads == [f"bytes={2 * CHUNK}-{OBJECTS['data/big.bin'] - 1}"]  # only the missing part was downloaded
+    assert_copied(src, source_objects, dst, bucket, ["data/big.bin"])
+    assert unfinished_uploads(dst, bucket) == []
+
+
+def test_resume_of_an_upload_without_marker_reads_its_parts_again(src, dst, bucket, source_objects, s3_config):
+    """An upload made by another tool is tied to no version: its parts are downloaded from the source again and
+    reused only when their MD5 matches (nothing is uploaded twice)."""
     data = src.get_object(Bucket=source_objects, Key="data/big.bin")["Body"].read()
     start_upload(dst, bucket, "data/big.bin", data, CHUNK, parts=(1, 2))
     run = run_tool(s3_config(SrcFileIndex="big.bin"))
     assert run.code == 0, run
-    assert "has 2 of 3 parts" in run.stderr
-    assert run.bytes_sent == len(data) - 2 * CHUNK  # resumed parts are not downloaded again
+    assert "has 2 of 3 parts on S3 (made without s3_upload's marker" in run.stderr
+    assert run.bytes_sent == len(data) - 2 * CHUNK
     assert_copied(src, source_objects, dst, bucket, ["data/big.bin"])
+    assert unfinished_uploads(dst, bucket) == []
 
-    # ifVerifyMD5 re-reads the whole source, parts from the earlier run included, and compares the ETag.
+    # ifVerifyMD5 re-reads the whole source after completion and compares the ETag.
     dst.delete_object(Bucket=bucket, Key="data/big.bin")
     start_upload(dst, bucket, "data/big.bin", data, CHUNK, parts=(1,))
     run = run_tool(s3_config(SrcFileIndex="big.bin", ifVerifyMD5=True))
@@ -83,13 +108,18 @@ def test_resume_trusts_existing_parts_by_size_and_verify_md5_rereads_them(src, d
     assert unfinished_uploads(dst, bucket) == []
 
 
-def test_verify_md5_catches_a_bad_resumed_part_and_redoes_the_file(src, dst, bucket, source_objects, s3_config):
-    """A part left by an earlier run with the right size but wrong bytes cannot be seen without downloading it:
-    ifVerifyMD5 re-reads the source, finds the ETag differs, deletes the object and uploads it again."""
-    data = src.get_object(Bucket=source_objects, Key="data/big.bin")["Body"].read()
-    bad = bytearray(data)
-    bad[7] ^= 0x01
-    start_upload(dst, bucket, "data/big.bin", bytes(bad), CHUNK, parts=(1,))
+def test_verify_md5_catches_a_bad_resumed_part_and_redoes_the_file(src, dst, bucket, source_objects, s3_config,
+                                                                   aws_profiles, dst_server):  # fmt: skip
+    """A part of the right size but wrong bytes inside the tool's own upload (damaged on the server: nothing this
+    side can see it without downloading) is trusted by size; ifVerifyMD5 re-reads the source, finds the ETag
+    differs, deletes the object and uploads it again."""
+    head = src.head_object(Bucket=source_objects, Key="data/big.bin")
+    listed = s3_upload.SourceFile("data/big.bin", head["ContentLength"], 0.0, etag=head["ETag"].strip('"'))
+    marker = s3_upload.marker_body(s3_upload.S3Source.identity(None, listed),
+                                   s3_upload.plan_chunks(listed.size, CHUNK))  # fmt: skip
+    upload_id = start_upload(dst, bucket, "data/big.bin", b"\x00" * CHUNK, CHUNK, parts=(1,))
+    dst.upload_part(Bucket=bucket, Key="data/big.bin", UploadId=upload_id, PartNumber=s3_upload.MARKER_PART,
+                    Body=marker)  # fmt: skip
     run = run_tool(s3_config(SrcFileIndex="big.bin", ifVerifyMD5=True))
     assert run.code == 0, run
     assert "deleting it and uploading again" in run.stderr
@@ -97,14 +127,13 @@ def test_verify_md5_catches_a_bad_resumed_part_and_redoes_the_file(src, dst, buc
     assert unfinished_uploads(dst, bucket) == []
 
 
-def test_source_replaced_since_upload_began_restarts(src, dst, bucket, source_objects, s3_config):
-    data = src.get_object(Bucket=source_objects, Key="data/big.bin")["Body"].read()
-    start_upload(dst, bucket, "data/big.bin", data, CHUNK, parts=(1,))
-    time.sleep(1.1)  # S3 times are whole seconds
-    src.put_object(Bucket=source_objects, Key="data/big.bin", Body=os.urandom(len(data)))
+def test_source_replaced_since_its_upload_began_restarts(src, dst, bucket, source_objects, s3_config, aws_profiles,
+                                                         dst_server):  # fmt: skip
+    leave_unfinished(s3_config, aws_profiles, dst_server, SrcFileIndex="big.bin")
+    src.put_object(Bucket=source_objects, Key="data/big.bin", Body=os.urandom(OBJECTS["data/big.bin"]))
     run = run_tool(s3_config(SrcFileIndex="big.bin"))
     assert run.code == 0, run
-    assert "modified after the upload began" in run.stderr
-    assert run.bytes_sent == len(data)
+    assert "made for another version of the source" in run.stderr
+    assert run.bytes_sent == OBJECTS["data/big.bin"]
     assert_copied(src, source_objects, dst, bucket, ["data/big.bin"])
     assert unfinished_uploads(dst, bucket) == []

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import os
 import threading
 
 import botocore.exceptions
@@ -64,22 +65,25 @@ def test_plan_chunks_counts_and_last_part(size, chunk, count, last):
 
 def test_plan_chunks_600_gib_at_50_mib_grows_to_a_whole_mib_within_10000_parts():
     size, chunk = 600 * GiB, 50 * MiB
-    assert -(-size // chunk) > s3_upload.MAX_PARTS  # 12,288 parts at ChunkSize: too many
+    assert -(-size // chunk) > s3_upload.MAX_DATA_PARTS  # 12,288 parts at ChunkSize: too many
     plan = s3_upload.plan_chunks(size, chunk)
     assert plan.part_size % MiB == 0
     assert plan.part_size >= chunk
-    assert plan.part_count <= s3_upload.MAX_PARTS
-    assert plan.part_size == 62 * MiB  # ceil(600 GiB / 10,000) = 61.44 MiB -> 62 MiB
+    assert plan.part_count <= s3_upload.MAX_DATA_PARTS
+    assert plan.part_size == 62 * MiB  # ceil(600 GiB / 9,999) = 61.45 MiB -> 62 MiB
     assert plan.part_count == 9910
     assert_parts_cover(plan)
 
 
-def test_plan_chunks_exactly_10000_chunks_stays_at_chunk_size():
+def test_plan_chunks_exactly_9999_chunks_stays_at_chunk_size_and_10000_grows():
+    """Part 10,000 is the resume marker: data fits in 9,999 parts."""
     chunk = 50 * MiB
-    plan = s3_upload.plan_chunks(s3_upload.MAX_PARTS * chunk, chunk)
+    plan = s3_upload.plan_chunks(s3_upload.MAX_DATA_PARTS * chunk, chunk)
     assert plan.part_size == chunk
-    assert plan.part_count == s3_upload.MAX_PARTS
-    assert plan.part_range(s3_upload.MAX_PARTS)[1] == chunk
+    assert plan.part_count == s3_upload.MAX_DATA_PARTS == s3_upload.MAX_PARTS - 1 == s3_upload.MARKER_PART - 1
+    assert plan.part_range(s3_upload.MAX_DATA_PARTS)[1] == chunk
+    grown = s3_upload.plan_chunks(s3_upload.MAX_PARTS * chunk, chunk)
+    assert grown.part_size == 51 * MiB and grown.part_count < s3_upload.MARKER_PART
 
 
 @pytest.mark.parametrize(
@@ -95,9 +99,9 @@ def test_plan_chunks_grown_part_size_is_whole_mib_at_least_chunk_and_fits(size, 
     plan = s3_upload.plan_chunks(size, chunk)
     assert plan.part_size % MiB == 0
     assert chunk <= plan.part_size <= s3_upload.MAX_PART_SIZE
-    assert plan.part_count <= s3_upload.MAX_PARTS
-    # the smallest whole MiB that fits: one MiB less would need more than 10,000 parts
-    assert -(-size // (plan.part_size - MiB)) > s3_upload.MAX_PARTS or plan.part_size - MiB < chunk
+    assert plan.part_count <= s3_upload.MAX_DATA_PARTS
+    # the smallest whole MiB that fits: one MiB less would need more than 9,999 parts
+    assert -(-size // (plan.part_size - MiB)) > s3_upload.MAX_DATA_PARTS or plan.part_size - MiB < chunk
     assert_parts_cover(plan)
 
 
@@ -135,15 +139,50 @@ def test_multipart_etag_of_one_part_is_not_the_plain_md5():
         ("", "a.txt", "a.txt"),
         ("", "a/b/c.txt", "a/b/c.txt"),
         ("up/", "a/b/c.txt", "up/a/b/c.txt"),
-        ("up", "a\\b\\c.txt", "up/a/b/c.txt"),  # Windows relative path
-        ("", "a\\b\\c.txt", "a/b/c.txt"),
-        ("deep/er/", "x\\y/z.bin", "deep/er/x/y/z.bin"),  # mixed separators
+        ("up", "a\\b.txt", "up/a\\b.txt"),  # a backslash is part of a key, not a separator
         ("up/", "/a.txt", "up/a.txt"),  # no double slash
         ("up", "", "up"),
     ],
 )
 def test_join_key(prefix, relative, key):
     assert s3_upload.join_key(prefix, relative) == key
+
+
+@pytest.mark.parametrize(
+    ("name", "key"),
+    [
+        ("a.txt", "a.txt"),
+        (os.path.join("d", "e", "f.bin"), "d/e/f.bin"),
+        ("报告 ü.txt", "报告 ü.txt"),  # valid UTF-8 stays as it is
+        (os.fsdecode(b"caf\xe9.txt"), "caf\u201bE9.txt"),  # a byte that is not UTF-8: spelt out
+        (os.fsdecode(b"\xff\xfe/x\x80"), "\u201bFF\u201bFE/x\u201b80"),
+    ],
+)
+def test_key_of_local_name_and_back(name, key):
+    assert s3_upload.key_of_local_name(name) == key
+    assert s3_upload.local_name_of_key(key) == name
+    key.encode("utf-8")  # always a valid key
+
+
+def test_printable_shows_undecodable_bytes_as_escapes():
+    assert s3_upload.printable(os.fsdecode(b"caf\xe9.txt")) == "caf\\xe9.txt"
+    assert s3_upload.printable("报告.txt") == "报告.txt"
+
+
+@pytest.mark.parametrize(
+    ("prefix", "written"),
+    [("", ""), ("up", "up/"), ("up/", "up/"), ("backup//", "backup/"), ("/lead", "lead/"), ("a//b/./c", "a/b/c/")],
+)
+def test_key_prefix_writes_one_spelling(prefix, written):
+    assert s3_upload.key_prefix(Settings(des_bucket="b", src_dir=".", s3_prefix=prefix)) == written
+
+
+@pytest.mark.parametrize(
+    ("path", "root", "result"),
+    [("/r/a", "/r", True), ("/r", "/r", True), ("/r/..data", "/r", True), ("/x", "/r", False), ("/r2/a", "/r", False)],
+)
+def test_inside(path, root, result):
+    assert s3_upload.inside(path, root) is result
 
 
 @pytest.mark.parametrize(
@@ -195,16 +234,41 @@ def test_pick_existing_part_md5_none_two_of_the_right_size_the_newest_listed_win
 
 
 # ----------------------------------------------------------------------------------------------------------------------
-# incompatible_upload
+# judge_upload (the resume marker)
 # ----------------------------------------------------------------------------------------------------------------------
 
 T = 1_700_000_000.0  # 2023-11-14 22:13:20 UTC
-UPLOAD = UnfinishedUpload("up/big.bin", "upload-1", T)
 PLAN_12 = s3_upload.plan_chunks(12 * MiB, 5 * MiB)  # parts 5, 5, 2 MiB
+IDENTITY = "s3 etag 0123456789abcdef0123456789abcdef size 12582912"
 
 
-def src(size: int = 12 * MiB, mtime: float = T - 100) -> SourceFile:
-    return SourceFile("up/big.bin", size, mtime, path="/tmp/big.bin")
+def marker(identity: str = IDENTITY, plan=PLAN_12) -> ExistingPart:
+    body = s3_upload.marker_body(identity, plan)
+    return ExistingPart(s3_upload.MARKER_PART, len(body), hashlib.md5(body).hexdigest())
+
+
+def test_judge_upload_with_its_own_marker_is_proven():
+    parts = [ExistingPart(1, 5 * MiB, MD5_OLD), marker()]
+    assert s3_upload.judge_upload(PLAN_12, parts, IDENTITY) == s3_upload.ResumeCheck(proven=True)
+
+
+@pytest.mark.parametrize(
+    "other",
+    [
+        marker(identity=IDENTITY.replace("0123", "9999")),  # another source version (ETag)
+        marker(plan=s3_upload.plan_chunks(12 * MiB, 6 * MiB)),  # another ChunkSize
+        marker(plan=s3_upload.plan_chunks(13 * MiB, 5 * MiB)),  # another size
+    ],
+)
+def test_judge_upload_marker_of_another_version_or_layout_restarts(other):
+    check = s3_upload.judge_upload(PLAN_12, [ExistingPart(1, 5 * MiB, MD5_OLD), other], IDENTITY)
+    assert check.restart and "another version of the source or another ChunkSize" in check.restart
+    assert not check.proven
+
+
+def test_marker_body_names_version_and_layout():
+    body = s3_upload.marker_body(IDENTITY, PLAN_12).decode()
+    assert IDENTITY in body and "part_size 5242880" in body and "size 12582912" in body
 
 
 @pytest.mark.parametrize(
@@ -218,8 +282,9 @@ def src(size: int = 12 * MiB, mtime: float = T - 100) -> SourceFile:
         [ExistingPart(1, 4 * MiB, MD5_OLD), ExistingPart(1, 5 * MiB, MD5_NEW)],
     ],
 )
-def test_incompatible_upload_compatible(parts):
-    assert s3_upload.incompatible_upload(PLAN_12, parts, UPLOAD, src(), True) == ""
+def test_judge_upload_without_marker_resumes_unproven(parts):
+    """Made by another tool (or killed before its marker): resumed, but every part must prove its bytes by MD5."""
+    assert s3_upload.judge_upload(PLAN_12, parts, IDENTITY) == s3_upload.ResumeCheck(proven=False)
 
 
 @pytest.mark.parametrize(
@@ -230,39 +295,16 @@ def test_incompatible_upload_compatible(parts):
         [ExistingPart(1, 5 * MiB, MD5_OLD), ExistingPart(3, 5 * MiB, MD5_OLD)],  # the last part is 2 MiB now
     ],
 )
-def test_incompatible_upload_part_of_wrong_size_names_chunksize(parts):
-    reason = s3_upload.incompatible_upload(PLAN_12, parts, UPLOAD, src(), True)
-    assert reason
-    assert "ChunkSize" in reason
+def test_judge_upload_without_marker_part_of_wrong_size_names_chunksize(parts):
+    check = s3_upload.judge_upload(PLAN_12, parts, IDENTITY)
+    assert "ChunkSize" in check.restart
 
 
-def test_incompatible_upload_part_beyond_the_plan():
+def test_judge_upload_without_marker_part_beyond_the_plan():
     parts = [ExistingPart(n, length, MD5_OLD) for n, _, length in PLAN_12.parts()] + [ExistingPart(4, 1, MD5_OLD)]
-    reason = s3_upload.incompatible_upload(PLAN_12, parts, UPLOAD, src(), True)
-    assert "part 4" in reason and "3 parts" in reason
-    assert "ChunkSize" in reason
-
-
-@pytest.mark.parametrize(
-    ("mtime", "initiated", "changed"),
-    [
-        (T - 5, T, False),
-        (T, T, False),
-        (T + 0.999, T, False),  # the same second as Initiated: not a change
-        (T + 0.75, T + 0.25, False),
-        (T + 1, T, True),  # one second later
-        (T + 1.5, T, True),
-        (T + 3600, T, True),
-    ],
-)
-def test_incompatible_upload_source_modified_after_initiated_whole_seconds(mtime, initiated, changed):
-    upload = UnfinishedUpload("up/big.bin", "upload-1", initiated)
-    reason = s3_upload.incompatible_upload(PLAN_12, [], upload, src(mtime=mtime), True)
-    if changed:
-        assert "modified" in reason
-        assert "2023-11-14 22:13:20 UTC" in reason
-    else:
-        assert reason == ""
+    check = s3_upload.judge_upload(PLAN_12, parts, IDENTITY)
+    assert "part 4" in check.restart and "3 parts" in check.restart
+    assert "ChunkSize" in check.restart
 
 
 @pytest.mark.parametrize(
@@ -275,13 +317,16 @@ def test_incompatible_upload_source_modified_after_initiated_whole_seconds(mtime
     ],
     ids=["5MiB-then-6MiB", "6MiB-then-5MiB"],
 )
-def test_incompatible_upload_lone_part_cut_at_another_chunksize(size, old_chunk, new_chunk, listed):
+def test_judge_upload_lone_part_cut_at_another_chunksize(size, old_chunk, new_chunk, listed):
+    """Sizes alone cannot tell which ChunkSize cut a part: with the marker the layout is known and a change
+    restarts; without it the part is not proven, so it is checked by MD5 against the bytes it should hold."""
     old = s3_upload.plan_chunks(size, old_chunk)
     new = s3_upload.plan_chunks(size, new_chunk)
     assert old.part_range(listed.number) != new.part_range(listed.number)  # other bytes...
     assert old.part_range(listed.number)[1] == new.part_range(listed.number)[1] == listed.size  # ...same length
-    reason = s3_upload.incompatible_upload(new, [listed], UPLOAD, src(size=size), False)
-    assert "ChunkSize" in reason
+    with_marker = s3_upload.judge_upload(new, [listed, marker(plan=old)], IDENTITY)
+    assert "ChunkSize" in with_marker.restart
+    assert not s3_upload.judge_upload(new, [listed], IDENTITY).proven
 
 
 # ----------------------------------------------------------------------------------------------------------------------
@@ -353,6 +398,20 @@ def test_plan_files_newest_unfinished_upload_is_chosen_and_other_keys_ignored():
     assert tasks[0].upload.upload_id == "newest"
     assert tasks[1].action == "multipart" and tasks[1].upload is None
     assert tasks[2].action == "put" and tasks[2].upload is None
+    # What no task resumes is named for cleaning once the file is done with it; another key's upload is not.
+    assert [u.upload_id for u in tasks[0].stale] == ["old", "middle"]
+    assert tasks[1].stale == ()
+    assert [u.upload_id for u in tasks[2].stale] == ["small-one"]
+
+
+def test_plan_files_skips_carry_their_stale_uploads():
+    done, ignored = SourceFile("up/done", 10, T), SourceFile("up/tiny", 20, T)
+    uploads = [UnfinishedUpload("up/done", "d", T), UnfinishedUpload("up/tiny", "t", T)]
+    tasks = s3_upload.plan_files(settings(ignore_small_file=True), [done, ignored], {"up/done": 10}, uploads)
+    assert [(t.action, t.complete, [u.upload_id for u in t.stale]) for t in tasks] == [
+        ("skip", True, ["d"]),
+        ("skip", False, ["t"]),
+    ]
 
 
 # ----------------------------------------------------------------------------------------------------------------------
