@@ -865,7 +865,8 @@ class S3Source:
         self.client, self.retry = client, retry
         self.bucket = settings.src_bucket
         self.prefix = settings.s3_prefix
-        self.list_prefix = folder_prefix(settings.s3_prefix)
+        # As typed, as in the original and in S3 itself: "data" lists data/..., data.txt and data2/...
+        self.list_prefix = settings.s3_prefix
         self.index = settings.src_file_index
         self.listing_errors: list[str] = []
 
@@ -1824,18 +1825,19 @@ def close_logging() -> None:
             logger.removeHandler(handler)
 
 
-def ask_clean(uploads: list[UnfinishedUpload], settings: Settings) -> bool:
-    """The seed's prompt.  Only the answer CLEAN cleans; Enter, anything else or end of input resumes."""
+def ask_clean(uploads: list[UnfinishedUpload], settings: Settings, prefix: str) -> bool:
+    """The seed's prompt.  Only the answer CLEAN cleans (every upload listed); Enter, anything else or end of input
+    resumes."""
     log.warning(
-        "%d unfinished multipart upload(s) under s3://%s/%s:",
+        "%d unfinished multipart upload(s) under s3://%s/%s (CLEAN aborts them all):",
         len(uploads),
         settings.des_bucket,
-        folder_prefix(settings.s3_prefix),
+        prefix,
     )
     for u in uploads[:20]:
         log.warning("  %s (upload %s)", u.key, short_id(u.upload_id))
     if len(uploads) > 20:
-        log.warning("  ... and %d more", len(uploads) - 20)
+        log.warning("  ... and %d more (--dry-run --clean lists them all)", len(uploads) - 20)
     if settings.dont_ask_me_to_clean:
         log.info("DontAskMeToClean is True: resuming them")
         return False
@@ -1893,6 +1895,7 @@ class RunOptions:
     sqs_send: str = ""  # queue URL: queue the files instead of transferring them
     sqs_worker: str = ""  # queue URL: transfer the files queued there
     forever: bool = False  # a worker keeps polling an empty queue
+    run_started: float = dataclasses.field(default_factory=time.monotonic)  # for the closing line's time
 
 
 @dataclasses.dataclass
@@ -1928,7 +1931,7 @@ def open_job(settings: Settings, stop: threading.Event) -> Job:
             log.warning("S3Prefix %r is written as %r (keys never start with '/' or hold '//' here)",
                         settings.s3_prefix, dest_prefix)  # fmt: skip
     else:
-        dest_prefix = folder_prefix(settings.s3_prefix)
+        dest_prefix = settings.s3_prefix  # destination keys equal source keys: the same prefix, as typed
     return Job(settings, retry, endpoints, des_client, source, src_what, des_what, dest_prefix)
 
 
@@ -1953,25 +1956,25 @@ def list_job(job: Job) -> tuple[list[SourceFile], dict[str, int], list[Unfinishe
 
 def run_job(settings: Settings, stop: threading.Event, options: RunOptions = RunOptions()) -> int:
     """The pipeline: list source, list destination, ask about unfinished uploads, plan, transfer, compare, report."""
-    started = time.monotonic()
     job = open_job(settings, stop)
     retry, des_client, source, dest_prefix = job.retry, job.des_client, job.source, job.dest_prefix
     files, destination, uploads = list_job(job)
 
-    job_keys = {f.key for f in files}
-    clean = bool(uploads) and decide_clean(uploads, settings, options)
-    ours = [u for u in uploads if u.key in job_keys]
+    # CLEAN, as in the original: every unfinished upload under the prefix, this job's or not, so that the question
+    # does not come back on the next run.
+    clean = bool(uploads) and decide_clean(uploads, job, options)
     if options.dry_run:
-        tasks = plan_files(settings, files, destination, [] if clean else ours)
-        print_dry_run(tasks, ours if clean else [], des_client, settings, retry, source)
+        tasks = plan_files(settings, files, destination, [] if clean else uploads)
+        print_dry_run(tasks, uploads if clean else [], des_client, settings, retry, source)
         return EXIT_OK
+    started = time.monotonic()  # the transfer's time, not the time a person took to answer
     if clean:
-        for u in ours:
+        for u in uploads:
             log.warning("CLEAN: aborting unfinished upload of %s (%s)", u.key, short_id(u.upload_id))
             abort_upload(des_client, settings.des_bucket, u.key, u.upload_id, retry)
-        ours = []
+        uploads = []
 
-    tasks = plan_files(settings, files, destination, ours)
+    tasks = plan_files(settings, files, destination, uploads)
     progress = make_progress(options.progress)
     progress.begin(tasks)
     engine = Engine(settings, source, des_client, retry, stop, progress)
@@ -2001,19 +2004,35 @@ def run_job(settings: Settings, stop: threading.Event, options: RunOptions = Run
     if options.report_path:
         write_report(options.report_path, settings, results, missing, source.listing_errors, code, seconds,
                      engine.progress.sent_bytes)  # fmt: skip
+    if code == EXIT_OK:  # the original's closing line, which scripts look for; never printed over a failure
+        report.info("%s", mission_line(settings, time.monotonic() - options.run_started))
     return code
 
 
-def decide_clean(uploads: list[UnfinishedUpload], settings: Settings, options: RunOptions) -> bool:
+def mission_line(settings: Settings, seconds: float) -> str:
+    """The original's closing line: MISSION ACCOMPLISHED - Time: 0H:1M:23S - FROM: <source> TO <bucket>/<prefix>,
+    the run's whole time unpadded, S3Prefix as typed."""
+    hours, rest = divmod(int(seconds), 3600)
+    minutes, secs = divmod(rest, 60)
+    if settings.job_type == "LOCAL_TO_S3":
+        source = settings.src_dir[:-1] if settings.src_dir.endswith(("/", "\\")) else settings.src_dir
+    else:
+        source = f"{settings.src_bucket}/{settings.s3_prefix}"
+    return (f"MISSION ACCOMPLISHED - Time: {hours}H:{minutes}M:{secs}S - FROM: {source} TO "
+            f"{settings.des_bucket}/{settings.s3_prefix}")  # fmt: skip
+
+
+def decide_clean(uploads: list[UnfinishedUpload], job: Job, options: RunOptions) -> bool:
+    settings = job.settings
     if options.clean_answer:
         log.warning("%d unfinished multipart upload(s) under s3://%s/%s: %s", len(uploads), settings.des_bucket,
-                    folder_prefix(settings.s3_prefix), "CLEAN (--clean)" if options.clean_answer == "clean"
+                    job.dest_prefix, "CLEAN (--clean)" if options.clean_answer == "clean"
                     else "resuming (--yes)")  # fmt: skip
         return options.clean_answer == "clean"
     if options.dry_run and not settings.dont_ask_me_to_clean:
         log.info("dry run: not asking about %d unfinished upload(s); showing what resuming would do", len(uploads))
         return False
-    return ask_clean(uploads, settings)
+    return ask_clean(uploads, settings, job.dest_prefix)
 
 
 def print_dry_run(tasks: list[FileTask], cleaned: list[UnfinishedUpload], client, settings: Settings,
@@ -2192,8 +2211,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     answer.add_argument("--yes", dest="clean_answer", action="store_const", const="resume",
                         help="do not ask about unfinished uploads: resume them")  # fmt: skip
     answer.add_argument("--clean", dest="clean_answer", action="store_const", const="clean",
-                        help="do not ask about unfinished uploads: abort this job's and restart those files "
-                             "(the CLEAN answer)")  # fmt: skip
+                        help="do not ask about unfinished uploads: abort every one under S3Prefix and restart "
+                             "those files (the CLEAN answer)")  # fmt: skip
     parser.add_argument("--report", metavar="PATH", default="",
                         help="write a JSON report: per file key, size, status, parts, ETag, retries")  # fmt: skip
     parser.add_argument("--progress", choices=("auto", "bar", "log", "none"), default="auto",
@@ -2243,6 +2262,7 @@ def log_effective_settings(settings: Settings, changed: list[str]) -> None:
 
 def main(argv: list[str] | None = None, stop: threading.Event | None = None) -> int:
     """Run one job; returns the exit code.  User errors are one line on stderr, never a traceback."""
+    run_started = time.monotonic()
     args = parse_args(argv)
     stop = stop or threading.Event()
     try:
@@ -2263,9 +2283,9 @@ def main(argv: list[str] | None = None, stop: threading.Event | None = None) -> 
         return EXIT_USAGE
     options = RunOptions(dry_run=args.dry_run, clean_answer=args.clean_answer or "", report_path=args.report,
                          progress="none" if args.dry_run else args.progress, sqs_send=args.sqs_send,
-                         sqs_worker=args.sqs_worker, forever=args.forever)  # fmt: skip
+                         sqs_worker=args.sqs_worker, forever=args.forever, run_started=run_started)  # fmt: skip
     try:
-        log.debug("log file %s", log_path)
+        report.info("Logging to file: %s", os.path.abspath(log_path))  # as the original printed it
         log_effective_settings(settings, changed)
         if options.sqs_send:
             return send_to_queue(settings, stop, options, options.sqs_send)

@@ -65,20 +65,38 @@ def test_stdin_closed_or_other_answer_resumes(dst, bucket, src_dir, make_config)
     assert unfinished_uploads(dst, bucket) == []
 
 
-def test_clean_aborts_only_this_jobs_uploads_and_restarts(dst, bucket, src_dir, make_config):
+def test_clean_aborts_every_upload_under_the_prefix_and_restarts(dst, bucket, src_dir, make_config):
+    """As the original: CLEAN aborts every unfinished upload under S3Prefix, this job's or not, and the next run has
+    nothing left to ask about."""
     write_file(src_dir / "big.bin", 2 * CHUNK + 10)
     data = (src_dir / "big.bin").read_bytes()
-    ours = start_upload(dst, bucket, "up/big.bin", data, CHUNK, parts=(1,))
-    foreign = start_upload(dst, bucket, "up/not-in-this-job.bin", data, CHUNK, parts=(1,))
-    run = run_tool(make_config(DontAskMeToClean=False), stdin="CLEAN\n")
+    start_upload(dst, bucket, "up/big.bin", data, CHUNK, parts=(1,))
+    start_upload(dst, bucket, "up/not-in-this-job.bin", data, CHUNK, parts=(1,))
+    outside = start_upload(dst, bucket, "elsewhere/x.bin", data, CHUNK, parts=(1,))
+    config = make_config(DontAskMeToClean=False)
+    preview = run_tool_with(config, "--dry-run", "--clean")
+    assert preview.code == 0, preview
+    assert "clean    up/big.bin" in preview.stdout and "clean    up/not-in-this-job.bin" in preview.stdout
+    assert "elsewhere/x.bin" not in preview.stdout
+    run = run_tool(config, stdin="CLEAN\n")
     assert run.code == 0, run
     assert s3_upload.CLEAN_PROMPT in run.stdout
-    assert "CLEAN: aborting unfinished upload of up/big.bin" in run.stderr
+    assert "up/big.bin" in run.stderr and "up/not-in-this-job.bin" in run.stderr  # listed before the question
+    assert "CLEAN: aborting unfinished upload of up/not-in-this-job.bin" in run.stderr
     assert run.bytes_sent == len(data)  # restarted from zero
     assert object_md5(dst, bucket, "up/big.bin") == md5_file(src_dir / "big.bin")
-    left = {u["UploadId"] for u in unfinished_uploads(dst, bucket)}
-    assert ours not in left and foreign in left  # another job's upload is not ours to abort
-    dst.abort_multipart_upload(Bucket=bucket, Key="up/not-in-this-job.bin", UploadId=foreign)
+    assert [u["UploadId"] for u in unfinished_uploads(dst, bucket)] == [outside]  # outside the prefix: not ours
+    again = run_tool(config, stdin="")
+    assert again.code == 0 and s3_upload.CLEAN_PROMPT not in again.stdout, again
+    dst.abort_multipart_upload(Bucket=bucket, Key="elsewhere/x.bin", UploadId=outside)
+
+
+def run_tool_with(config, *args: str):
+    from conftest import Run
+
+    proc = subprocess.run(tool_command(config) + list(args), cwd=config.parent, stdin=subprocess.DEVNULL,
+                          capture_output=True, text=True, timeout=120)  # fmt: skip
+    return Run(proc)
 
 
 def test_dont_ask_me_to_clean_resumes_without_prompt(dst, bucket, src_dir, make_config):
