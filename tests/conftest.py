@@ -225,6 +225,13 @@ class Run:
         self.output = proc.stdout + proc.stderr
 
     @property
+    def log_text(self) -> str:
+        """The run's log file (its path is the first line on stdout): the full settings are there."""
+        match = re.match(r"Logging to file: (.+)", self.stdout)
+        assert match, self.stdout
+        return pathlib.Path(match.group(1)).read_text(encoding="utf-8")
+
+    @property
     def bytes_sent(self) -> int:
         return int(re.search(r"\((\d+) bytes\) sent", self.output).group(1))
 

@@ -190,15 +190,15 @@ def test_log_progress_counts_bytes_files_in_flight_and_logs_lines(caplog, monkey
         progress.part_done("up/big.bin", CHUNK, reused=True)
         line = progress.line()
         # A resumed part counts as done, but nothing was sent: no rate, no ETA.
-        assert "5.0 MiB of 10.0 MiB (50%)" in line, line
-        assert "0 B/s, ETA ?" in line and "files 0/2" in line, line
+        assert "5.0 MiB of 10.0 MiB (50%; 5.0 MiB of it found on S3)" in line, line
+        assert "0 B/s sent, ETA ?" in line and "files 0/2" in line, line
         assert "in flight: up/big.bin 1/2" in line, line
         assert (progress.done_bytes, progress.sent_bytes) == (CHUNK, 0)
 
         progress.part_done("up/big.bin", CHUNK)
         progress.file_started("up/small.txt", 1)
         line = progress.line()
-        assert "10.0 MiB of 10.0 MiB (100%)" in line, line
+        assert "10.0 MiB of 10.0 MiB (100%; 5.0 MiB of it found on S3)" in line, line
         assert "0 B/s" not in line and "ETA ?" not in line, line  # now bytes were sent: a rate
         assert "in flight: up/big.bin 2/2, up/small.txt 0/1" in line, line
         assert (progress.done_bytes, progress.sent_bytes) == (2 * CHUNK, CHUNK)
@@ -216,7 +216,7 @@ def test_log_progress_counts_bytes_files_in_flight_and_logs_lines(caplog, monkey
         progress.part_done("up/small.txt", 1000)
         progress.file_finished("up/small.txt")
         line = progress.line()
-        assert "(100%)" in line and "files 2/2" in line and "in flight" not in line, line
+        assert "(100%;" in line and "files 2/2" in line and "in flight" not in line, line
     finally:
         progress.close()
     progress._thread.join(2)
@@ -244,7 +244,7 @@ def test_progress_log_lines_during_a_run(dst, bucket, src_dir, make_config, monk
     err = capsys.readouterr().err
     lines = [line for line in err.splitlines() if " INFO progress: " in line]
     assert lines, err
-    assert all(re.search(r"progress: [\d.]+ \w+ of 10\.0 MiB \(\d+%\), .*/s, ETA \S+, files [01]/1", line)
+    assert all(re.search(r"progress: [\d.]+ \w+ of 10\.0 MiB \(\d+%\), .*/s sent, ETA \S+, files [01]/1", line)
                for line in lines), lines  # fmt: skip
     assert "%|" not in err  # no bar
     assert object_md5(dst, bucket, "up/big.bin") == md5_file(src_dir / "big.bin")
@@ -361,7 +361,8 @@ def test_dry_run_shows_each_decision_and_writes_nothing(dst, bucket, dry_run_set
     assert run.code == 0, run
     lines = run.stdout.splitlines()
     cleaned = sorted(line.split(" (")[0] for line in lines if line.startswith("clean "))
-    assert cleaned == ["clean    up/restart.bin", "clean    up/resume.bin"], run  # only this job's uploads
+    # Every unfinished upload under the prefix, as the original's CLEAN: another job's too.
+    assert cleaned == ["clean    up/other-job.bin", "clean    up/restart.bin", "clean    up/resume.bin"], run
     assert "upload   up/resume.bin (11.0 MiB, 3 parts of 5.0 MiB)" in lines, run  # after CLEAN: from scratch
     assert lines[-1] == "dry run: 1 to skip, 4 to upload; nothing was written", run
     assert server_state(dst, bucket) == dry_run_setup
@@ -472,7 +473,8 @@ def test_flags_override_config_values_and_say_so(dst, bucket, src_dir, tmp_path,
     parts = {f["key"]: f["parts"] for f in json.loads(report_path.read_text())["files"]}
     assert parts == {"other/big.bin": 3, "other/note.txt": 1}
 
-    settings_line = next(line for line in run.stderr.splitlines() if " settings: " in line)
+    assert " settings: " not in run.stderr  # for the log file, not the screen
+    settings_line = next(line for line in run.log_text.splitlines() if " settings: " in line)
     for shown in ("ChunkSize=6291456", "MaxThread=2", "MaxParallelFile=1", "S3Prefix='other/'",
                   f"SrcDir={str(other)!r}", "JobType='LOCAL_TO_S3'"):  # fmt: skip
         assert shown in settings_line, (shown, settings_line)
@@ -526,7 +528,7 @@ def test_des_endpoint_url_wins_over_the_profiles_and_is_checked(
     # ... and the flag (or DesEndpointURL) sends the same profile's keys to the real server.
     run = run_with(make_config(DesProfileName="nowhere"), "--des-endpoint-url", dst_server.endpoint_url)
     assert run.code == 0, run
-    assert f"DesEndpointURL={dst_server.endpoint_url!r}" in run.stderr
+    assert f"DesEndpointURL={dst_server.endpoint_url!r}" in run.log_text
     assert object_md5(dst, bucket, "up/small.txt") == md5_file(src_dir / "small.txt")
     run = run_tool(make_config(DesEndpointURL="ftp://x"))
     assert_usage_error(run, "DesEndpointURL 'ftp://x' must start with http:// or https://")
@@ -684,7 +686,7 @@ def test_max_bandwidth_uploads_correct_bytes(dst, bucket, src_dir, make_config):
     write_file(src_dir / "small.txt", 100)
     run = run_tool(make_config(MaxBandwidth=50 * MiB))
     assert run.code == 0, run
-    assert "MaxBandwidth=52428800" in run.stderr
+    assert "MaxBandwidth=52428800" in run.log_text
     assert run.bytes_sent == 12 * MiB + 100
     assert assert_tree_uploaded(dst, bucket, "up/", src_dir) == 2
 

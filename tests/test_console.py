@@ -1,0 +1,172 @@
+"""What a person sees is true (issue 13): the console's first lines, the progress bar's numbers after a resume, the
+summary's time, the closing block, and the --check preflight, against a real SeaweedFS."""
+
+from __future__ import annotations
+
+import collections
+import os
+import pathlib
+import re
+import subprocess
+import time
+
+import pytest
+from test_usability import run_on_terminal
+
+import s3_upload
+from conftest import (
+    MiB,
+    leave_unfinished,
+    list_keys,
+    md5_file,
+    object_md5,
+    run_tool,
+    tool_command,
+    unfinished_uploads,
+    without_permission_override,
+    write_file,
+)
+
+CHUNK = 5 * MiB
+
+
+def test_progress_rate_counts_only_bytes_sent():
+    """Parts found on S3 are done, not transferred: the rate is what was sent."""
+    progress = s3_upload.Progress()
+    task = s3_upload.FileTask(s3_upload.SourceFile("up/big", 20 * MiB, 0.0), "multipart",
+                              s3_upload.plan_chunks(20 * MiB, CHUNK))  # fmt: skip
+    progress.begin([task])
+    progress._samples = collections.deque([(time.monotonic() - 10.0, 0)])  # as if the transfer began 10 s ago
+    progress.file_started("up/big", 4)
+    progress.part_done("up/big", 2 * CHUNK, reused=True)
+    progress.part_done("up/big", CHUNK)
+    snap = progress.snapshot()
+    assert (snap.done, snap.found) == (3 * CHUNK, 2 * CHUNK)
+    assert 0.45 * MiB < snap.rate < 0.55 * MiB, snap.rate  # 5 MiB in 10 s, not 15 MiB
+    line = progress.line()
+    assert "15.0 MiB of 20.0 MiB (75%; 10.0 MiB of it found on S3)" in line, line
+    assert "512.0 KiB/s sent" in line and "ETA 10s" in line, line
+
+
+@pytest.mark.parametrize(("seconds", "text"), [(0, "0s"), (59.4, "59s"), (61, "1m01s"), (3725, "1h02m")])
+def test_human_duration(seconds, text):
+    assert s3_upload.human_duration(seconds) == text
+
+
+def test_bar_after_a_resume_shows_the_rate_sent_in_binary_units(dst, bucket, src_dir, make_config, aws_profiles,
+                                                                dst_server):  # fmt: skip
+    write_file(src_dir / "big.bin", 6 * CHUNK)
+    leave_unfinished(make_config, aws_profiles, dst_server, fail_part=4)  # parts 1-3 (15 MiB) on S3
+    cap = 4 * MiB
+    config = make_config(MaxBandwidth=cap, MaxThread=1)
+    code, out = run_on_terminal([*tool_command(config), "--progress", "bar"], config.parent)
+    assert code == 0, out
+    renders = re.findall(r"(\d+\.\d) MiB of 30\.0 MiB \(\d+%; 15\.0 MiB of it found on S3\) (\d+\.\d) MiB/s ETA", out)
+    assert renders, out
+    rate = float(renders[-1][1]) * MiB
+    # 15 MiB sent at 4 MiB/s; a part may start early by one part at most.  Counting the 15 MiB found on S3 as
+    # transferred (what the bar used to do) would show about twice the cap.
+    assert rate < 1.5 * cap, renders[-1]
+    assert " MB" not in out and "MB/s" not in out  # binary units, labelled as such
+    assert object_md5(dst, bucket, "up/big.bin") == md5_file(src_dir / "big.bin")
+
+
+def test_summary_time_starts_at_the_clean_answer(dst, bucket, src_dir, make_config, aws_profiles, dst_server):
+    write_file(src_dir / "big.bin", 2 * CHUNK)
+    leave_unfinished(make_config, aws_profiles, dst_server)
+    config = make_config(DontAskMeToClean=False)
+    proc = subprocess.Popen(tool_command(config), cwd=config.parent, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)  # fmt: skip
+    time.sleep(5)  # a person reading the question
+    out, err = proc.communicate("\n", timeout=120)
+    assert proc.returncode == 0, out + err
+    transfer = float(re.search(r"sent in (\d+\.\d)s", out).group(1))
+    whole = re.search(r"MISSION ACCOMPLISHED - Time: (\d+)H:(\d+)M:(\d+)S", out).groups()
+    assert int(whole[0]) * 3600 + int(whole[1]) * 60 + int(whole[2]) >= 4  # the run's whole time
+    assert transfer < 4, out  # the transfer's time: from the answer on
+
+
+def test_console_shows_job_plan_and_log_path_and_keeps_the_settings_for_the_log(dst, bucket, src_dir, make_config):
+    write_file(src_dir / "a.bin", CHUNK + 1)
+    write_file(src_dir / "b.txt", 10)
+    dst.put_object(Bucket=bucket, Key="up/b.txt", Body=b"0123456789")
+    run = run_tool(make_config())
+    assert run.code == 0, run
+    log_path = pathlib.Path(re.match(r"Logging to file: (.+)", run.stdout).group(1))
+    assert f"job: LOCAL_TO_S3 {src_dir} -> s3://{bucket}/up/ (profile dst)" in run.stderr
+    assert "plan: 2 file(s), 5.0 MiB: 1 to upload (5.0 MiB), 1 to skip (already at the destination)" in run.stderr
+    assert "settings:" not in run.stderr
+    assert "settings: JobType='LOCAL_TO_S3'" in log_path.read_text()
+
+
+def test_closing_block_names_each_outcome_its_reason_fix_and_the_exit_code(dst, bucket, src_dir, make_config,
+                                                                          aws_profiles, dst_server):  # fmt: skip
+    write_file(src_dir / "resumed.bin", 2 * CHUNK)
+    leave_unfinished(make_config, aws_profiles, dst_server)
+    write_file(src_dir / "there.txt", 10)
+    dst.put_object(Bucket=bucket, Key="up/there.txt", Body=(src_dir / "there.txt").read_bytes())
+    write_file(src_dir / "locked.txt", 10)
+    (src_dir / "locked.txt").chmod(0)
+    try:
+        config = make_config()
+        proc = subprocess.run(tool_command(config), cwd=config.parent, stdin=subprocess.DEVNULL, capture_output=True,
+                              text=True, timeout=120, preexec_fn=without_permission_override)  # fmt: skip
+    finally:
+        (src_dir / "locked.txt").chmod(0o644)
+    assert proc.returncode == 1, proc.stdout + proc.stderr
+    lines = proc.stdout.splitlines()
+    assert any(re.match(r"summary: 1 uploaded \(1 resumed from parts already on S3\), 1 skipped, 1 failed; ", line)
+               for line in lines), lines  # fmt: skip
+    assert "  skipped: 1 already at the destination with the same size" in lines
+    failed = [line for line in lines if line.startswith("  failed: up/locked.txt: ")]
+    assert failed and "Permission denied" in failed[0] and "fix its permissions" in failed[0], lines
+    assert lines[-1] == ("exit code 1: some files failed or are missing (named above); run the same command again to "
+                         "resume them")  # fmt: skip
+    assert object_md5(dst, bucket, "up/resumed.bin") == md5_file(src_dir / "resumed.bin")
+
+
+def check_run(config, *args: str) -> subprocess.CompletedProcess:
+    return subprocess.run(tool_command(config) + ["--check", *args], cwd=config.parent, stdin=subprocess.DEVNULL,
+                          capture_output=True, text=True, timeout=120)  # fmt: skip
+
+
+def check_lines(out: str) -> dict[str, str]:
+    """'what' -> 'ok' / 'MISSING' from the check's lines."""
+    found = re.findall(r"^  (ok|MISSING)\s+(.+?)\s{2,}", out, flags=re.M)
+    return {what: state for state, what in found}
+
+
+def test_check_names_each_missing_permission_and_leaves_nothing(dst, bucket, src_dir, make_config):
+    write_file(src_dir / "a.txt", 10)
+    everything = check_run(make_config())
+    assert everything.returncode == 0, everything.stdout + everything.stderr
+    assert set(check_lines(everything.stdout).values()) == {"ok"} and len(check_lines(everything.stdout)) == 7
+    assert "every permission the job needs is there" in everything.stdout
+
+    reader = check_run(make_config(DesProfileName="reader"))  # may read and list, not write
+    assert reader.returncode == 2, reader.stdout
+    states = check_lines(reader.stdout)
+    assert states["list the destination"] == "ok" and states["create a multipart upload"] == "MISSING"
+    assert re.search(r"MISSING\s+create a multipart upload\s+s3:PutObject on arn:aws:s3:::" + bucket + r"/up/\*: "
+                     r"AccessDenied for profile reader", reader.stdout), reader.stdout  # fmt: skip
+
+    writer = check_run(make_config(DesProfileName="writer"))  # may write, not list
+    assert writer.returncode == 2, writer.stdout
+    states = check_lines(writer.stdout)
+    assert states["list the destination"] == "MISSING" and states["list unfinished uploads"] == "MISSING"
+    assert states["create a multipart upload"] == "ok" and states["abort it"] == "ok"
+    assert "s3:ListBucketMultipartUploads" in writer.stdout
+    # Nothing written, nothing left: no object, no unfinished upload (the check's own upload was aborted).
+    assert list_keys(dst, bucket) == {} and unfinished_uploads(dst, bucket) == []
+
+
+def test_check_of_an_s3_source(src, src_bucket, dst, bucket, make_config, src_profile):
+    config = make_config(JobType="S3_TO_S3", SrcBucket=src_bucket, SrcProfileName=src_profile, S3Prefix="data/")
+    empty = check_run(config)
+    assert empty.returncode == 0, empty.stdout
+    assert "nothing under the prefix to try" in empty.stdout
+    src.put_object(Bucket=src_bucket, Key="data/x.bin", Body=os.urandom(100))
+    full = check_run(config)
+    assert full.returncode == 0, full.stdout
+    assert check_lines(full.stdout)["read an object"] == "ok"
+    assert list_keys(dst, bucket) == {} and unfinished_uploads(dst, bucket) == []
