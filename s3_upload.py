@@ -3,10 +3,11 @@
 
 A Python port of the "AWS S3 multi-thread resumable upload tool v1.0" (James Huang, Apache-2.0).
 
-Two jobs share one engine:
-  LOCAL_TO_S3  a local directory (or one file in it) -> a destination bucket
-  S3_TO_S3     a source bucket -> a destination bucket, each with its own credential profile
-               (e.g. AWS global -> AWS China); bytes stream through this machine by ranged GET + UploadPart.
+Three jobs share one engine:
+  LOCAL_TO_S3   a local directory (or one file in it) -> a destination bucket
+  S3_TO_S3      a source bucket -> a destination bucket, each with its own credential profile
+                (e.g. AWS global -> AWS China); bytes stream through this machine by ranged GET + UploadPart.
+  ALIOSS_TO_S3  an Aliyun OSS bucket -> a destination bucket: S3_TO_S3 with OSS's S3-compatible API as the source.
 
 The user edits ``s3_upload_config.py`` and runs ``python3 s3_upload.py``.  The script reads like the data flows:
 
@@ -48,6 +49,7 @@ import threading
 import time
 import traceback
 import types
+import urllib.parse
 from typing import Any, Callable, Iterable, Iterator, Protocol
 
 import boto3
@@ -84,7 +86,7 @@ EXIT_FAILED = 1  # some file failed or is missing at the destination
 EXIT_USAGE = 2  # bad config, credentials or access: nothing was transferred
 EXIT_INTERRUPTED = 130
 
-JOB_TYPES = ("LOCAL_TO_S3", "S3_TO_S3")
+JOB_TYPES = ("LOCAL_TO_S3", "S3_TO_S3", "ALIOSS_TO_S3")
 STORAGE_CLASSES = (
     "STANDARD",
     "REDUCED_REDUNDANCY",
@@ -143,6 +145,10 @@ class Settings:
     src_dir: str = ""  # SrcDir
     src_bucket: str = ""  # SrcBucket
     src_profile: str = "default"  # SrcProfileName
+    ali_src_bucket: str = ""  # ali_SrcBucket: ALIOSS_TO_S3's source bucket on Aliyun OSS
+    ali_access_key_id: str = ""  # ali_access_key_id: a RAM user's AccessKey for OSS (not an AWS profile)
+    ali_access_key_secret: str = dataclasses.field(default="", repr=False)  # ali_access_key_secret: never shown
+    ali_endpoint: str = ""  # ali_endpoint: e.g. "oss-cn-beijing.aliyuncs.com" (https:// unless a scheme is given)
     chunk_size: int = 50 * MiB  # ChunkSize
     max_retry: int = 30  # MaxRetry
     max_thread: int = 3  # MaxThread
@@ -180,6 +186,10 @@ CONFIG_OPTIONS: dict[str, tuple[str, tuple[type, ...]]] = {
     "SrcDir": ("src_dir", (str,)),
     "SrcBucket": ("src_bucket", (str,)),
     "SrcProfileName": ("src_profile", (str,)),
+    "ali_SrcBucket": ("ali_src_bucket", (str,)),
+    "ali_access_key_id": ("ali_access_key_id", (str,)),
+    "ali_access_key_secret": ("ali_access_key_secret", (str,)),
+    "ali_endpoint": ("ali_endpoint", (str,)),
     "ChunkSize": ("chunk_size", (int,)),
     "MaxRetry": ("max_retry", (int,)),
     "MaxThread": ("max_thread", (int,)),
@@ -207,6 +217,8 @@ CONFIG_OPTIONS: dict[str, tuple[str, tuple[type, ...]]] = {
     "SQSVisibilityTimeout": ("sqs_visibility_timeout", (int,)),
 }
 
+
+SECRET_OPTIONS = frozenset({"ali_access_key_secret"})  # never printed, logged or put in an error message
 
 CONFIG_EXAMPLES = {
     "ChunkSize": "ChunkSize = 50 * Megabytes",
@@ -249,11 +261,16 @@ def _same_file(a: str, b: str) -> bool:
 
 
 def check_misspelt_options(values: dict[str, object]) -> None:
+    """A name close to an option is a typo: an error, never a silent fallback to a default.  When the config also
+    sets that option, the hint must not be "rename it" (that would silently replace the option's value)."""
     lowered = {name.lower(): name for name in CONFIG_OPTIONS}
     for name in values:
         if name in CONFIG_OPTIONS or isinstance(values[name], types.ModuleType) or callable(values[name]):
             continue
         close = lowered.get(name.lower()) or next(iter(difflib.get_close_matches(name, CONFIG_OPTIONS, 1, 0.8)), "")
+        if close in values:
+            raise UserError(f"unknown option {name!r} in the config, which also sets {close!r}; delete {name!r} or "
+                            f"fix its name")  # fmt: skip
         if close:
             raise UserError(f"unknown option {name!r} in the config; did you mean {close!r}? Rename it")
 
@@ -271,8 +288,9 @@ def settings_from_values(values: dict[str, object]) -> Settings:
         # bool is an int in Python: a ChunkSize of True is a mistake, not 1 byte.
         if not isinstance(value, accepted) or (bool not in accepted and isinstance(value, bool)):
             wanted = " or ".join(t.__name__ for t in accepted)
+            shown = "(value not shown)" if name in SECRET_OPTIONS else repr(value)
             raise UserError(
-                f"{name} must be {wanted}, got {type(value).__name__} {value!r}; fix it in the config "
+                f"{name} must be {wanted}, got {type(value).__name__} {shown}; fix it in the config "
                 f"(e.g. {CONFIG_EXAMPLES.get(name, name + ' = ...')})"
             )
         fields[field] = value
@@ -284,7 +302,7 @@ def settings_from_values(values: dict[str, object]) -> Settings:
 def validate_settings(s: Settings) -> None:
     """Range checks that need no network.  Each message names the option and the fix."""
     if s.job_type not in JOB_TYPES:
-        raise UserError(f"JobType {s.job_type!r} is unknown; use 'LOCAL_TO_S3' or 'S3_TO_S3'")
+        raise UserError(f"JobType {s.job_type!r} is unknown; use 'LOCAL_TO_S3', 'S3_TO_S3' or 'ALIOSS_TO_S3'")
     if not MIN_PART_SIZE <= s.chunk_size <= MAX_PART_SIZE:
         raise UserError(
             f"ChunkSize {s.chunk_size} is out of range; S3 parts must be 5 MiB to 5 GiB "
@@ -345,7 +363,7 @@ def validate_settings(s: Settings) -> None:
                 f"SrcDir {s.src_dir} is a file, not a directory; set SrcDir to its directory "
                 f"and SrcFileIndex to its name"
             )
-    else:
+    elif s.job_type == "S3_TO_S3":
         if not s.src_bucket:
             raise UserError("SrcBucket is empty; set the source bucket for S3_TO_S3")
         check_bucket_name("SrcBucket", s.src_bucket)
@@ -354,6 +372,40 @@ def validate_settings(s: Settings) -> None:
                 "SrcBucket and DesBucket are the same bucket with the same profile; S3_TO_S3 would copy "
                 "every object onto itself: set another DesBucket or DesProfileName"
             )
+    else:
+        validate_alioss(s)
+
+
+def validate_alioss(s: Settings) -> None:
+    """ALIOSS_TO_S3 reads with its own four ali_ options (SrcBucket and SrcProfileName are not used).  The secret's
+    value is never part of a message."""
+    if not s.ali_src_bucket:
+        raise UserError("ali_SrcBucket is empty; set the Aliyun OSS bucket to copy from for ALIOSS_TO_S3")
+    check_bucket_name("ali_SrcBucket", s.ali_src_bucket)
+    if not s.ali_endpoint:
+        raise UserError("ali_endpoint is empty; set the OSS endpoint of ali_SrcBucket's region, "
+                        "e.g. ali_endpoint = 'oss-cn-beijing.aliyuncs.com'")  # fmt: skip
+    host = urllib.parse.urlsplit(oss_endpoint_url(s.ali_endpoint)).hostname or ""
+    if host.startswith(s.ali_src_bucket + ".") and OSS_REGIONAL_HOST.fullmatch(host[len(s.ali_src_bucket) + 1 :]):
+        raise UserError(f"ali_endpoint {s.ali_endpoint!r} starts with the bucket; give the region's endpoint "
+                        f"without it (the bucket goes in ali_SrcBucket)")  # fmt: skip
+    for name, value, what in (("ali_access_key_id", s.ali_access_key_id, "AccessKey ID"),
+                              ("ali_access_key_secret", s.ali_access_key_secret, "AccessKey secret")):  # fmt: skip
+        if not value:
+            raise UserError(f"{name} is empty; set the {what} of a RAM user that may list and read ali_SrcBucket")
+        if value != value.strip():
+            raise UserError(f"{name} starts or ends with a space; remove it (copy the {what} exactly)")
+
+
+def oss_endpoint_url(endpoint: str) -> str:
+    """ali_endpoint as a URL: "oss-cn-beijing.aliyuncs.com" -> "https://oss-cn-beijing.aliyuncs.com".  The original
+    tool's OSS SDK took a bare host as http://; https is the default here, and "http://..." can still be written."""
+    parts = urllib.parse.urlsplit(endpoint if "://" in endpoint else "https://" + endpoint)
+    if not re.fullmatch(r"[A-Za-z0-9.-]+(:[0-9]{1,5})?", parts.netloc) or parts.scheme not in ("http", "https") \
+            or parts.path not in ("", "/") or parts.query or parts.fragment:  # fmt: skip
+        raise UserError(f"ali_endpoint {endpoint!r} is not an OSS endpoint; give the region's host, e.g. "
+                        f"'oss-cn-beijing.aliyuncs.com' (https) or 'http://oss-cn-beijing.aliyuncs.com'")  # fmt: skip
+    return f"{parts.scheme}://{parts.netloc}"
 
 
 # What botocore accepts as a bucket name (it refuses anything else before sending), plus access point ARNs.
@@ -542,6 +594,35 @@ class Endpoints:
             session = make_session(profile, option)
             self._clients[key] = session.client("s3", endpoint_url=endpoint_url or None, config=self.client_config)
         return self._clients[key]
+
+    def oss_client(self):
+        """ALIOSS_TO_S3's source: Aliyun OSS through its S3-compatible API, with the config's ali_ keys (no profile).
+
+        OSS serves only virtual-hosted requests (bucket.endpoint), and refuses aws-chunked bodies, so botocore adds
+        its checksums only where an operation requires them, whatever ChecksumMode says (this client only lists and
+        reads; ChecksumMode still governs the destination).  SigV4 is signed for the region named in the endpoint."""
+        url = oss_endpoint_url(self.settings.ali_endpoint)
+        if url not in self._clients:
+            config = self.client_config.merge(botocore.config.Config(
+                s3={"addressing_style": "virtual"}, request_checksum_calculation="when_required",
+                response_checksum_validation="when_required"))  # fmt: skip
+            self._clients[url] = boto3.session.Session().client(
+                "s3", endpoint_url=url, region_name=oss_signing_region(url), config=config,
+                aws_access_key_id=self.settings.ali_access_key_id,
+                aws_secret_access_key=self.settings.ali_access_key_secret)  # fmt: skip
+        return self._clients[url]
+
+
+# OSS's hosts name their region: oss-cn-beijing.aliyuncs.com, s3.oss-cn-beijing.aliyuncs.com and their -internal
+# forms are region cn-beijing (OSS's region ID, as its guide for AWS SDKs gives it).
+OSS_REGIONAL_HOST = re.compile(r"(?:s3\.)?oss-([a-z]{2}-[a-z0-9-]+?)(?:-internal)?\.aliyuncs\.com")
+
+
+def oss_signing_region(endpoint_url: str) -> str:
+    """The SigV4 region for an OSS endpoint: its region ID when the host names one, else us-east-1 (a custom domain,
+    an acceleration endpoint; OSS's own examples of S3-style signatures use us-east-1)."""
+    match = OSS_REGIONAL_HOST.fullmatch(urllib.parse.urlsplit(endpoint_url).hostname or "")
+    return match.group(1) if match else "us-east-1"
 
 
 def make_session(profile: str, option: str = "DesProfileName") -> boto3.Session:
@@ -866,18 +947,23 @@ def _seek_read(fh, offset: int, length: int) -> bytes:
     return fh.read(length)
 
 
+def source_bucket(settings: Settings) -> str:
+    """The bucket a job reads from: SrcBucket (S3_TO_S3), ali_SrcBucket (ALIOSS_TO_S3), none (LOCAL_TO_S3)."""
+    return {"S3_TO_S3": settings.src_bucket, "ALIOSS_TO_S3": settings.ali_src_bucket}.get(settings.job_type, "")
+
+
 class S3Source:
     """Objects in SrcBucket under S3Prefix, read by ranged GET pinned to the listed ETag (If-Match), so an object
     replaced mid-copy fails the file instead of mixing versions.  Re-reading is a download, so parts already at the
     destination are trusted by size when the upload's resume marker ties it to this very version, and checked by
-    reading them again otherwise."""
+    reading them again otherwise.  ALIOSS_TO_S3 is this same source on ali_SrcBucket, with a client for OSS."""
 
     kind = "s3"
     verify_existing_parts = False
 
     def __init__(self, settings: Settings, client, retry: RetryPolicy):
         self.client, self.retry = client, retry
-        self.bucket = settings.src_bucket
+        self.bucket = source_bucket(settings)
         self.prefix = settings.s3_prefix
         # As typed, as in the original and in S3 itself: "data" lists data/..., data.txt and data2/...
         self.list_prefix = settings.s3_prefix
@@ -1955,6 +2041,22 @@ def check_access(exc: BaseException, what: str) -> None:
         ) from None
 
 
+def check_oss_access(exc: BaseException, what: str) -> None:
+    """check_access for the OSS source, whose keys and region are ali_ options of the config, not a profile."""
+    code = error_code(exc)
+    if code in CREDENTIAL_ERROR_CODES:
+        raise UserError(f"{what}: the OSS credentials were refused ({code}); check ali_access_key_id and "
+                        f"ali_access_key_secret in the config") from None  # fmt: skip
+    if code == "NoSuchBucket":
+        raise UserError(f"{what}: the bucket does not exist; check ali_SrcBucket, and that ali_endpoint is its "
+                        f"region's endpoint") from None  # fmt: skip
+    if code in ("AccessDenied", "AllAccessDisabled", "PermanentRedirect", "IllegalLocationConstraintException"):
+        raise UserError(f"{what}: {code}; give the RAM user of ali_access_key_id oss:ListObjects and oss:GetObject "
+                        f"on ali_SrcBucket, and check that ali_endpoint is the bucket's region") from None  # fmt: skip
+    if isinstance(exc, botocore.exceptions.EndpointConnectionError):
+        raise UserError(f"{what}: cannot connect; check ali_endpoint and the network") from None
+
+
 @dataclasses.dataclass(frozen=True)
 class RunOptions:
     """How to run, from the command line (never from the config): see parse_args."""
@@ -1991,10 +2093,16 @@ def open_job(settings: Settings, stop: threading.Event) -> Job:
     if settings.job_type == "LOCAL_TO_S3":
         source = LocalSource(settings)
         src_what = f"SrcDir {settings.src_dir}"
-    else:
+    elif settings.job_type == "S3_TO_S3":
         src_client = endpoints.client(settings.src_profile, "SrcProfileName", settings.src_endpoint_url)
         source = S3Source(settings, src_client, retry)
         src_what = f"source s3://{settings.src_bucket} (profile {settings.src_profile})"
+    else:
+        oss_url = oss_endpoint_url(settings.ali_endpoint)
+        if "://" not in settings.ali_endpoint:
+            log.info("ali_endpoint %r has no scheme: using %s", settings.ali_endpoint, oss_url)
+        source = S3Source(settings, endpoints.oss_client(), retry)
+        src_what = f"source oss://{settings.ali_src_bucket} (ali_endpoint {oss_url})"
     des_what = f"destination s3://{settings.des_bucket} (profile {settings.des_profile})"
     if settings.job_type == "LOCAL_TO_S3":
         dest_prefix = key_prefix(settings)
@@ -2012,6 +2120,8 @@ def list_job(job: Job) -> tuple[list[SourceFile], dict[str, int], list[Unfinishe
     try:
         files = job.source.list()
     except (botocore.exceptions.BotoCoreError, botocore.exceptions.ClientError) as exc:
+        if settings.job_type == "ALIOSS_TO_S3":
+            check_oss_access(exc, job.src_what)
         check_access(exc, job.src_what)
         raise
     log.info("source: %d file(s), %s", len(files), human_bytes(sum(f.size for f in files)))
@@ -2090,7 +2200,7 @@ def mission_line(settings: Settings, seconds: float) -> str:
     if settings.job_type == "LOCAL_TO_S3":
         source = settings.src_dir[:-1] if settings.src_dir.endswith(("/", "\\")) else settings.src_dir
     else:
-        source = f"{settings.src_bucket}/{settings.s3_prefix}"
+        source = f"{source_bucket(settings)}/{settings.s3_prefix}"
     return (f"MISSION ACCOMPLISHED - Time: {hours}H:{minutes}M:{secs}S - FROM: {source} TO "
             f"{settings.des_bucket}/{settings.s3_prefix}")  # fmt: skip
 
@@ -2149,7 +2259,7 @@ def check_source(job: Job) -> list[Check]:
     source = job.source
     assert isinstance(source, S3Source)
     client, bucket, prefix = source.client, source.bucket, source.list_prefix
-    profile = s.src_profile
+    profile = s.src_profile if s.job_type == "S3_TO_S3" else "of ali_access_key_id"
     listed, page = _try("list the source", f"s3:ListBucket on {arn(client, bucket)}", profile,
                         lambda: client.list_objects_v2(Bucket=bucket, Prefix=prefix, MaxKeys=1))  # fmt: skip
     read_action = f"s3:GetObject on {arn(client, bucket, prefix)}"
@@ -2209,8 +2319,10 @@ def job_line(job: Job) -> str:
     target = f"s3://{s.des_bucket}/{job.dest_prefix} (profile {s.des_profile})"
     if s.job_type == "LOCAL_TO_S3":
         source = os.path.abspath(s.src_dir)
-    else:
+    elif s.job_type == "S3_TO_S3":
         source = f"s3://{s.src_bucket}/{s.s3_prefix} (profile {s.src_profile})"
+    else:
+        source = f"oss://{s.ali_src_bucket}/{s.s3_prefix} ({oss_endpoint_url(s.ali_endpoint)})"
     one = "" if s.src_file_index == "*" else f", only {s.src_file_index}"
     return f"{s.job_type} {source} -> {target}{one}"
 
@@ -2392,7 +2504,7 @@ def parse_size(text: str) -> int:
 
 # Flags that override one config value for one run: (flag, config name, type, help).
 OVERRIDE_FLAGS = (
-    ("--job-type", "JobType", str, "LOCAL_TO_S3 or S3_TO_S3"),
+    ("--job-type", "JobType", str, "LOCAL_TO_S3, S3_TO_S3 or ALIOSS_TO_S3"),
     ("--src-dir", "SrcDir", str, "local directory to upload (LOCAL_TO_S3)"),
     ("--file", "SrcFileIndex", str, "one file (name relative to SrcDir / S3Prefix), or '*' for all"),
     ("--prefix", "S3Prefix", str, "S3Prefix: destination prefix (LOCAL_TO_S3) or source prefix (S3_TO_S3)"),
@@ -2423,8 +2535,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
         prog="s3_upload",
         description="Multi-threaded, resumable, MD5-verified upload of large files to Amazon S3 (LOCAL_TO_S3) or "
-        "between buckets of two accounts (S3_TO_S3). Settings come from the config module (s3_upload_config.py); "
-        "the flags below override single values for one run.",
+        "between buckets of two accounts (S3_TO_S3) or from Aliyun OSS (ALIOSS_TO_S3). Settings come from the config "
+        "module (s3_upload_config.py); the flags below override single values for one run.",
         epilog="Exit codes: 0 every file is at the destination; 1 some file failed (rerun to resume); 2 bad config, "
         "credentials or access; 130 interrupted.",
     )
@@ -2484,7 +2596,13 @@ def resolve_settings(args: argparse.Namespace) -> tuple[Settings, list[str]]:
 
 def log_effective_settings(settings: Settings, changed: list[str]) -> None:
     names = {field: name for name, (field, _) in CONFIG_OPTIONS.items()}
-    shown = ", ".join(f"{names[f.name]}={getattr(settings, f.name)!r}" for f in dataclasses.fields(settings))
+
+    def value(field: str) -> str:
+        if names[field] in SECRET_OPTIONS:
+            return "'***'" if getattr(settings, field) else "''"
+        return repr(getattr(settings, field))
+
+    shown = ", ".join(f"{names[f.name]}={value(f.name)}" for f in dataclasses.fields(settings))
     log.info("s3_upload %s settings: %s", __version__, shown, extra=FILE_ONLY)
     for line in changed:
         log.warning("%s", line)
@@ -2568,7 +2686,7 @@ def file_message(settings: Settings, f: SourceFile) -> dict:
     return {
         "v": MESSAGE_VERSION,
         "job_type": settings.job_type,
-        "src_bucket": settings.src_bucket if settings.job_type == "S3_TO_S3" else "",
+        "src_bucket": source_bucket(settings),
         "src_key_or_path": f.path if settings.job_type == "LOCAL_TO_S3" else f.key,
         "des_bucket": settings.des_bucket,
         "key": f.key,
@@ -2587,8 +2705,8 @@ def message_key(settings: Settings, body: str) -> str:
         m = json.loads(body)
         if m.get("v") != MESSAGE_VERSION:
             raise ValueError(f"unknown message version {m.get('v')!r}")
-        src_bucket = settings.src_bucket if settings.job_type == "S3_TO_S3" else ""
-        if (m["job_type"], m["des_bucket"], m["src_bucket"]) != (settings.job_type, settings.des_bucket, src_bucket):
+        expected = (settings.job_type, settings.des_bucket, source_bucket(settings))
+        if (m["job_type"], m["des_bucket"], m["src_bucket"]) != expected:
             raise ValueError("it belongs to another job (JobType or buckets differ from this worker's config)")
         key = m["key"]
         if not isinstance(key, str) or not key:

@@ -5,11 +5,11 @@ Profiles are the names of sections in ~/.aws/credentials (and ~/.aws/config); se
 """
 
 """Basic Configure"""
-JobType = "LOCAL_TO_S3"  # 'LOCAL_TO_S3' | 'S3_TO_S3'
+JobType = "LOCAL_TO_S3"  # 'LOCAL_TO_S3' | 'S3_TO_S3' | 'ALIOSS_TO_S3'
 SrcFileIndex = "*"  # 指定要上传的文件的文件名, type = str，Upload全部文件则用 "*"
 # The file to upload (a name, or a path relative to SrcDir / S3Prefix); "*" uploads every file, recursively.
 S3Prefix = "multipart/"  # S3_TO_S3源S3的Prefix，LOCAL_TO_S3则为目标S3的Prefix, type = str
-# S3_TO_S3: the source prefix (destination keys equal source keys); LOCAL_TO_S3: the destination prefix.
+# S3_TO_S3 / ALIOSS_TO_S3: the source prefix (destination keys equal source keys); LOCAL_TO_S3: the destination prefix.
 DesProfileName = "default"  # 在~/.aws 中配置的能访问目标S3的 profile name
 DesBucket = "your-destination-bucket"  # 目标文件bucket, type = str
 
@@ -21,6 +21,13 @@ SrcDir = "/path/to/your/files/"
 """Configure for S3_TO_S3"""
 SrcBucket = "your-source-bucket"  # 源Bucket，LOCAL_TO_S3则本字段无效
 SrcProfileName = "default"  # 在~/.aws 中配置的能访问源S3的 profile name，LOCAL_TO_S3则本字段无效
+
+"""Configure for ALIOSS_TO_S3"""
+ali_SrcBucket = "your-oss-bucket"  # 阿里云OSS 源Bucket，LOCAL_TO_S3/S3_TO_S3则本字段无效
+ali_access_key_id = "your-access-key-id"  # 阿里云 RAM 用户访问密钥 (a RAM user's AccessKey, not an AWS profile)
+ali_access_key_secret = "your-access-key-secret"
+ali_endpoint = "oss-cn-beijing.aliyuncs.com"  # OSS endpoint of the bucket's region (OSS控制台可以找到)
+# Without a scheme the endpoint is reached over https://; write "http://oss-cn-beijing.aliyuncs.com" for plain http.
 
 """Advanced Configure"""
 Megabytes = 1024 * 1024

@@ -210,7 +210,7 @@ class _Connection:
         self.link, self.number = link, number
         self.client_writer = client_writer
         self.upstream_writer: Optional[asyncio.StreamWriter] = None
-        self.methods: collections.deque[str] = collections.deque()  # requests waiting for their final response
+        self.waiting: collections.deque[dict] = collections.deque()  # requests waiting for their final response
         self.reset_pending = False  # reset_unit "connection": cut the first request with a body
         self.dead = False
         self.tasks: list[asyncio.Task] = []
@@ -232,10 +232,14 @@ class _Connection:
         link = self.link
         (method, target, *_), headers = _head_fields(head)
         link.count("requests")
-        link.ops[operation(method, target)] += 1
-        self.methods.append(method)
-        link.in_flight_changed(+1)
+        op = operation(method, target)
+        link.ops[op] += 1
         length = _body_length(headers)
+        # history: [conn, op, body bytes, seconds since clear() at the head, at the final answer, status]
+        entry = {"method": method, "row": [self.number, op, length or 0, link.now(), None, None]}
+        link.history.append(entry["row"])
+        self.waiting.append(entry)
+        link.in_flight_changed(+1)
         if length is None:
             link.count("unparsed")
             return None, None
@@ -257,7 +261,9 @@ class _Connection:
         self.link.statuses[str(code)] += 1
         if 100 <= code < 200:
             return 0, None  # interim (100 Continue): the request still waits for its answer
-        method = self.methods.popleft() if self.methods else ""
+        entry = self.waiting.popleft() if self.waiting else {"method": "", "row": [0, "", 0, 0, 0, 0]}
+        entry["row"][4:6] = [self.link.now(), code]
+        method = entry["method"]
         self.link.in_flight_changed(-1)
         if method == "HEAD" or code in (204, 304):
             return 0, None
@@ -292,6 +298,18 @@ class Link:
         self.cleared_at = time.monotonic()
         self.in_flight, self.in_flight_area, self.in_flight_since = 0, 0.0, self.cleared_at
         self.conn_numbers = 0
+        self.history: list[list] = []
+
+    def now(self) -> float:
+        """Seconds since clear()."""
+        return round(time.monotonic() - self.cleared_at, 4)
+
+    def kill_all(self) -> int:
+        """RST every open connection (e.g. when its client was killed: its buffered bytes are lost with it)."""
+        connections = list(self.connections)
+        for conn in connections:
+            conn.kill()
+        return len(connections)
 
     def count(self, name: str, n: int = 1) -> None:
         self.counters[name] += n
@@ -357,8 +375,8 @@ class Link:
             conn.kill()
         finally:
             self.connections.discard(conn)
-            if conn.methods:  # requests that will never be answered
-                self.in_flight_changed(-len(conn.methods))
+            if conn.waiting:  # requests that will never be answered
+                self.in_flight_changed(-len(conn.waiting))
             for writer in (client_writer, conn.upstream_writer):
                 if writer is not None and not conn.dead:
                     writer.close()
@@ -498,6 +516,10 @@ def serve(upstream: tuple[str, int], port: int, knobs: dict) -> None:
                 if cmd["cmd"] == "set":
                     link.set(**cmd["knobs"])
                     return {"ok": True}
+                if cmd["cmd"] == "history":
+                    return {"history": link.history}
+                if cmd["cmd"] == "kill_all":
+                    return {"killed": link.kill_all()}
                 return {"error": f"unknown command {cmd['cmd']!r}"}
             except Exception as e:  # a bad command must not stop the proxy
                 return {"error": f"{type(e).__name__}: {e}"}
@@ -567,6 +589,15 @@ class LinkProxy:
 
     def set(self, **knobs) -> None:
         self._command(cmd="set", knobs=knobs)
+
+    def history(self) -> list[list]:
+        """Every request since clear(): [connection number, S3 operation, body bytes, seconds since clear() when its
+        head passed, when its final answer passed (None: never), status (None: never)]."""
+        return self._command(cmd="history")["history"]
+
+    def kill_all(self) -> int:
+        """RST every open connection; how many there were."""
+        return self._command(cmd="kill_all")["killed"]
 
     def stop(self) -> None:
         proc, self.proc = self.proc, None

@@ -689,6 +689,7 @@ class Rclone(Peer):
             knobs = ["--transfers", str(job.concurrency)]
         else:
             knobs = ["--s3-chunk-size", f"{job.chunk // MiB}M", "--s3-upload-concurrency", str(job.concurrency)]
+            knobs += ["--s3-upload-cutoff", f"{job.chunk // MiB}M"]  # multipart as soon as the others (default 200M)
         return [self.rclone, "copy", source, f"dst:{job.bucket}/{job.prefix}", *knobs, "--s3-no-check-bucket"], env
 
 
@@ -781,6 +782,7 @@ def link_end(world: World, run: Run, cpu_before: float) -> None:
     if not world.link:
         return
     run.link = world.link.stats()
+    run.link["history"] = world.link.history()
     run.proxy_cpu = process_cpu_seconds(world.link.pid) - cpu_before
     run.others_cpu = max(0.0, run.others_cpu - run.proxy_cpu)
 
@@ -1268,6 +1270,9 @@ def killed_run(world: World, peer: Peer, job: Job, threshold: int, timeout: floa
             seen = world.link.stats()["bytes_up"]
             if seen >= threshold:
                 os.kill(pid, signal.SIGKILL)
+                # Its connections go with it: on loopback its kernel holds up to ~4 MiB per connection in socket
+                # buffers (a real 150 ms path: ~1 MiB) and would otherwise go on sending them after its death.
+                world.link.kill_all()
                 killed = True
                 break
         if not killed and process_alive(pid):
@@ -1465,6 +1470,47 @@ def link_counts(runs: list[Run]) -> tuple[str, str, str, str]:
     return requests, resets, connections, flight
 
 
+def timeline(run: Run) -> str:
+    """What the proxy saw of one run, in order: the requests before the first upload, the upload phase, the
+    requests after it, and the answers that were not 2xx.  Seconds since the client was started."""
+    history = (run.link or {}).get("history") or []
+    if not history:
+        return "no requests seen"
+    bodies = [h for h in history if h[2] > 0]
+    ops = ", ".join(f"{op} {n}" for op, n in sorted(run.link["ops"].items(), key=lambda kv: -kv[1]))
+    text = f"first request at {history[0][3]:.2f} s"
+    if bodies:
+        first = bodies[0][3]
+        answered = [h[4] for h in bodies if h[4] is not None]
+        last = max(answered) if answered else first
+        before = [h[1] for h in history if h[3] < first]
+        after = [h[1] for h in history if h[3] > last]
+        sent = sum(h[2] for h in bodies)
+        rate = sent / MiB / (last - first) if last > first else float("nan")
+        text += f"; {len(before)} before the first upload" + (f" ({', '.join(before)})" if before else "")
+        text += f", which starts at {first:.2f} s; uploads answered until {last:.2f} s ({rate:.1f} MiB/s of bodies"
+        text += f" between those); {len(after)} after" + (f" ({', '.join(after)})" if after else "")
+    ends = [h[4] for h in history if h[4] is not None]
+    if ends:
+        text += f"; last answer at {max(ends):.2f} s"
+    text += f"; exit at {run.wall:.2f} s. Requests: {ops}"
+    odd = {code: n for code, n in run.link.get("statuses", {}).items() if not code.startswith(("1", "2"))}
+    unanswered = sum(1 for h in history if h[5] is None)
+    if odd:
+        text += "; answers not 2xx: " + ", ".join(f"{code} x{n}" for code, n in sorted(odd.items()))
+    if unanswered:
+        text += f"; {unanswered} never answered (reset or killed)"
+    return text
+
+
+def timelines(results: dict[str, list[Run]]) -> list[str]:
+    lines = ["", "What the proxy saw in round 1 (seconds since the client was started):", ""]
+    for name, runs in results.items():
+        if runs:
+            lines.append(f"- {name}: {timeline(runs[0])}")
+    return lines
+
+
 def verdict(ratio: float | None, target: float | None) -> str:
     if ratio is None:
         return "-"
@@ -1507,6 +1553,7 @@ def link_table(section: Section, target: float | None) -> list[str]:
         ]
     if per_file:
         lines += ["", f"{section.nfiles} files, {human(section.nbytes)} in all; MiB/s = all bytes / wall."]
+    lines += timelines(section.results)
     lines += link_cpu_note(section)
     return lines
 
@@ -1565,6 +1612,11 @@ def crash_table(rows: dict[str, list[tuple[Run, Run, int]]], size: int) -> list[
             f"Median {TOOL} total / best peer's median total ({best}): {ratio:.2f} (target <= {LINK_TARGET_CRASH:.1f}:"
             f" {verdict(ratio, LINK_TARGET_CRASH)})."
         ]
+    results = {}
+    for name, runs in rows.items():
+        results[f"{name}, killed run"] = [k for k, _, _ in runs]
+        results[f"{name}, run again"] = [r for _, r, _ in runs]
+    lines += timelines(results)
     all_runs = [r for runs in rows.values() for k, r2, _ in runs for r in (k, r2)]
     proxy = sum(r.proxy_cpu for r in all_runs)
     wall = sum(r.wall for r in all_runs)
@@ -1682,6 +1734,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     link.add_argument("--link-conn-mibps", type=float, default=LINK_CONN_RATE / MiB, help="per connection (2)")
     link.add_argument("--link-shared-mibps", type=float, default=LINK_SHARED_RATE / MiB, help="all together (32)")
     link.add_argument("--link-reset", type=float, default=LINK_RESET_RATE, help="share reset mid-body (0.005)")
+    parser.add_argument("--keep-logs", type=Path, help="copy every client's output and this tool's logs here")
     args = parser.parse_args(argv)
     args.rounds = args.rounds or (1 if args.quick else 3)
     if args.rounds < 1:
@@ -1730,6 +1783,11 @@ def run_all(args: argparse.Namespace, workdir: Path) -> str:
     finally:
         say("stopping servers")
         world.stop()
+        if args.keep_logs:
+            for name in ("logs", "tool-logs"):
+                if (workdir / name).is_dir():
+                    shutil.copytree(workdir / name, args.keep_logs / name, dirs_exist_ok=True)
+            say(f"logs copied to {args.keep_logs}")
 
 
 def run_and_report(args: argparse.Namespace, prefix: str, run: Callable[[argparse.Namespace, Path], str]) -> int:

@@ -10,6 +10,12 @@ S3 server on 127.0.0.1, then turn faults on and off while requests flow.
 
 For the tool, point a profile's endpoint_url at ``proxy.endpoint_url`` (e.g. ``aws_profiles.add(...)``).
 
+It is also a forward proxy for plain http (``HTTP_PROXY=proxy.endpoint_url``): a request in absolute form, e.g.
+``GET http://bkt.oss-test.local:PORT/key HTTP/1.1``, goes to the same fixed upstream in origin form (``GET /key``) with
+its Host header unchanged, so a client reaches virtual-hosted names that do not resolve here.  With
+``virtual_host_domain="oss-test.local"``, ``Request.bucket`` / ``key`` read a Host ``<bucket>.oss-test.local[:port]``
+as the bucket (virtual-hosted style); ``Request.absolute_form`` tells how the request came.
+
 Knobs (attributes; also keyword arguments of the constructor; set them at any time, or several at once with
 ``set(**knobs)``; ``clear_faults()`` turns all off; each request reads a snapshot of them when its head arrives;
 all default off):
@@ -43,10 +49,11 @@ Counters: ``stats`` (requests, errors, resets, stalls, rewrites, connections, by
 reached the server / the client, heads included), ``history`` (every Request, with ``fault`` and ``status`` filled
 in), and ``exceptions`` (unexpected errors inside the proxy or in ``match`` / ``rewrite_response``: keep it empty).
 
-Limits: plain http only (no TLS, no CONNECT); path-style addressing for ``Request.bucket`` / ``key``; repeated
-response header names are joined with ", " when ``rewrite_response`` re-serialises a response. The proxy answers
-``Expect: 100-continue`` itself (and strips the header upstream; botocore does not sign it); when it answers such a
-request with an error it closes the connection, as the client will not send the body.
+Limits: plain http only (no TLS, no CONNECT); path-style addressing for ``Request.bucket`` / ``key`` unless the Host
+is under ``virtual_host_domain``; repeated response header names are joined with ", " when ``rewrite_response``
+re-serialises a response. The proxy answers ``Expect: 100-continue`` itself (and strips the header upstream; botocore
+does not sign it); when it answers such a request with an error it closes the connection, as the client will not send
+the body.
 
 Whenever a connection ends mid-message (a fault, a stall given up, ``stop()``) the client gets an RST, never a FIN:
 http.client takes an EOF inside the response headers as their end, so a FIN right after "HTTP/1.1 200 OK" would make
@@ -96,15 +103,28 @@ class Request:
     "stall-request", "stall-response" or "rewrite"; ``status``: what the client got (None if it got no status)."""
 
     method: str
-    target: str  # as sent: path?query
+    target: str  # path?query, as sent upstream (origin form)
     headers: dict[str, str]  # lower-case names
     fault: Optional[str] = None
     status: Optional[int] = None
+    absolute_form: bool = False  # the client sent it as to a forward proxy (http://host/path?query)
+    virtual_host_domain: str = ""  # the proxy's: a Host under it names the bucket
 
     @property
     def path(self) -> str:
-        """The URL-decoded path, e.g. /bucket/some key."""
+        """The URL-decoded path, e.g. /bucket/some key (virtual-hosted: /some key)."""
         return urllib.parse.unquote(self.target.partition("?")[0])
+
+    @property
+    def host(self) -> str:
+        """The Host header without its port, lower case."""
+        return urllib.parse.urlsplit("//" + self.headers.get("host", "")).hostname or ""
+
+    @property
+    def virtual_hosted(self) -> bool:
+        """Is the bucket in the Host header (``<bucket>.<virtual_host_domain>``) rather than in the path?"""
+        domain = self.virtual_host_domain.lower()
+        return bool(domain) and self.host.endswith("." + domain)
 
     @property
     def query(self) -> dict[str, str]:
@@ -114,10 +134,14 @@ class Request:
 
     @property
     def bucket(self) -> str:
+        if self.virtual_hosted:
+            return self.host[: -len(self.virtual_host_domain) - 1]
         return self.path.lstrip("/").partition("/")[0]
 
     @property
     def key(self) -> str:
+        if self.virtual_hosted:
+            return self.path[1:]
         return self.path.lstrip("/").partition("/")[2]
 
     @property
@@ -159,7 +183,8 @@ class Request:
         """What makes two requests 'the same' for the reproducible fault draws (uploadId is random per run)."""
         q = sorted((k, v) for k, v in self.query.items() if k != "uploadId")
         ranges = [self.headers.get(h, "") for h in ("range", "x-amz-copy-source-range")]
-        return repr((self.method, self.path, q, ranges))
+        path = f"/{self.bucket}{self.path}" if self.virtual_hosted else self.path
+        return repr((self.method, path, q, ranges))
 
 
 class _Cut(Exception):
@@ -424,7 +449,13 @@ class _Connection:
             if lines is None:
                 return
             method, target, version = (lines[0].decode("latin-1").split(" ", 2) + ["", ""])[:3]
-            req = Request(method.upper(), target, _parse_headers(lines[1:]))
+            absolute = target.lower().startswith("http://")
+            if absolute:  # as to a forward proxy: the upstream gets the origin form (the Host header says the rest)
+                origin = urllib.parse.urlsplit(target)
+                target = (origin.path or "/") + (f"?{origin.query}" if origin.query else "")
+                lines[0] = f"{method} {target} {version}".encode("latin-1")
+            req = Request(method.upper(), target, _parse_headers(lines[1:]), absolute_form=absolute,
+                          virtual_host_domain=self.proxy.virtual_host_domain)  # fmt: skip
             plan = self.proxy._plan(req)
             body, length = _body(reader, req.headers, until_close=False)
             expect = req.headers.get("expect", "").lower() == "100-continue"
@@ -496,7 +527,8 @@ class _Connection:
 
     def _forward(self, req: Request, plan: _Plan, lines: list[bytes], body, length) -> bool:
         """Relays one request and its response; False when the connection must close."""
-        head = b"".join(line for line in lines if not line.lower().startswith(b"expect:")) + b"\r\n"
+        hop_by_hop = (b"expect:", b"proxy-connection:", b"proxy-authorization:")  # for this proxy, not upstream
+        head = b"".join(line for line in lines if not line.lower().startswith(hop_by_hop)) + b"\r\n"
         cut_at = self._cut_at(plan, "request", head, length)
         if cut_at is not None and length is None:  # chunked: buffer it to know where its middle is
             body = list(body)
@@ -587,9 +619,10 @@ class FaultProxy:
     match: Optional[Callable[[Request], bool]]
     rewrite_response: Optional[Callable[[Request, int, dict, bytes], Optional[bytes]]]
 
-    def __init__(self, upstream_host: str, upstream_port: int, seed: int = 0, **knobs):
+    def __init__(self, upstream_host: str, upstream_port: int, seed: int = 0, virtual_host_domain: str = "", **knobs):
         self.upstream = (upstream_host, upstream_port)
         self.seed = seed
+        self.virtual_host_domain = virtual_host_domain
         self.port = 0
         self.endpoint_url = ""
         for name, value in FAULTS_OFF.items():

@@ -3,6 +3,9 @@
     with SeaweedServer(tmp_path, [identity("u", "AK", "SK")], ["bkt"]) as srv:
         s3 = srv.client("AK", "SK")
 
+Virtual-hosted requests (Host: bkt.oss-test.local:PORT, as Aliyun OSS requires) are served with
+``extra_flags=["-s3.domainName=oss-test.local"]``; path-style requests to 127.0.0.1 keep working.
+
 Give each server a fresh workdir: SeaweedFS's data directory only shrinks on vacuum.
 """
 
@@ -22,6 +25,7 @@ import subprocess
 import sys
 import threading
 import time
+from typing import Sequence
 
 import boto3
 from botocore.config import Config
@@ -112,12 +116,14 @@ class SeaweedServer:
         identities: list[dict],
         buckets: list[str] = (),
         https_cert: tuple[str, str] | None = None,  # (certfile, keyfile): also https
+        extra_flags: Sequence[str] = (),  # more `weed mini` flags, e.g. ["-s3.domainName=oss-test.local"]
     ):
         if not identities:
             raise ValueError("need at least one identity")
         self.workdir = pathlib.Path(workdir).resolve()
         self.identities, self.buckets = list(identities), list(buckets)
         self.https_cert = https_cert
+        self.extra_flags = list(extra_flags)
         # The readiness probe and bucket creation sign as the first Admin identity.
         admin = next((i for i in identities if "Admin" in i["actions"]), identities[0])
         self._admin = [admin["credentials"][0][k] for k in ("accessKey", "secretKey")]
@@ -176,6 +182,7 @@ class SeaweedServer:
             args += [f"-s3.port.https={hp}", f"-s3.cert.file={cert}"]
             args.append(f"-s3.key.file={key}")
             self.https_endpoint_url = f"https://127.0.0.1:{hp}"
+        args += self.extra_flags
         main = threading.current_thread() is threading.main_thread()
         hook = _die_with_parent if _prctl and main else None
         with open(self.log_path, "ab") as log:  # the child keeps its own copy of the fd

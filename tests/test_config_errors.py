@@ -321,9 +321,16 @@ def test_shipped_sample_config_is_valid(tmp_path):
 @pytest.mark.parametrize(("typo", "option"), [("ChunkSzie", "ChunkSize"), ("MaxThreads", "MaxThread"),
                                               ("dontaskmetoclean", "DontAskMeToClean")])  # fmt: skip
 def test_misspelt_option_names_the_close_match(dst, bucket, source, make_config, typo, option):
-    config = make_config()
+    config = make_config(**{option: DROP})  # a name close to an option the config sets is not a typo of it
     config.write_text(config.read_text() + f"{typo} = 1\n")
     assert_user_error(run_tool(config), repr(typo), f"did you mean {option!r}")
+    assert_nothing_uploaded(dst, bucket)
+
+
+def test_misspelt_option_next_to_its_option_is_an_error_that_does_not_say_rename(dst, bucket, source, make_config):
+    config = make_config()  # sets ChunkSize
+    config.write_text(config.read_text() + "ChunkSzie = 64 * Megabytes\n")
+    assert_user_error(run_tool(config), "'ChunkSzie'", "also sets 'ChunkSize'", "delete 'ChunkSzie'")
     assert_nothing_uploaded(dst, bucket)
 
 

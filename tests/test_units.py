@@ -672,10 +672,12 @@ def test_settings_extra_and_private_names_are_ignored(seed_values):
     assert s3_upload.settings_from_values(values).chunk_size == 50 * MiB
 
 
-@pytest.mark.parametrize("typo", ["chunksize", "ChunkSzie", "MaxThreads"])
-def test_settings_misspelt_option_is_an_error_not_a_silent_default(seed_values, typo):
-    with pytest.raises(s3_upload.UserError, match="did you mean"):
-        s3_upload.settings_from_values(dict(seed_values, **{typo: 1}))
+@pytest.mark.parametrize(("typo", "option"), [("chunksize", "ChunkSize"), ("ChunkSzie", "ChunkSize"),
+                                              ("MaxThreads", "MaxThread")])  # fmt: skip
+def test_settings_misspelt_option_is_an_error_not_a_silent_default(seed_values, typo, option):
+    values = {name: value for name, value in seed_values.items() if name != option}
+    with pytest.raises(s3_upload.UserError, match=f"did you mean '{option}'"):
+        s3_upload.settings_from_values(dict(values, **{typo: 1}))
 
 
 def test_settings_advanced_options_and_flags(seed_values):
