@@ -103,6 +103,7 @@ STORAGE_CLASSES = (
 LOGGING_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
 CHECKSUM_MODES = ("MD5", "MD5_CRC32")
 ADDRESSING_STYLES = ("auto", "path", "virtual")
+COPY_MODES = ("auto", "stream", "server")
 SSE_MODES = ("", "AES256", "aws:kms")
 CANNED_ACLS = (
     "", "private", "public-read", "public-read-write", "authenticated-read", "aws-exec-read", "bucket-owner-read",
@@ -174,6 +175,7 @@ class Settings:
     sqs_endpoint_url: str = ""  # SQSEndpointURL: "" = the SQS endpoint of the profile's region
     sqs_idle_seconds: float = 60.0  # SQSIdleSeconds: a worker exits after the queue was empty this long
     sqs_visibility_timeout: int = 300  # SQSVisibilityTimeout: seconds a taken message stays hidden (heartbeat)
+    copy_mode: str = "auto"  # CopyMode: S3_TO_S3 by S3's own copy ("server"), through this machine ("stream"), "auto"
 
 
 # config name -> (Settings field, accepted types)
@@ -215,6 +217,7 @@ CONFIG_OPTIONS: dict[str, tuple[str, tuple[type, ...]]] = {
     "SQSEndpointURL": ("sqs_endpoint_url", (str,)),
     "SQSIdleSeconds": ("sqs_idle_seconds", (int, float)),
     "SQSVisibilityTimeout": ("sqs_visibility_timeout", (int,)),
+    "CopyMode": ("copy_mode", (str,)),
 }
 
 
@@ -326,6 +329,8 @@ def validate_settings(s: Settings) -> None:
     for name, url in (("DesEndpointURL", s.des_endpoint_url), ("SrcEndpointURL", s.src_endpoint_url)):
         if url and not url.startswith(("http://", "https://")):
             raise UserError(f'{name} {url!r} must start with http:// or https://, or be "" for the default')
+    if s.copy_mode not in COPY_MODES:
+        raise UserError(f"CopyMode {s.copy_mode!r} is unknown; use 'auto', 'stream' or 'server'")
     if s.addressing_style not in ADDRESSING_STYLES:
         raise UserError(f"AddressingStyle {s.addressing_style!r} is unknown; use 'auto', 'path' or 'virtual'")
     if s.server_side_encryption not in SSE_MODES:
@@ -793,6 +798,17 @@ def inside(path: str, root: str) -> bool:
     return rel != os.pardir and not rel.startswith(os.pardir + os.sep) and not os.path.isabs(rel)
 
 
+@dataclasses.dataclass(frozen=True)
+class SourceFacts:
+    """What the source says about one file before it is sent: the object attributes to set at the destination, and
+    what can prove the copy equal to the source without reading it again."""
+
+    attributes: dict
+    checksum: tuple[str, str] | None = None  # a full-object checksum: (algorithm, base64 value), e.g. ("CRC32", ...)
+    part_size: int = 0  # a multipart source's own part size, when its parts are of one size (the last may be less)
+    parts: int = 0  # and its number of parts
+
+
 class Source(Protocol):
     """What the engine needs of a source; it never asks which kind it has."""
 
@@ -805,7 +821,7 @@ class Source(Protocol):
     def current(self, f: SourceFile) -> SourceFile: ...  # the file as it is now, to detect a change mid-transfer
     def resolve(self, key: str) -> SourceFile: ...  # the job's file with this key, as it is now (fleet workers)
     def identity(self, f: SourceFile) -> str: ...  # the source version an upload is tied to (resume marker)
-    def attributes(self, f: SourceFile) -> dict: ...  # object attributes to set at the destination
+    def facts(self, f: SourceFile) -> SourceFacts: ...  # attributes to copy, and what can prove the copy
     def describe(self, f: SourceFile) -> str: ...  # for logs
 
 
@@ -919,10 +935,11 @@ class LocalSource:
         # The marker only spares hashing work here: every part reused is checked against the local bytes by MD5.
         return f"local size {f.size} mtime {f.mtime!r}"
 
-    def attributes(self, f: SourceFile) -> dict:
-        """Content-Type guessed from the file name, as the AWS CLI does; none when unknown (S3's default)."""
+    def facts(self, f: SourceFile) -> SourceFacts:
+        """Content-Type guessed from the file name, as the AWS CLI does; none when unknown (S3's default).  A local
+        file has no checksum to compare with: its parts are proven by the MD5s sent with them."""
         content_type = mimetypes.guess_type(f.path)[0]
-        return {"ContentType": content_type} if content_type else {}
+        return SourceFacts({"ContentType": content_type} if content_type else {})
 
     def describe(self, f: SourceFile) -> str:
         return printable(f.path)
@@ -1052,19 +1069,65 @@ class S3Source:
     COPIED_ATTRIBUTES = ("ContentType", "ContentEncoding", "CacheControl", "ContentDisposition", "ContentLanguage",
                          "Metadata")  # fmt: skip
 
-    def attributes(self, f: SourceFile) -> dict:
+    def _head(self, f: SourceFile, **kwargs) -> dict:
         def head() -> dict:
             try:
-                return self.client.head_object(Bucket=self.bucket, Key=f.key, IfMatch=f'"{f.etag}"')
+                return self.client.head_object(Bucket=self.bucket, Key=f.key, IfMatch=f'"{f.etag}"', **kwargs)
             except botocore.exceptions.ClientError as exc:
                 self._changed(f, exc)
                 raise
 
-        response = self.retry.call(f"HEAD s3://{self.bucket}/{f.key}", head)
-        return {name: response[name] for name in self.COPIED_ATTRIBUTES if response.get(name)}
+        return self.retry.call(f"HEAD s3://{self.bucket}/{f.key}", head)
+
+    def facts(self, f: SourceFile) -> SourceFacts:
+        """One HeadObject (with ChecksumMode): the attributes to copy and the source's full-object checksum, if it
+        has one (AWS gives new objects a CRC64NVME).  Without one, a multipart source's own part layout: copied with
+        the same parts, the copy's ETag must equal the source's, which proves the bytes."""
+        head = self._head(f, ChecksumMode="ENABLED")
+        attributes = {name: head[name] for name in self.COPIED_ATTRIBUTES if head.get(name)}
+        checksum = full_object_checksum(head)
+        if checksum or not etag_is_md5(head) or not re.fullmatch(r"[0-9a-f]{32}-[0-9]+", f.etag):
+            return SourceFacts(attributes, checksum)
+        parts = int(f.etag.rsplit("-", 1)[1])
+        part_size = self._uniform_part_size(f, parts)
+        return SourceFacts(attributes, None, part_size, parts if part_size else 0)
+
+    def _uniform_part_size(self, f: SourceFile, parts: int) -> int:
+        """The size of every part but the last, if the source's parts are of one size (0 if not, or unknown): the
+        first part's size from HeadObject(PartNumber=1), its count must fit, and the other parts looked at (all of
+        them up to 32 parts, else the second, the last but one and the last) must agree."""
+        try:
+            first = self._head(f, PartNumber=1)
+        except botocore.exceptions.ClientError:
+            return 0  # a store without HeadObject per part: no layout to copy
+        size = int(first.get("ContentLength", 0))
+        if int(first.get("PartsCount", 0) or 0) != parts or size <= 0 or math.ceil(f.size / size) != parts:
+            return 0
+        if parts > 32:
+            looked_at = sorted({2, parts - 1, parts})
+        else:
+            looked_at = list(range(2, parts + 1))
+        for number in looked_at:
+            expected = min(size, f.size - (number - 1) * size)
+            if int(self._head(f, PartNumber=number).get("ContentLength", -1)) != expected:
+                return 0
+        return size
 
     def describe(self, f: SourceFile) -> str:
         return f"s3://{self.bucket}/{f.key}"
+
+
+FULL_OBJECT_ALGORITHMS = ("CRC64NVME", "CRC32C", "CRC32")  # the checksums S3 can check for a whole object
+
+
+def full_object_checksum(head: dict) -> tuple[str, str] | None:
+    """(algorithm, value) of a full-object checksum in a HeadObject answer.  Some stores omit ChecksumType: a value
+    without a '-N' suffix is a full-object one (a composite checksum of N parts ends in '-N')."""
+    for algorithm in FULL_OBJECT_ALGORITHMS:
+        value = head.get(f"Checksum{algorithm}")
+        if value and (head.get("ChecksumType") == "FULL_OBJECT" or (not head.get("ChecksumType") and "-" not in value)):
+            return algorithm, value
+    return None
 
 
 # ----------------------------------------------------------------------------------------------------------------------
@@ -1209,8 +1272,12 @@ def pick_existing_part(entries: list[ExistingPart], length: int, md5_hex: str | 
 # The marker is never part of the completed object (CompleteMultipartUpload lists the data parts only).
 
 
-def marker_body(identity: str, plan: ChunkPlan) -> bytes:
-    return f"s3_upload resume marker 1\nsource {identity}\nsize {plan.size}\npart_size {plan.part_size}\n".encode()
+def marker_body(identity: str, plan: ChunkPlan, checksum: tuple[str, str] | None = None) -> bytes:
+    """The marker's bytes: the source version, the part layout, and the full-object checksum the upload was created
+    with (an upload made without one cannot be completed with one)."""
+    algorithm = checksum[0] if checksum else "none"
+    return (f"s3_upload resume marker 1\nsource {identity}\nsize {plan.size}\npart_size {plan.part_size}\n"
+            f"checksum {algorithm}\n").encode()  # fmt: skip
 
 
 @dataclasses.dataclass(frozen=True)
@@ -1221,7 +1288,8 @@ class ResumeCheck:
     proven: bool = False  # the marker ties it to this source version and part layout: parts of the right size count
 
 
-def judge_upload(plan: ChunkPlan, parts: list[ExistingPart], identity: str) -> ResumeCheck:
+def judge_upload(plan: ChunkPlan, parts: list[ExistingPart], identity: str,
+                 checksum: tuple[str, str] | None = None) -> ResumeCheck:  # fmt: skip
     """Decide about an unfinished upload of this key from its listed parts (marker included).
 
     With a marker: resume only if it was made for this source version and layout.  Without one (the original tool,
@@ -1231,7 +1299,7 @@ def judge_upload(plan: ChunkPlan, parts: list[ExistingPart], identity: str) -> R
     restarts at once."""
     markers = [p for p in parts if p.number == MARKER_PART]
     if markers:
-        expected = hashlib.md5(marker_body(identity, plan)).hexdigest()
+        expected = hashlib.md5(marker_body(identity, plan, checksum)).hexdigest()
         if any(p.etag == expected for p in markers):
             return ResumeCheck(proven=True)
         return ResumeCheck("it was made for another version of the source or another ChunkSize")
@@ -1249,15 +1317,57 @@ def judge_upload(plan: ChunkPlan, parts: list[ExistingPart], identity: str) -> R
     return ResumeCheck()
 
 
-def examine_upload(client, bucket: str, task: FileTask, source: Source, retry: RetryPolicy
-                   ) -> tuple[ResumeCheck, list[ExistingPart]]:  # fmt: skip
-    """List the parts of the task's unfinished upload and judge it (a run and --dry-run decide alike)."""
+@dataclasses.dataclass(frozen=True)
+class Shape:
+    """How one file goes up in this attempt, and what proves the finished object equal to its source."""
+
+    plan: ChunkPlan
+    multipart: bool
+    checksum: tuple[str, str] | None = None  # the source's full-object checksum: S3 checks the copy against it
+    same_layout: bool = False  # parts cut as the source's: the copy's ETag must equal the source's
+    proof: str = "part MD5s"
+
+
+PROOF_PARTS = "part MD5s"  # each part checked by Content-MD5 (or S3's copy of it), the ETag by their digests
+PROOF_ETAG = "ETag equal to the source"
+PROOF_SERVER = "S3's own copy of the listed version"  # UploadPartCopy / CopyObject pinned by CopySourceIfMatch
+
+
+def shape_of(task: FileTask, facts: SourceFacts, settings: Settings, copies: bool) -> Shape:
+    """How a file goes up, and what will prove it: the source's full-object checksum, handed to S3 to check; else a
+    multipart source's own part layout, so the copy's ETag must equal the source's (streamed: only when its parts fit
+    the memory the settings allow); else the part MD5s, or, copied by S3, the pinned copy itself."""
+    f = task.src
+    plain = Shape(task.plan, task.action == "multipart", proof=PROOF_SERVER if copies else PROOF_PARTS)
+    if facts.checksum:
+        return dataclasses.replace(plain, checksum=facts.checksum, proof=f"full-object {facts.checksum[0]}")
+    if not facts.part_size:
+        return plain
+    size, count = facts.part_size, facts.parts
+    if count > MAX_DATA_PARTS or size > MAX_PART_SIZE or (size < MIN_PART_SIZE and count > 1):
+        why = "outside S3's limits with the marker part"
+    elif size > settings.chunk_size and not copies:
+        why = f"larger than ChunkSize {human_bytes(settings.chunk_size)} (the memory the settings allow)"
+    else:
+        return Shape(ChunkPlan(f.size, size), True, same_layout=True, proof=PROOF_ETAG)
+    log.info("%s: the source's %d parts of %s are %s: copied in ChunkSize parts, proven by part MD5s", f.key, count,
+             human_bytes(size), why)  # fmt: skip
+    return plain
+
+
+def examine_upload(client, bucket: str, task: FileTask, source: Source, retry: RetryPolicy, shape: Shape,
+                   can_read_back: bool = True) -> tuple[ResumeCheck, list[ExistingPart]]:  # fmt: skip
+    """List the parts of the task's unfinished upload and judge it (a run and --dry-run decide alike).
+    ``can_read_back``: parts without a marker can be proven by reading the source (not when S3 copies them)."""
     assert task.upload is not None
     parts = list_upload_parts(client, bucket, task.src.key, task.upload.upload_id, retry)
-    check = judge_upload(task.plan, parts, source.identity(task.src))
+    check = judge_upload(shape.plan, parts, source.identity(task.src), shape.checksum)
+    data = [p for p in parts if p.number != MARKER_PART]
+    if data and not check.restart and not check.proven and not can_read_back:
+        check = ResumeCheck("it has no marker, and S3 copies the parts again sooner than they can be checked")
     # An upload without marker and without parts may be another run's, created a moment ago with its marker on the
     # way: it is resumed (there is nothing in it to doubt), never aborted.
-    return check, [p for p in parts if p.number != MARKER_PART]
+    return check, data
 
 
 @dataclasses.dataclass
@@ -1317,6 +1427,8 @@ class FileResult:
     retries: int = 0
     expected_etag: str = ""  # computed here from the part MD5s
     etag_is_md5: bool = True  # False for KMS or SSE-C objects, whose ETag cannot be checked
+    bytes_copied: int = 0  # copied by S3 itself (CopyMode), never through this machine
+    proof: str = ""  # what proves the object equal to its source: see Shape
 
 
 @dataclasses.dataclass
@@ -1325,6 +1437,7 @@ class PartResult:
     etag: str
     digest: bytes  # binary MD5 of the part
     sent: int  # bytes uploaded this run (0 when an existing part was reused)
+    copied: int = 0  # bytes S3 copied itself this run (UploadPartCopy)
 
 
 def is_md5_hex(etag: str) -> bool:
@@ -1363,6 +1476,7 @@ class ProgressSnapshot:
     done: int  # bytes of the work that are at the destination: sent this run, or found there (resumed parts)
     total: int
     found: int  # of done: parts found on S3 from an earlier run (never counted as sent)
+    copied: int  # of done: copied by S3 itself (server-side), never through this machine
     rate: float  # bytes actually sent per second, over the last RATE_WINDOW seconds
     files_done: int
     total_files: int
@@ -1379,7 +1493,8 @@ class ProgressSnapshot:
 
     def amounts(self) -> str:
         found = f"; {human_bytes(self.found)} of it found on S3" if self.found else ""
-        return f"{human_bytes(self.done)} of {human_bytes(self.total)} ({self.percent:.0f}%{found})"
+        copied = f"; {human_bytes(self.copied)} copied by S3" if self.copied else ""
+        return f"{human_bytes(self.done)} of {human_bytes(self.total)} ({self.percent:.0f}%{found}{copied})"
 
 
 class Progress:
@@ -1394,7 +1509,7 @@ class Progress:
     def __init__(self):
         self._lock = threading.Lock()
         self.total_bytes = self.total_files = 0
-        self.done_bytes = self.sent_bytes = self.found_bytes = self.files_done = 0
+        self.done_bytes = self.sent_bytes = self.found_bytes = self.copied_bytes = self.files_done = 0
         self.in_flight: dict[str, list[int]] = {}  # key -> [parts done, parts in all]
         self.started = time.monotonic()
         self._samples: collections.deque[tuple[float, int]] = collections.deque([(self.started, 0)])
@@ -1424,11 +1539,14 @@ class Progress:
         with self._lock:
             self.in_flight[key] = [0, parts]
 
-    def part_done(self, key: str, nbytes: int, reused: bool = False) -> None:
+    def part_done(self, key: str, nbytes: int, how: str = "sent") -> None:
+        """``how``: "sent" through this machine, "found" on S3 from an earlier run, or "copied" by S3 itself."""
         with self._lock:
             self.done_bytes += nbytes
-            if reused:
+            if how == "found":
                 self.found_bytes += nbytes
+            elif how == "copied":
+                self.copied_bytes += nbytes
             else:
                 self.sent_bytes += nbytes
             if key in self.in_flight:
@@ -1449,8 +1567,8 @@ class Progress:
             since, sent_then = samples[0]
             rate = (self.sent_bytes - sent_then) / (now - since) if now > since else 0.0
             flying = [(k, d, n) for k, (d, n) in self.in_flight.items()]
-            return ProgressSnapshot(self.done_bytes, self.total_bytes, self.found_bytes, rate, self.files_done,
-                                    self.total_files, flying)  # fmt: skip
+            return ProgressSnapshot(self.done_bytes, self.total_bytes, self.found_bytes, self.copied_bytes, rate,
+                                    self.files_done, self.total_files, flying)  # fmt: skip
 
     def line(self) -> str:
         s = self.snapshot()
@@ -1526,23 +1644,149 @@ def make_progress(mode: str) -> Progress:
     return LogProgress() if mode in ("log", "bar") else Progress()
 
 
+class ProofFailed(FileFailed):
+    """The finished object could not be proven equal to the source version listed: never a success."""
+
+
+def checksum_args(checksum: tuple[str, str] | None) -> dict:
+    """The arguments that hand S3 a full-object checksum to check (PutObject, CompleteMultipartUpload)."""
+    return {f"Checksum{checksum[0]}": checksum[1]} if checksum else {}
+
+
+def part_checksum_args(checksum: tuple[str, str] | None) -> dict:
+    """UploadPart into an upload created with a checksum algorithm: botocore computes each part's checksum (CRC32 by
+    itself; CRC32C and CRC64NVME need the awscrt package, without which S3 computes them from the bytes)."""
+    if checksum and (checksum[0] == "CRC32" or getattr(botocore.compat, "HAS_CRT", False)):
+        return {"ChecksumAlgorithm": checksum[0]}
+    return {}
+
+
+class StreamParts:
+    """Parts through this machine: a ranged read of the source, its MD5 sent as Content-MD5, UploadPart."""
+
+    copies = False
+
+    def __init__(self, engine: Engine):
+        self.engine = engine
+
+    def put(self, f: SourceFile, args: dict, shape: Shape, result: FileResult) -> dict:
+        e = self.engine
+        data = e.retry.call(f"READ {f.key}", lambda: e.source.read(f, 0, f.size)) if f.size else b""
+        digest, md5_b64 = md5_of(data)
+        e._check_unchanged(f)
+        e.throttle.acquire(len(data))
+
+        def put() -> dict:
+            resp = e.client.put_object(Bucket=e.bucket, Key=f.key, Body=data, ContentMD5=md5_b64, **args,
+                                       **checksum_args(shape.checksum))  # fmt: skip
+            require_etag(resp, f"PUT {f.key}")
+            return resp
+
+        resp = e.retry.call(f"PUT {f.key}", put)
+        e.progress.part_done(f.key, len(data))
+        result.bytes_sent, result.expected_etag = len(data), digest.hex()
+        return resp
+
+    def part(self, f: SourceFile, upload_id: str, number: int, offset: int, length: int, shape: Shape,
+             listed: list[ExistingPart], cancel: threading.Event) -> PartResult:  # fmt: skip
+        e = self.engine
+        data = e.retry.call(f"READ {f.key} part {number}", lambda: e.source.read(f, offset, length), cancel)
+        digest, md5_b64 = md5_of(data)
+        if listed and pick_existing_part(listed, length, digest.hex()) is not None:  # on S3 already, proven by MD5
+            e.progress.part_done(f.key, length, how="found")
+            return PartResult(number, digest.hex(), digest, 0)
+        e.throttle.acquire(length)
+        what = f"UPLOAD {f.key} part {number}/{shape.plan.part_count}"
+        etag = e.retry.call(what, lambda: require_etag(e.client.upload_part(
+            Bucket=e.bucket, Key=f.key, UploadId=upload_id, PartNumber=number, Body=data, ContentMD5=md5_b64,
+            **part_checksum_args(shape.checksum)), what), cancel)  # fmt: skip
+        e.progress.part_done(f.key, length)
+        log.debug("%s part %d/%d sent (%s)", f.key, number, shape.plan.part_count, human_bytes(length))
+        return PartResult(number, etag, digest, length)
+
+
+class CopyParts:
+    """Parts copied by S3 itself, inside one store: UploadPartCopy (CopyObject for a small object), pinned to the
+    listed version by CopySourceIfMatch.  No byte passes through this machine."""
+
+    copies = True
+
+    def __init__(self, engine: Engine, src_bucket: str):
+        self.engine, self.src_bucket = engine, src_bucket
+
+    def _pinned(self, f: SourceFile) -> dict:
+        return {"CopySource": {"Bucket": self.src_bucket, "Key": f.key}, "CopySourceIfMatch": f'"{f.etag}"'}
+
+    def _call(self, f: SourceFile, what: str, request: Callable[[], dict], cancel=None) -> dict:
+        def pinned() -> dict:
+            try:
+                return request()
+            except botocore.exceptions.ClientError as exc:
+                if error_code(exc) in ("PreconditionFailed", *NOT_FOUND_CODES):
+                    raise SourceChanged(
+                        f"s3://{self.src_bucket}/{f.key} changed during the copy (it is no longer "
+                        f"version {f.etag}); not completed, rerun to copy the new version"
+                    ) from None
+                raise
+
+        return self.engine.retry.call(what, pinned, cancel)
+
+    def put(self, f: SourceFile, args: dict, shape: Shape, result: FileResult) -> dict:
+        e = self.engine
+        extra = {"ChecksumAlgorithm": shape.checksum[0]} if shape.checksum else {}
+        resp = self._call(f, f"COPY {f.key}", lambda: e.client.copy_object(
+            Bucket=e.bucket, Key=f.key, MetadataDirective="REPLACE", **self._pinned(f), **args, **extra))  # fmt: skip
+        answer = dict(resp.get("CopyObjectResult", {}), **{k: v for k, v in resp.items() if k.startswith("Server")})
+        require_etag(answer, f"COPY {f.key}")
+        e.progress.part_done(f.key, f.size, how="copied")
+        result.bytes_copied = f.size
+        if is_md5_hex(f.etag) and etag_is_md5(answer):  # a single-part source: the copy's ETag must be its MD5
+            result.expected_etag = f.etag
+            if not shape.checksum:
+                result.proof = PROOF_ETAG
+        return answer
+
+    def part(self, f: SourceFile, upload_id: str, number: int, offset: int, length: int, shape: Shape,
+             listed: list[ExistingPart], cancel: threading.Event) -> PartResult:  # fmt: skip
+        e = self.engine
+        what = f"COPY {f.key} part {number}/{shape.plan.part_count}"
+        resp = self._call(f, what, lambda: e.client.upload_part_copy(
+            Bucket=e.bucket, Key=f.key, UploadId=upload_id, PartNumber=number, **self._pinned(f),
+            CopySourceRange=f"bytes={offset}-{offset + length - 1}"), cancel)  # fmt: skip
+        etag = require_etag(resp.get("CopyPartResult", {}), what)
+        e.progress.part_done(f.key, length, how="copied")
+        # The part's ETag is the MD5 of its bytes on AWS; a store whose copied parts have other ETags builds the
+        # object's ETag from them all the same, so the ETag check below still holds.
+        digest = binascii.unhexlify(etag) if is_md5_hex(etag) else hashlib.md5(etag.encode()).digest()
+        return PartResult(number, etag, digest, 0, copied=length)
+
+
 class Engine:
-    """Runs FileTasks: a pool of MaxParallelFile files, each with its own pool of MaxThread parts.
+    """Runs FileTasks: a pool of MaxParallelFile files, each with its own pool of MaxThread parts.  How a part moves
+    is the mover's business (StreamParts through this machine, CopyParts inside one store); resume, the marker,
+    completion and every check are the same for both.
 
     Memory: a part's bytes are read inside its worker, so at most MaxParallelFile x MaxThread parts (of ChunkSize
     each) are held at once.
     """
 
     def __init__(self, settings: Settings, source, client, retry: RetryPolicy, stop: threading.Event,
-                 progress: Progress | None = None):  # fmt: skip
+                 progress: Progress | None = None, copy_from: str = ""):  # fmt: skip
+        """``copy_from``: the source bucket, when S3 copies the parts itself (CopyMode); '' streams them."""
         self.s, self.source, self.client, self.retry, self.stop = settings, source, client, retry, stop
         self.bucket = settings.des_bucket
         self.progress = progress or Progress()  # also the count of bytes sent, for the summary
         self.throttle = Throttle(settings.max_bandwidth, stop)
+        self.mover: StreamParts | CopyParts = StreamParts(self)
+        self.copy_from(copy_from)
 
-    def object_args(self, f: SourceFile) -> dict:
+    def copy_from(self, src_bucket: str) -> None:
+        """Parts copied by S3 from src_bucket (server-side), or streamed through this machine ('')."""
+        self.mover = CopyParts(self, src_bucket) if src_bucket else StreamParts(self)
+
+    def object_args(self, facts: SourceFacts) -> dict:
         """Arguments of PutObject / CreateMultipartUpload: the source's attributes plus the configured ones."""
-        args = dict(self.source.attributes(f))
+        args = dict(facts.attributes)
         args["StorageClass"] = self.s.storage_class
         if self.s.server_side_encryption:
             args["ServerSideEncryption"] = self.s.server_side_encryption
@@ -1567,11 +1811,14 @@ class Engine:
         self.progress.file_started(f.key, task.plan.part_count)
         try:
             for attempt in range(1, MAX_FILE_ATTEMPTS + 1):
-                if task.action == "put":
-                    self._put_small(f, result)
+                facts = self.source.facts(f)
+                shape = shape_of(task, facts, self.s, self.mover.copies)
+                result.proof = shape.proof
+                if shape.multipart:
+                    self._multipart(task, shape, facts, result)
                 else:
-                    self._multipart(task, result)
-                if not self.s.verify_md5 or self._verify_by_reread(f, task, result):
+                    self._put(f, shape, facts, result)
+                if not self.s.verify_md5 or self._verify_by_reread(f, shape, result):
                     break
                 if attempt == MAX_FILE_ATTEMPTS:
                     raise FileFailed(f"ETag still differs after {MAX_FILE_ATTEMPTS} attempts")
@@ -1579,13 +1826,14 @@ class Engine:
             result.status = "uploaded"
             result.seconds = time.monotonic() - started
             log.info(
-                "finish %s: %s in %.1fs, ETag %s (%d parts, %d reused)",
+                "finish %s: %s in %.1fs, ETag %s (%d parts, %d reused), proven by %s",
                 f.key,
                 human_bytes(f.size),
                 result.seconds,
                 result.etag,
                 result.parts,
                 result.parts_reused,
+                result.proof,
             )
             self._abort_stale(task)
         except Interrupted:
@@ -1614,29 +1862,31 @@ class Engine:
                 log.warning("%s: could not abort upload %s: %s", key, short_id(u.upload_id),
                             describe_error(exc) + fix_hint(exc))  # fmt: skip
 
-    def _put_small(self, f: SourceFile, result: FileResult) -> None:
-        """Files smaller than one chunk (zero bytes included) go up in one PutObject with Content-MD5."""
-        data = self.retry.call(f"READ {f.key}", lambda: self.source.read(f, 0, f.size)) if f.size else b""
-        digest, md5_b64 = md5_of(data)
-        self._check_unchanged(f)
-        args = self.object_args(f)
-        self.throttle.acquire(len(data))
-
-        def put() -> dict:
-            resp = self.client.put_object(Bucket=self.bucket, Key=f.key, Body=data, ContentMD5=md5_b64, **args)
-            require_etag(resp, f"PUT {f.key}")
-            return resp
-
-        resp = self.retry.call(f"PUT {f.key}", put)
-        self.progress.part_done(f.key, len(data))
-        result.parts, result.bytes_sent, result.expected_etag = 1, len(data), digest.hex()
+    def _put(self, f: SourceFile, shape: Shape, facts: SourceFacts, result: FileResult) -> None:
+        """Files smaller than one chunk (zero bytes included) go up in one request: PutObject with Content-MD5 (and
+        the source's full-object checksum, if it has one), or CopyObject inside one store."""
+        resp = self.mover.put(f, self.object_args(facts), shape, result)
+        result.parts = 1
         result.etag, result.etag_is_md5 = require_etag(resp, "PUT"), etag_is_md5(resp)
-        if result.etag_is_md5 and result.etag != digest.hex():
-            raise FileFailed(f"ETag mismatch after PUT: S3 has {result.etag}, local MD5 is {digest.hex()}")
+        if result.expected_etag and result.etag_is_md5 and result.etag != result.expected_etag:
+            raise FileFailed(f"ETag mismatch after PUT: S3 has {result.etag}, local MD5 is {result.expected_etag}")
+        if shape.checksum:
+            self._check_checksum(f, shape, resp)
 
-    def _multipart(self, task: FileTask, result: FileResult) -> None:
-        f, plan = task.src, task.plan
-        if plan.part_size != self.s.chunk_size:
+    def _check_checksum(self, f: SourceFile, shape: Shape, resp: dict) -> None:
+        """A checksum in S3's answer must be the source's (S3 checked the bytes against the one we gave it; a store
+        that answers with another value did not): otherwise the object is deleted and the file fails."""
+        assert shape.checksum is not None
+        algorithm, value = shape.checksum
+        answered = resp.get(f"Checksum{algorithm}")
+        if answered and answered != value:
+            self.retry.call(f"DELETE {f.key}", lambda: self.client.delete_object(Bucket=self.bucket, Key=f.key))
+            raise ProofFailed(f"the copy's {algorithm} {answered} is not the source's {value}; deleted, rerun to copy "
+                              f"it again")  # fmt: skip
+
+    def _multipart(self, task: FileTask, shape: Shape, facts: SourceFacts, result: FileResult) -> None:
+        f, plan = task.src, shape.plan
+        if plan.part_size != self.s.chunk_size and not shape.same_layout:
             log.info(
                 "%s: %s needs more than %d parts at ChunkSize %s; using %s parts for this file",
                 f.key,
@@ -1645,9 +1895,9 @@ class Engine:
                 human_bytes(self.s.chunk_size),
                 human_bytes(plan.part_size),
             )
-        upload_id, existing, proven = self._resume_or_create(task)
+        upload_id, existing, proven = self._resume_or_create(task, shape, facts)
         try:
-            parts = self._send_parts(f, plan, upload_id, existing, proven)
+            parts = self._send_parts(f, shape, upload_id, existing, proven)
             self._check_unchanged(f)
         except SourceChanged:
             # Its parts may mix old and new bytes: never complete it, and leave nothing behind.
@@ -1655,30 +1905,54 @@ class Engine:
             raise
         parts.sort(key=lambda p: p.number)
         expected = multipart_etag(p.digest for p in parts)
-        completed = self._complete(f.key, upload_id, parts)
+        try:
+            completed = self._complete(f.key, upload_id, parts, shape.checksum)
+        except ProofFailed:
+            self._abort(f.key, upload_id)
+            raise
         etag = require_etag(completed, "COMPLETE")
         result.parts = len(parts)
-        result.parts_reused = sum(1 for p in parts if not p.sent)
+        result.parts_reused = sum(1 for p in parts if not p.sent and not p.copied)
         result.bytes_sent += sum(p.sent for p in parts)
+        result.bytes_copied += sum(p.copied for p in parts)
         result.etag, result.expected_etag, result.etag_is_md5 = etag, expected, etag_is_md5(completed)
-        if result.etag_is_md5 and etag != expected:
+        # Parts copied by S3 carry the store's ETags (not always their MD5s): the object's ETag is checked against
+        # our digests when every part's MD5 is known here, against the source's when the layout is the source's.
+        known = not any(p.copied for p in parts)
+        if result.etag_is_md5 and known and etag != expected:
             raise FileFailed(f"ETag mismatch after complete: S3 has {etag}, computed from our parts {expected}")
+        if shape.checksum:
+            self._check_checksum(f, shape, completed)
+        if shape.same_layout and etag != f.etag:
+            self.retry.call(f"DELETE {f.key}", lambda: self.client.delete_object(Bucket=self.bucket, Key=f.key))
+            raise ProofFailed(f"the copy's ETag {etag} is not the source's {f.etag} although its parts were cut as "
+                              f"the source's: deleted, rerun to copy it again")  # fmt: skip
 
-    def _complete(self, key: str, upload_id: str, parts: list[PartResult]) -> dict:
-        """CompleteMultipartUpload with our own part list (the data parts: never the marker); returns S3's answer.
-        If an earlier attempt completed it but its answer was lost, the retry finds no such upload: the object
-        itself then tells."""
+    def _complete(self, key: str, upload_id: str, parts: list[PartResult], checksum: tuple[str, str] | None) -> dict:
+        """CompleteMultipartUpload with our own part list (the data parts: never the marker), and the source's
+        full-object checksum for S3 to check, if it has one; returns S3's answer.  If an earlier attempt completed it
+        but its answer was lost, the retry finds no such upload: the object itself then tells."""
         attempts = 0
+        extra = dict(checksum_args(checksum), ChecksumType="FULL_OBJECT") if checksum else {}
 
         def complete() -> dict:
             nonlocal attempts
             attempts += 1
-            resp = self.client.complete_multipart_upload(
-                Bucket=self.bucket,
-                Key=key,
-                UploadId=upload_id,
-                MultipartUpload={"Parts": [{"PartNumber": p.number, "ETag": f'"{p.etag}"'} for p in parts]},
-            )
+            try:
+                resp = self.client.complete_multipart_upload(
+                    Bucket=self.bucket,
+                    Key=key,
+                    UploadId=upload_id,
+                    MultipartUpload={"Parts": [{"PartNumber": p.number, "ETag": f'"{p.etag}"'} for p in parts]},
+                    **extra,
+                )
+            except botocore.exceptions.ClientError as exc:
+                if checksum and error_code(exc) in ("BadDigest", "InvalidDigest"):  # S3 refused: bytes differ
+                    raise ProofFailed(
+                        f"S3 refused to complete it: its bytes do not have the source's full-object "
+                        f"{checksum[0]} ({error_code(exc)}); aborted, rerun to copy it again"
+                    ) from None
+                raise
             require_etag(resp, f"COMPLETE {key}")
             return resp
 
@@ -1687,15 +1961,19 @@ class Engine:
         except botocore.exceptions.ClientError as exc:
             if error_code(exc) != "NoSuchUpload" or attempts < 2:
                 raise
-            head = self.retry.call(f"HEAD {key}", lambda: self.client.head_object(Bucket=self.bucket, Key=key))
+            head = self.retry.call(f"HEAD {key}", lambda: self.client.head_object(Bucket=self.bucket, Key=key,
+                                                                                  ChecksumMode="ENABLED"))  # fmt: skip
             log.info("%s: the answer to COMPLETE was lost; the object is there", key)
             require_etag(head, f"HEAD {key}")
             return head
 
-    def _create_upload(self, f: SourceFile, plan: ChunkPlan) -> str:
+    def _create_upload(self, f: SourceFile, shape: Shape, facts: SourceFacts) -> str:
         """CreateMultipartUpload, then at once the resume marker (before any data part, so that no part of this
         upload is ever on S3 without the version it belongs to)."""
-        key, args, attempts = f.key, self.object_args(f), 0
+        key, attempts = f.key, 0
+        args = self.object_args(facts)
+        if shape.checksum:
+            args.update(ChecksumAlgorithm=shape.checksum[0], ChecksumType="FULL_OBJECT")
 
         def create() -> str:
             nonlocal attempts
@@ -1706,11 +1984,11 @@ class Engine:
         upload_id = self.retry.call(f"CREATE upload {key}", create)
         if attempts > 1:
             self._abort_orphans(key, upload_id)
-        body = marker_body(self.source.identity(f), plan)
+        body = marker_body(self.source.identity(f), shape.plan, shape.checksum)
         md5_b64 = md5_of(body)[1]
         self.retry.call(f"MARKER {key}", lambda: require_etag(self.client.upload_part(
-            Bucket=self.bucket, Key=key, UploadId=upload_id, PartNumber=MARKER_PART, Body=body, ContentMD5=md5_b64),
-            f"MARKER {key}"))  # fmt: skip
+            Bucket=self.bucket, Key=key, UploadId=upload_id, PartNumber=MARKER_PART, Body=body, ContentMD5=md5_b64,
+            **part_checksum_args(shape.checksum)), f"MARKER {key}"))  # fmt: skip
         return upload_id
 
     def _abort_orphans(self, key: str, keep: str) -> None:
@@ -1724,12 +2002,14 @@ class Engine:
                          short_id(u.upload_id))  # fmt: skip
                 self._abort(key, u.upload_id)
 
-    def _resume_or_create(self, task: FileTask) -> tuple[str, dict[int, list[ExistingPart]], bool]:
+    def _resume_or_create(self, task: FileTask, shape: Shape, facts: SourceFacts
+                          ) -> tuple[str, dict[int, list[ExistingPart]], bool]:  # fmt: skip
         """The upload to send parts to, the parts it already holds (by number), and whether those are tied to this
         source version (so that a part of the right size counts without reading it again)."""
-        f, plan, upload = task.src, task.plan, task.upload
+        f, plan, upload = task.src, shape.plan, task.upload
         if upload is not None:
-            check, data = examine_upload(self.client, self.bucket, task, self.source, self.retry)
+            check, data = examine_upload(self.client, self.bucket, task, self.source, self.retry, shape,
+                                         can_read_back=not self.mover.copies)  # fmt: skip
             if check.restart:
                 log.warning(
                     "restart %s: unfinished upload %s cannot be resumed, %s; aborting it",
@@ -1752,15 +2032,17 @@ class Engine:
                     "made without s3_upload's marker: each part is checked against the source before it is reused",
                 )  # fmt: skip
                 return upload.upload_id, by_number, check.proven
-        upload_id = self._create_upload(f, plan)
+        upload_id = self._create_upload(f, shape, facts)
         log.debug("%s: new upload %s, %d parts of %s", f.key, short_id(upload_id), plan.part_count,
                   human_bytes(plan.part_size))  # fmt: skip
         return upload_id, {}, True
 
-    def _send_parts(self, f: SourceFile, plan: ChunkPlan, upload_id: str, existing: dict[int, list[ExistingPart]],
+    def _send_parts(self, f: SourceFile, shape: Shape, upload_id: str, existing: dict[int, list[ExistingPart]],
                     proven: bool) -> list[PartResult]:  # fmt: skip
         failed = threading.Event()  # one part's final failure stops this file's other parts at once
-        trust_sizes = proven and not self.source.verify_existing_parts  # S3_TO_S3: reading again is a download
+        # A part of the right size in an upload tied to this version counts as it is, unless reading it back is
+        # cheap (a local file: proven by MD5 anyway).
+        trust_sizes = proven and not self.source.verify_existing_parts
 
         def send(number: int, offset: int, length: int) -> PartResult:
             if failed.is_set() or self.stop.is_set():
@@ -1770,35 +2052,15 @@ class Engine:
             if listed and trust_sizes:
                 reuse = pick_existing_part(listed, length, None)
                 if reuse is not None and is_md5_hex(reuse.etag):
-                    self.progress.part_done(f.key, length, reused=True)
+                    self.progress.part_done(f.key, length, how="found")
                     return PartResult(number, reuse.etag, binascii.unhexlify(reuse.etag), 0)
-            data = self.retry.call(f"READ {f.key} part {number}", lambda: self.source.read(f, offset, length), failed)
-            digest, md5_b64 = md5_of(data)
-            if listed and pick_existing_part(listed, length, digest.hex()) is not None:
-                self.progress.part_done(f.key, length, reused=True)
-                return PartResult(number, digest.hex(), digest, 0)
-            self.throttle.acquire(length)
-            what = f"UPLOAD {f.key} part {number}/{plan.part_count}"
-            etag = self.retry.call(
-                what,
-                lambda: require_etag(
-                    self.client.upload_part(
-                        Bucket=self.bucket, Key=f.key, UploadId=upload_id, PartNumber=number, Body=data,
-                        ContentMD5=md5_b64,
-                    ),
-                    what,
-                ),
-                failed,
-            )  # fmt: skip
-            self.progress.part_done(f.key, length)
-            log.debug("%s part %d/%d sent (%s)", f.key, number, plan.part_count, human_bytes(length))
-            return PartResult(number, etag, digest, length)
+            return self.mover.part(f, upload_id, number, offset, length, shape, listed, failed)
 
         results: list[PartResult] = []
         with concurrent.futures.ThreadPoolExecutor(self.s.max_thread, thread_name_prefix="part") as pool:
             # Missing parts first: the network starts at once, and checking the parts already on S3 (reading and
             # hashing them) overlaps with those uploads instead of delaying them.
-            ordered = sorted(plan.parts(), key=lambda part: part[0] in existing)
+            ordered = sorted(shape.plan.parts(), key=lambda part: part[0] in existing)
             futures = [pool.submit(send, *part) for part in ordered]
             try:
                 for future in concurrent.futures.as_completed(futures):
@@ -1830,14 +2092,14 @@ class Engine:
 
     # -- 6. Verify ------------------------------------------------------------------------------------------------
 
-    def _verify_by_reread(self, f: SourceFile, task: FileTask, result: FileResult) -> bool:
+    def _verify_by_reread(self, f: SourceFile, shape: Shape, result: FileResult) -> bool:
         """ifVerifyMD5: read the whole source again, recompute the ETag; on mismatch delete the object."""
-        if task.action == "put":
+        if not shape.multipart:
             digest = md5_of(self.retry.call(f"READ {f.key}", lambda: self.source.read(f, 0, f.size)))[0]
             expected = digest.hex()
         else:
             digests = []
-            for number, offset, length in task.plan.parts():
+            for number, offset, length in shape.plan.parts():
                 data = self.retry.call(
                     f"VERIFY {f.key} part {number}", functools.partial(self.source.read, f, offset, length)
                 )
@@ -2083,6 +2345,7 @@ class Job:
     src_what: str
     des_what: str
     dest_prefix: str
+    copy_from: str | None = None  # CopyMode's choice once made: the source bucket (server-side copy) or ''
 
 
 def open_job(settings: Settings, stop: threading.Event) -> Job:
@@ -2135,6 +2398,37 @@ def list_job(job: Job) -> tuple[list[SourceFile], dict[str, int], list[Unfinishe
     return files, destination, uploads
 
 
+def choose_copy(job: Job, sample: SourceFile | None) -> str:
+    """CopyMode: the source bucket when S3 copies the parts itself (UploadPartCopy, CopyObject), '' when they stream
+    through this machine.  "auto" copies server-side when both buckets are behind one endpoint and the destination's
+    profile can read the source (a HeadObject of one source object with its credentials); "server" requires it;
+    "stream" never tries.  Decided once, logged once."""
+    s = job.settings
+    if s.job_type != "S3_TO_S3" or s.copy_mode == "stream":
+        if s.job_type == "S3_TO_S3":
+            log.info("copy: streamed through this machine (CopyMode = 'stream')")
+        return ""
+    source = job.source
+    assert isinstance(source, S3Source)
+    why = ""
+    if source.client.meta.endpoint_url != job.des_client.meta.endpoint_url:
+        why = "the source and the destination are different endpoints (partitions, accounts or stores)"
+    elif sample is not None:
+        try:
+            job.retry.call("HEAD the source with the destination's profile", lambda: job.des_client.head_object(
+                Bucket=source.bucket, Key=sample.key, IfMatch=f'"{sample.etag}"'))  # fmt: skip
+        except botocore.exceptions.ClientError as exc:
+            why = f"the destination's profile cannot read the source ({error_code(exc) or 'refused'})"
+    if why and s.copy_mode == "server":
+        raise UserError(f"CopyMode = 'server' but {why}; grant the destination's profile s3:GetObject on the source "
+                        f"bucket, or set CopyMode = 'auto' to stream")  # fmt: skip
+    if why:
+        log.info("copy: streamed through this machine (%s)", why)
+        return ""
+    log.info("copy: server-side, S3 copies every part itself (UploadPartCopy): no byte passes through this machine")
+    return source.bucket
+
+
 def run_job(settings: Settings, stop: threading.Event, options: RunOptions = RunOptions()) -> int:
     """The pipeline: list source, list destination, ask about unfinished uploads, plan, transfer, compare, report."""
     job = open_job(settings, stop)
@@ -2145,9 +2439,13 @@ def run_job(settings: Settings, stop: threading.Event, options: RunOptions = Run
     # CLEAN, as in the original: every unfinished upload under the prefix, this job's or not, so that the question
     # does not come back on the next run.
     clean = bool(uploads) and decide_clean(uploads, job, options)
+    copy_from = choose_copy(job, files[0] if files else None)
     if options.dry_run:
         tasks = plan_files(settings, files, destination, [] if clean else uploads)
-        print_dry_run(tasks, uploads if clean else [], des_client, settings, retry, source)
+        if settings.job_type == "S3_TO_S3":
+            report.info("copy     %s", "server-side (S3 copies the parts itself)" if copy_from else
+                        "streamed through this machine")  # fmt: skip
+        print_dry_run(tasks, uploads if clean else [], des_client, settings, retry, source, bool(copy_from))
         return EXIT_OK
     started = time.monotonic()  # the transfer's time, not the time a person took to answer
     if clean:
@@ -2160,7 +2458,7 @@ def run_job(settings: Settings, stop: threading.Event, options: RunOptions = Run
     log.info("plan: %s", plan_line(tasks))
     progress = make_progress(options.progress)
     progress.begin(tasks)
-    engine = Engine(settings, source, des_client, retry, stop, progress)
+    engine = Engine(settings, source, des_client, retry, stop, progress, copy_from)
     try:
         results = engine.run(tasks)
     finally:
@@ -2361,7 +2659,7 @@ def decide_clean(uploads: list[UnfinishedUpload], job: Job, options: RunOptions)
 
 
 def print_dry_run(tasks: list[FileTask], cleaned: list[UnfinishedUpload], client, settings: Settings,
-                  retry: RetryPolicy, source) -> None:  # fmt: skip
+                  retry: RetryPolicy, source, copies: bool = False) -> None:  # fmt: skip
     """--dry-run: what a run would do, file by file; only listings are sent, nothing is written."""
     for u in cleaned:
         report.info("clean    %s (abort unfinished upload %s)", u.key, short_id(u.upload_id))
@@ -2378,7 +2676,8 @@ def print_dry_run(tasks: list[FileTask], cleaned: list[UnfinishedUpload], client
                 f"{human_bytes(f.size)}, {t.plan.part_count} parts of {human_bytes(t.plan.part_size)}",
             )
         else:
-            check, parts = examine_upload(client, settings.des_bucket, t, source, retry)
+            shape = shape_of(t, source.facts(f), settings, copies)  # as the run would cut it
+            check, parts = examine_upload(client, settings.des_bucket, t, source, retry, shape, not copies)
             if check.restart:
                 verb, detail = "restart", check.restart
             else:
@@ -2411,7 +2710,9 @@ def write_report(path: str, settings: Settings, results: list[FileResult], missi
                 "parts": r.parts,
                 "parts_reused": r.parts_reused,
                 "bytes_sent": r.bytes_sent,
+                "bytes_copied": r.bytes_copied,
                 "etag": r.etag,
+                "proof": r.proof,
                 "retries": r.retries,
                 "seconds": round(r.seconds, 3),
             }
@@ -2470,6 +2771,15 @@ def print_summary(results: list[FileResult], listing_errors: list[str], bytes_se
         human_bytes(rate),
         retries,
     )
+    copied = sum(r.bytes_copied for r in done)
+    if copied:
+        report.info("  copied by S3 itself (server-side): %s (%d bytes), none of it through this machine",
+                    human_bytes(copied), copied)  # fmt: skip
+    proofs: dict[str, int] = {}
+    for r in done:
+        proofs[r.proof] = proofs.get(r.proof, 0) + 1
+    if proofs:
+        report.info("  proven equal to the source: %s", ", ".join(f"{n} by {p}" for p, n in sorted(proofs.items())))
     reasons: dict[str, int] = {}
     for r in skipped:
         reasons[r.detail] = reasons.get(r.detail, 0) + 1
@@ -2848,6 +3158,9 @@ def work_on_message(job: Job, engine: Engine, sqs, queue_url: str, message: dict
 
     try:
         f = job.source.resolve(message_key(settings, message["Body"]))  # the file as it is now, in this job
+        if job.copy_from is None:  # decided once, with the first message's object as the sample
+            job.copy_from = choose_copy(job, f)
+            engine.copy_from(job.copy_from)
         with Heartbeat(sqs, queue_url, receipt, settings.sqs_visibility_timeout, retry):
             if destination_complete(job, f):
                 log.info("message %s: s3://%s/%s is already complete; deleting the message", message_id,

@@ -67,6 +67,7 @@ LoggingLevel = "INFO"  # 日志输出级别 'WARNING' | 'INFO' | 'DEBUG'
 # SSEKMSKeyId = ""  # the KMS key for "aws:kms"
 # ACL = ""  # e.g. "bucket-owner-full-control" when writing into another account's bucket
 # MaxBandwidth = 0  # upload cap in bytes per second for all threads, e.g. 20 * Megabytes
+# CopyMode = "auto"  # S3_TO_S3: "auto" lets S3 copy the parts itself when it can, "server" requires it, "stream" never
 # SQSProfileName = ""  # fleet mode: the profile for the SQS queue ("" = DesProfileName)
 # SQSEndpointURL = ""  # fleet mode: "" = the region's SQS endpoint
 # SQSIdleSeconds = 60  # fleet mode: a worker exits after the queue was empty this long

@@ -26,6 +26,8 @@ DST_KEYS = ("dstAccessKey", "dstSecretKey")
 SRC_KEYS = ("srcAccessKey", "srcSecretKey")
 READER_KEYS = ("readerAccessKey", "readerSecretKey")
 WRITER_KEYS = ("writerAccessKey", "writerSecretKey")
+LIMITED_KEYS = ("limitedAccessKey", "limitedSecretKey")
+LIMITED_BUCKET = "limited-dest"
 
 
 @pytest.fixture(scope="session")
@@ -37,6 +39,10 @@ def dst_server(tmp_path_factory):
             identity("dst", *DST_KEYS),
             identity("reader", *READER_KEYS, actions=("Read", "List")),
             identity("writer", *WRITER_KEYS, actions=("Write",)),  # may not list: AccessDenied at the first listing
+            # Lists and writes one bucket only: the destination of a copy whose source it cannot read.
+            identity(
+                "limited", *LIMITED_KEYS, actions=tuple(f"{a}:{LIMITED_BUCKET}" for a in ("Read", "List", "Write"))
+            ),
         ],
     )
     server.start()
@@ -243,10 +249,10 @@ def tool_command(config: pathlib.Path) -> list[str]:
     return [sys.executable, str(SCRIPT), "--config", str(config)]
 
 
-def run_tool(config: pathlib.Path, stdin: str | None = None, cwd=None, timeout: float = 300) -> Run:
-    """Run the tool as a user does; stdin None means closed (end of input)."""
+def run_tool(config: pathlib.Path, stdin: str | None = None, cwd=None, timeout: float = 300, extra=()) -> Run:
+    """Run the tool as a user does; stdin None means closed (end of input); ``extra``: flags after --config."""
     proc = subprocess.run(
-        tool_command(config),
+        [*tool_command(config), *extra],
         input=stdin if stdin is not None else None,
         stdin=subprocess.DEVNULL if stdin is None else None,
         capture_output=True,

@@ -566,7 +566,15 @@ class _Connection:
         )
         resp_head = b"".join(status_lines) + b"\r\n"
         rewrite = plan.knobs.get("rewrite_response")
-        if rewrite is not None and not no_body:
+        if rewrite is not None and no_body:  # headers only (HEAD): the Content-Length stays the one given
+            before = dict(resp_headers)
+            rewrite(req, status, resp_headers, b"")
+            if resp_headers != before:
+                req.fault = "rewrite"
+                self.proxy._count("rewrites")
+                text = "".join(f"{k}: {v}\r\n" for k, v in resp_headers.items())
+                resp_head = status_lines[0] + text.encode("latin-1") + b"\r\n"
+        elif rewrite is not None:
             raw = b"".join(resp_body)
             chunked = "chunked" in resp_headers.get("transfer-encoding", "").lower()
             data = _dechunk(raw) if chunked else raw

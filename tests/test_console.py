@@ -38,7 +38,7 @@ def test_progress_rate_counts_only_bytes_sent():
     progress.begin([task])
     progress._samples = collections.deque([(time.monotonic() - 10.0, 0)])  # as if the transfer began 10 s ago
     progress.file_started("up/big", 4)
-    progress.part_done("up/big", 2 * CHUNK, reused=True)
+    progress.part_done("up/big", 2 * CHUNK, how="found")
     progress.part_done("up/big", CHUNK)
     snap = progress.snapshot()
     assert (snap.done, snap.found) == (3 * CHUNK, 2 * CHUNK)

@@ -187,7 +187,7 @@ def test_log_progress_counts_bytes_files_in_flight_and_logs_lines(caplog, monkey
     try:
         assert (progress.total_files, progress.total_bytes) == (2, 10 * MiB + 1000)  # skipped files are not work
         progress.file_started("up/big.bin", 2)
-        progress.part_done("up/big.bin", CHUNK, reused=True)
+        progress.part_done("up/big.bin", CHUNK, how="found")
         line = progress.line()
         # A resumed part counts as done, but nothing was sent: no rate, no ETA.
         assert "5.0 MiB of 10.0 MiB (50%; 5.0 MiB of it found on S3)" in line, line
