@@ -986,6 +986,8 @@ class S3Source:
         self.list_prefix = settings.s3_prefix
         self.index = settings.src_file_index
         self.listing_errors: list[str] = []
+        # Aliyun OSS has none of S3's additional checksums (and is asked for nothing it does not know).
+        self.asks_checksums = settings.job_type == "S3_TO_S3"
 
     def list(self) -> list[SourceFile]:
         if self.index != "*":
@@ -1083,7 +1085,7 @@ class S3Source:
         """One HeadObject (with ChecksumMode): the attributes to copy and the source's full-object checksum, if it
         has one (AWS gives new objects a CRC64NVME).  Without one, a multipart source's own part layout: copied with
         the same parts, the copy's ETag must equal the source's, which proves the bytes."""
-        head = self._head(f, ChecksumMode="ENABLED")
+        head = self._head(f, **({"ChecksumMode": "ENABLED"} if self.asks_checksums else {}))
         attributes = {name: head[name] for name in self.COPIED_ATTRIBUTES if head.get(name)}
         checksum = full_object_checksum(head)
         if checksum or not etag_is_md5(head) or not re.fullmatch(r"[0-9a-f]{32}-[0-9]+", f.etag):

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 
+import botocore.config
 import pytest
 from test_resume import start_upload
 
@@ -109,10 +110,13 @@ def test_resume_of_an_upload_without_marker_reads_its_parts_again(src, dst, buck
 
 
 def test_verify_md5_catches_a_bad_resumed_part_and_redoes_the_file(src, dst, bucket, source_objects, s3_config,
-                                                                   aws_profiles, dst_server):  # fmt: skip
+                                                                   aws_profiles, dst_server, src_server):  # fmt: skip
     """A part of the right size but wrong bytes inside the tool's own upload (damaged on the server: nothing this
     side can see it without downloading) is trusted by size; ifVerifyMD5 re-reads the source, finds the ETag
     differs, deletes the object and uploads it again."""
+    # A source without a full-object checksum (that one would let S3 itself refuse the bad part: test_server_copy).
+    plain = src_server.client(*SRC_KEYS, config=botocore.config.Config(request_checksum_calculation="when_required"))
+    plain.put_object(Bucket=source_objects, Key="data/big.bin", Body=os.urandom(OBJECTS["data/big.bin"]))
     head = src.head_object(Bucket=source_objects, Key="data/big.bin")
     listed = s3_upload.SourceFile("data/big.bin", head["ContentLength"], 0.0, etag=head["ETag"].strip('"'))
     marker = s3_upload.marker_body(s3_upload.S3Source.identity(None, listed),

@@ -251,6 +251,32 @@ def test_a_copy_s3_refuses_against_the_source_checksum_is_a_failed_file(plain, d
     assert list_keys(dst, bucket) == {} and unfinished_uploads(dst, bucket) == []  # aborted: the rerun starts over
 
 
+def test_a_bad_part_left_by_an_earlier_run_is_refused_by_the_source_checksum(plain, dst, bucket, same_store):
+    """A part of the right size but wrong bytes in the tool's own upload (as a damaged store would keep it) is trusted
+    by size, but S3 checks the whole object against the source's CRC32 at completion: refused, aborted, and the
+    rerun starts the file again.  Nothing wrong is ever completed."""
+    source, proxy, make = same_store
+    body = os.urandom(2 * CHUNK + 3)
+    plain.put_object(Bucket=source, Key="data/big.bin", Body=body, ChecksumAlgorithm="CRC32")
+    head = plain.head_object(Bucket=source, Key="data/big.bin", ChecksumMode="ENABLED")
+    listed = s3_upload.SourceFile("data/big.bin", len(body), 0.0, etag=head["ETag"].strip('"'))
+    checksum = ("CRC32", head["ChecksumCRC32"])
+    marker = s3_upload.marker_body(s3_upload.S3Source.identity(None, listed), s3_upload.plan_chunks(len(body), CHUNK),
+                                   checksum)  # fmt: skip
+    upload = dst.create_multipart_upload(Bucket=bucket, Key="data/big.bin", ChecksumAlgorithm="CRC32",
+                                         ChecksumType="FULL_OBJECT")["UploadId"]  # fmt: skip
+    for number, part in ((1, b"\x00" * CHUNK), (s3_upload.MARKER_PART, marker)):
+        dst.upload_part(Bucket=bucket, Key="data/big.bin", UploadId=upload, PartNumber=number, Body=part,
+                        ChecksumAlgorithm="CRC32")  # fmt: skip
+    run = run_tool(make(CopyMode="stream"))
+    assert run.code == 1, run
+    assert "has 1 of 3 parts on S3 (made for this version of the source)" in run.stderr
+    assert "S3 refused to complete it" in run.stdout
+    assert list_keys(dst, bucket) == {} and unfinished_uploads(dst, bucket) == []
+    again = run_tool(make(CopyMode="stream"))
+    assert again.code == 0 and object_md5(dst, bucket, "data/big.bin") == md5(body), again
+
+
 def test_multipart_source_copied_with_its_own_layout_has_its_etag(plain, dst, bucket, same_store, tmp_path):
     source, proxy, make = same_store
     body = os.urandom(15 * MiB)  # parts 6, 6, 3 MiB
