@@ -1351,7 +1351,9 @@ def shape_of(task: FileTask, facts: SourceFacts, settings: Settings, copies: boo
     elif size > settings.chunk_size and not copies:
         why = f"larger than ChunkSize {human_bytes(settings.chunk_size)} (the memory the settings allow)"
     else:
-        return Shape(ChunkPlan(f.size, size), True, same_layout=True, proof=PROOF_ETAG)
+        # Streamed, the copy's ETag must equal the source's.  Copied by S3, the parts' ETags are the store's (on AWS
+        # their MD5s, elsewhere not always): an equal ETag proves the copy, another one says nothing against it.
+        return Shape(ChunkPlan(f.size, size), True, same_layout=True, proof=PROOF_SERVER if copies else PROOF_ETAG)
     log.info("%s: the source's %d parts of %s are %s: copied in ChunkSize parts, proven by part MD5s", f.key, count,
              human_bytes(size), why)  # fmt: skip
     return plain
@@ -1925,7 +1927,9 @@ class Engine:
             raise FileFailed(f"ETag mismatch after complete: S3 has {etag}, computed from our parts {expected}")
         if shape.checksum:
             self._check_checksum(f, shape, completed)
-        if shape.same_layout and etag != f.etag:
+        if shape.same_layout and etag == f.etag:
+            result.proof = PROOF_ETAG
+        elif shape.same_layout and not self.mover.copies:
             self.retry.call(f"DELETE {f.key}", lambda: self.client.delete_object(Bucket=self.bucket, Key=f.key))
             raise ProofFailed(f"the copy's ETag {etag} is not the source's {f.etag} although its parts were cut as "
                               f"the source's: deleted, rerun to copy it again")  # fmt: skip

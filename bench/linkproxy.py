@@ -3,14 +3,17 @@ that delays, rate-caps and now and then resets their connections, like a cross-b
 
     proxy = LinkProxy(("127.0.0.1", server_port), rtt=0.150, conn_rate=2 * MiB, shared_rate=32 * MiB,
                       reset_rate=0.005, seed=1).start()      # its own process; clients use proxy.endpoint_url
-    proxy.clear(seed=2)     # counters to zero, a new seed for the reset draws
+    proxy.clear(seed=2)     # counters and history to zero, a new seed for the reset draws
     proxy.stats()           # {"bytes_up": ..., "requests": ..., "resets": ..., "ops": {...}, ...}
+    proxy.history()         # every request since clear(): its connection, S3 operation, size and timings
+    proxy.kill_all()        # RST every open connection (the bench's crash case: a killed client's buffers are lost)
     proxy.stop()
 
 On the command line: ``python bench/linkproxy.py serve --upstream 127.0.0.1:PORT`` (prints its port, then takes JSON
-commands on stdin: {"cmd": "stats"}, {"cmd": "clear", "seed": N}, {"cmd": "set", "knobs": {...}}), and
-``python bench/linkproxy.py check``: measures the proxy against a local sink server (one connection's rate, the
-shared cap, what a small request costs with and without it, a reset) and prints a table.
+commands on stdin: {"cmd": "stats"}, {"cmd": "clear", "seed": N}, {"cmd": "set", "knobs": {...}}, {"cmd": "history"},
+{"cmd": "kill_all"}; it stops when its stdin closes), and ``python bench/linkproxy.py check``: measures the proxy
+against a local sink server (one connection's rate, the shared cap, what a small request costs with and without it,
+a reset) and prints a table.
 
 The relay copies bytes: HTTP keep-alive, ``Expect: 100-continue`` (its interim response costs one more round trip,
 as on a real path), chunked bodies and anything else pass unchanged.  It follows request and response heads only to
@@ -32,13 +35,18 @@ Emulated, per connection and direction:
   keeps its connections alive for many requests: per connection, a tool that opens 16 connections would meet 0.5 %
   resets 0.08 times a run.  The draws are reproducible: the k-th request with a body since ``clear(seed)`` draws
   from random.Random(f"{seed}|{k}"), whatever the client, so runs with the same seed reset the same request
-  numbers at the same fraction of their bodies.
+  numbers at the same byte of their bodies (when the bodies are of the same size).
+- ``socket_buffer``: the proxy's sockets get this fixed receive buffer (default 128 KiB, set before the handshake so
+  the TCP window follows it), so the proxy itself holds little more than a slice ahead of the pace.
 
 Not emulated: slow start and congestion windows (a new connection gets its full rate at once: real TCP needs a
 few round trips, about 1 s at 150 ms, to open its window, which favours clients that open many connections here);
-a window limit on bytes in flight (a sender with small socket buffers would be slower on a real path); packet loss,
-retransmissions, jitter and rate variation (the cap is a steady rate); queueing delay; resets in responses, stalls
-and FINs mid-message (tests/faultproxy.py does those); DNS.  Plain http only (no TLS).
+a window limit on bytes in flight (a sender with small socket buffers would be slower on a real path), and the
+sender's own socket buffer: on loopback (64 KiB segments) Linux grows it to its maximum (tcp_wmem, 4 MiB here), so a
+client's write of a part returns up to ~4 MiB before those bytes have passed the link (on a real 150 ms path at
+2 MiB/s it would hold about 1 MiB), and a client killed mid-part would leave that much to drain: see kill_all;
+packet loss, retransmissions, jitter and rate variation (the cap is a steady rate); queueing delay; resets in
+responses, stalls and FINs mid-message (tests/faultproxy.py does those); DNS.  Plain http only (no TLS).
 """
 
 from __future__ import annotations
@@ -140,12 +148,18 @@ class MessageTracker:
     length (None: stop following this stream) and where in the body to cut it (None: nowhere); ``feed`` returns the
     index in its data at which the stream must be cut, or None."""
 
-    def __init__(self, on_head: Callable[[bytes], tuple[Optional[int], Optional[int]]]):
+    def __init__(
+        self,
+        on_head: Callable[[bytes], tuple[Optional[int], Optional[int]]],
+        on_body: Optional[Callable[[bool, bool], None]] = None,
+    ):
         self.on_head = on_head
+        self.on_body = on_body  # called with (first bytes of this body, last bytes of it) as body bytes pass
         self.state = "head"  # "head", "body" or "off"
         self.buf = bytearray()
         self.left = 0  # body bytes still to come
         self.cut: Optional[int] = None  # body bytes before the cut
+        self.body_first = False  # the next body bytes are the first of their body
 
     def feed(self, data: bytes) -> Optional[int]:
         pos, n = 0, len(data)
@@ -170,7 +184,7 @@ class MessageTracker:
                 if length is None:
                     self.state = "off"
                     return None
-                self.left = length
+                self.left, self.body_first = length, True
                 self.state = "body" if length else "head"
                 continue
             take = min(self.left, n - pos)
@@ -178,6 +192,9 @@ class MessageTracker:
                 return pos + self.cut
             if self.cut is not None:
                 self.cut -= take
+            if self.on_body is not None:
+                self.on_body(self.body_first, self.left == take)
+            self.body_first = False
             self.left -= take
             pos += take
             if not self.left:
@@ -211,6 +228,7 @@ class _Connection:
         self.client_writer = client_writer
         self.upstream_writer: Optional[asyncio.StreamWriter] = None
         self.waiting: collections.deque[dict] = collections.deque()  # requests waiting for their final response
+        self.sending: Optional[list] = None  # the history row of the request whose body is passing
         self.reset_pending = False  # reset_unit "connection": cut the first request with a body
         self.dead = False
         self.tasks: list[asyncio.Task] = []
@@ -235,10 +253,12 @@ class _Connection:
         op = operation(method, target)
         link.ops[op] += 1
         length = _body_length(headers)
-        # history: [conn, op, body bytes, seconds since clear() at the head, at the final answer, status]
-        entry = {"method": method, "row": [self.number, op, length or 0, link.now(), None, None]}
+        expect = headers.get("expect", "").lower() == "100-continue"
+        row = [self.number, op, length or 0, link.now(), None, None, None, None, expect, None]
+        entry = {"method": method, "row": row}
         link.history.append(entry["row"])
         self.waiting.append(entry)
+        self.sending = entry["row"]
         link.in_flight_changed(+1)
         if length is None:
             link.count("unparsed")
@@ -255,12 +275,22 @@ class _Connection:
                 cut, self.reset_pending = where, False
         return length, cut
 
+    def on_request_body(self, first: bool, last: bool) -> None:
+        """Body bytes of the latest request passed the link: note when its first and its last did."""
+        if self.sending is not None:
+            if first:
+                self.sending[6] = self.link.now()
+            if last:
+                self.sending[7] = self.link.now()
+
     def on_response(self, head: bytes) -> tuple[Optional[int], Optional[int]]:
         (_, status, *_), headers = _head_fields(head)
         code = int(status) if status.isdigit() else 0
         self.link.statuses[str(code)] += 1
-        if 100 <= code < 200:
-            return 0, None  # interim (100 Continue): the request still waits for its answer
+        if 100 <= code < 200:  # interim (100 Continue): the request still waits for its answer
+            if code == 100 and self.waiting and self.waiting[0]["row"][9] is None:
+                self.waiting[0]["row"][9] = self.link.now()
+            return 0, None
         entry = self.waiting.popleft() if self.waiting else {"method": "", "row": [0, "", 0, 0, 0, 0]}
         entry["row"][4:6] = [self.link.now(), code]
         method = entry["method"]
@@ -367,7 +397,14 @@ class Link:
             conn.upstream_writer = up_writer
             _nodelay(up_writer)
             handshake = self.knobs["rtt"] if self.knobs["handshake"] else 0.0
-            up = self.pipe(conn, client_reader, up_writer, "up", MessageTracker(conn.on_request), accepted + handshake)
+            up = self.pipe(
+                conn,
+                client_reader,
+                up_writer,
+                "up",
+                MessageTracker(conn.on_request, conn.on_request_body),
+                accepted + handshake,
+            )
             down = self.pipe(conn, up_reader, client_writer, "down", MessageTracker(conn.on_response), accepted)
             conn.tasks = [asyncio.ensure_future(up), asyncio.ensure_future(down)]
             await asyncio.gather(*conn.tasks, return_exceptions=True)
@@ -591,8 +628,11 @@ class LinkProxy:
         self._command(cmd="set", knobs=knobs)
 
     def history(self) -> list[list]:
-        """Every request since clear(): [connection number, S3 operation, body bytes, seconds since clear() when its
-        head passed, when its final answer passed (None: never), status (None: never)]."""
+        """Every request since clear(): [connection number, S3 operation, body bytes, then seconds since clear() when
+        its head passed, when its final answer passed (None: never), its status (None: never), when the first and the
+        last bytes of its body passed (None: no body, or not yet), whether it asked for 100-continue, and when a 100
+        Continue for it passed (None: none)].  "Passed": left the client's end of the link (requests), or the
+        server's end (answers); a client that waits for the 100 Continue sends its body after that time."""
         return self._command(cmd="history")["history"]
 
     def kill_all(self) -> int:

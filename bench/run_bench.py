@@ -783,6 +783,8 @@ def link_end(world: World, run: Run, cpu_before: float) -> None:
         return
     run.link = world.link.stats()
     run.link["history"] = world.link.history()
+    if run.log:  # next to the client's output, for --keep-logs
+        run.log.with_suffix(".link.json").write_text(json.dumps(run.link))
     run.proxy_cpu = process_cpu_seconds(world.link.pid) - cpu_before
     run.others_cpu = max(0.0, run.others_cpu - run.proxy_cpu)
 
@@ -1198,6 +1200,8 @@ def long_link(
     try:
         with world.via_link(proxy):
             for seed, (label, title, kind, tuned) in enumerate(plan, 1):
+                if label[1:] not in args.link_only:
+                    continue
                 world.link_seed = seed * 1000
                 say(f" {label}: {title}")
                 section = Section(f"{label}. Long lossy link: {title}", [link], nbytes=size)
@@ -1214,7 +1218,7 @@ def long_link(
                     if kind == "tree":
                         section.nbytes, section.nfiles = tree_bytes, nfiles
                     # The first sub-scenario warms the servers and the page cache up; the others need no warm-up.
-                    section.results = compare(world, chosen, rounds, job, expected, warmup=label == "8a")
+                    section.results = compare(world, chosen, rounds, job, expected, warmup=not sections)
                     target = LINK_TARGET_EQUAL if tuned else None
                     section.custom = link_table(section, target)
                 sections.append(section)
@@ -1237,7 +1241,7 @@ def crash_case(world: World, chosen: list[Peer], data: Path, rounds: int, sectio
         f"multipart upload; the killed one stays behind, unfinished); {TOOL} finds its upload with ListParts, checks "
         "the parts already there against the file (read + MD5, no network) and sends the rest."
     )
-    rows: dict[str, list[tuple[Run, Run, int]]] = {p.name: [] for p in chosen}
+    rows: dict[str, list[tuple[Run, Run, tuple[int, int]]]] = {p.name: [] for p in chosen}
     for round_no in range(1, rounds + 1):
         say(f" round {round_no}/{rounds}")
         world.round_no = round_no
@@ -1245,7 +1249,7 @@ def crash_case(world: World, chosen: list[Peer], data: Path, rounds: int, sectio
             with world.fresh_bucket() as bucket:
                 job = Job("file", data, bucket, "bench/", size, concurrency=LINK_CONCURRENCY, chunk=LINK_CHUNK)
                 killed = killed_run(world, peer, job, threshold)
-                parts = parts_on_server(world.dst_client, bucket, job.key) if killed.ok else 0
+                parts = parts_stored(world.dst_client, bucket, job.key) if killed.ok else (0, 0)
                 rerun = run_peer(world, peer, job, expected)
             rows[peer.name].append((killed, rerun, parts))
     section.results = {}
@@ -1290,6 +1294,16 @@ def killed_run(world: World, peer: Peer, job: Job, threshold: int, timeout: floa
     link_end(world, run, proxy_before)
     say(f"  {peer.name}: killed after {wall:.1f} s{link_figures(run)}" + (f"  FAILED: {error}" if error else ""))
     return run
+
+
+def parts_stored(client, bucket: str, key: str) -> tuple[int, int]:
+    """(parts, bytes) of the unfinished multipart upload(s) of key on the server (a part number counted once)."""
+    sizes: dict[tuple[str, int], int] = {}
+    for upload in client.list_multipart_uploads(Bucket=bucket, Prefix=key).get("Uploads", []):
+        pages = client.get_paginator("list_parts").paginate(Bucket=bucket, Key=key, UploadId=upload["UploadId"])
+        for page in pages:
+            sizes.update({(upload["UploadId"], p["PartNumber"]): p["Size"] for p in page.get("Parts", [])})
+    return len(sizes), sum(sizes.values())
 
 
 def process_alive(pid: int) -> bool:
@@ -1470,26 +1484,47 @@ def link_counts(runs: list[Run]) -> tuple[str, str, str, str]:
     return requests, resets, connections, flight
 
 
+DATA_OPS = ("UploadPart", "PutObject")
+DATA_MIN = 4096  # a smaller UploadPart is not data (this tool's resume marker, part 10,000, is ~110 bytes)
+
+
+def op_list(history: list[list]) -> str:
+    """Operations in order, runs of the same one folded ("UploadPart x11"); small uploads with their size."""
+    names = [f"{h[1]} ({h[2]} B)" if h[1] in DATA_OPS and 0 < h[2] < DATA_MIN else h[1] for h in history]
+    folded = [(name, len(list(group))) for name, group in itertools.groupby(names)]
+    return ", ".join(name if n == 1 else f"{name} x{n}" for name, n in folded)
+
+
 def timeline(run: Run) -> str:
-    """What the proxy saw of one run, in order: the requests before the first upload, the upload phase, the
-    requests after it, and the answers that were not 2xx.  Seconds since the client was started."""
+    """What the proxy saw of one run, in order: the requests before the first data upload, the data phase, the
+    requests after it, the 100-continue waits, and the answers that were not 2xx.  Seconds since the client was
+    started; a request's time is when its head left the client's end of the link, an answer's when it left the
+    server's end (the client has it half a round trip later)."""
     history = (run.link or {}).get("history") or []
     if not history:
         return "no requests seen"
-    bodies = [h for h in history if h[2] > 0]
+    data = [h for h in history if h[1] in DATA_OPS and h[2] >= DATA_MIN]
     ops = ", ".join(f"{op} {n}" for op, n in sorted(run.link["ops"].items(), key=lambda kv: -kv[1]))
     text = f"first request at {history[0][3]:.2f} s"
-    if bodies:
-        first = bodies[0][3]
-        answered = [h[4] for h in bodies if h[4] is not None]
-        last = max(answered) if answered else first
-        before = [h[1] for h in history if h[3] < first]
-        after = [h[1] for h in history if h[3] > last]
-        sent = sum(h[2] for h in bodies)
-        rate = sent / MiB / (last - first) if last > first else float("nan")
-        text += f"; {len(before)} before the first upload" + (f" ({', '.join(before)})" if before else "")
-        text += f", which starts at {first:.2f} s; uploads answered until {last:.2f} s ({rate:.1f} MiB/s of bodies"
-        text += f" between those); {len(after)} after" + (f" ({', '.join(after)})" if after else "")
+    if data:
+        first = data[0][3]
+        before = [h for h in history if h[3] < first]
+        text += f"; {len(before)} before the first data upload" + (f" ({op_list(before)})" if before else "")
+        text += f", which leaves at {first:.2f} s"
+        answered = [h[4] for h in data if h[4] is not None]
+        if answered:
+            last = max(answered)
+            after = [h for h in history if h[3] > last]
+            sent = sum(h[2] for h in data if h[4] is not None)
+            rate = sent / MiB / (last - first) if last > first else float("nan")
+            text += f"; data answered until {last:.2f} s ({rate:.1f} MiB/s of answered data in between)"
+            text += f"; {len(after)} after" + (f" ({op_list(after)})" if after else "")
+        else:
+            text += "; no data upload answered"
+        # A client that waits for the 100 Continue sends its body only after it passed the server's end of the link.
+        waited = [h for h in data if h[9] is not None and h[6] is not None and h[6] >= h[9]]
+        if waited:
+            text += f"; {len(waited)} of {len(data)} data uploads waited for a 100 Continue (one round trip each)"
     ends = [h[4] for h in history if h[4] is not None]
     if ends:
         text += f"; last answer at {max(ends):.2f} s"
@@ -1567,9 +1602,9 @@ def link_cpu_note(section: Section) -> list[str]:
     return ["", f"The link proxy itself used {proxy:.1f} CPU s over these runs ({proxy / wall:.0%} of one core)."]
 
 
-def crash_table(rows: dict[str, list[tuple[Run, Run, int]]], size: int) -> list[str]:
+def crash_table(rows: dict[str, list[tuple[Run, Run, tuple[int, int]]]], size: int) -> list[str]:
     """Scenario 8c: killed run + run again, per client; totals against the best peer's."""
-    header = ["client", "round", "killed after s", "MiB through at the kill", "parts on S3 at the kill"]
+    header = ["client", "round", "killed after s", "MiB through at the kill", "parts (MiB) on S3 at the kill"]
     header += ["run again s", "run again: MiB through", "run again: resets", "total s", "client CPU s (both)"]
     header += ["total / best peer", "target", "met"]
     totals: dict[str, list[float | None]] = {}
@@ -1589,7 +1624,10 @@ def crash_table(rows: dict[str, list[tuple[Run, Run, int]]], size: int) -> list[
             k_link, r_link = killed.link or {}, rerun.link or {}
             row = [f"**{name}**" if name == TOOL else name, str(i + 1)]
             row += [f"{killed.wall:.2f}" + ("" if killed.ok else " (failed)")]
-            row += [f"{k_link.get('bytes_up', 0) / MiB:.0f}", str(parts) if killed.ok else "-"]
+            row += [
+                f"{k_link.get('bytes_up', 0) / MiB:.0f}",
+                f"{parts[0]} ({parts[1] / MiB:.0f})" if killed.ok else "-",
+            ]
             row += [f"{rerun.wall:.2f}" + ("" if rerun.ok else " (failed)"), f"{r_link.get('bytes_up', 0) / MiB:.0f}"]
             row += [str(r_link.get("resets", "-")), "-" if total is None else f"{total:.2f}"]
             row += [f"{killed.cpu + rerun.cpu:.2f}", fmt_ratio(ratio)]
@@ -1602,6 +1640,15 @@ def crash_table(rows: dict[str, list[tuple[Run, Run, int]]], size: int) -> list[
         good = [v for v in values if v is not None]
         summary.append(f"{name} {median(good):.2f} s" if good else f"{name} failed")
     lines += ["", "Median totals: " + "; ".join(summary) + f". The file: {human(size)}."]
+    for killed, _, (_, stored) in rows.get(TOOL, [])[:1]:
+        through = (killed.link or {}).get("bytes_up", 0)
+        if killed.ok and through:
+            lost = max(0, through - stored)
+            lines += [
+                f"{TOOL}, round 1: {through / MiB:.0f} MiB had passed the link at the kill, {stored / MiB:.0f} MiB of "
+                f"them in finished parts; the other {lost / MiB:.0f} MiB ({lost / size:.0%} of the file) belonged to "
+                "the parts in flight, lost with the process and sent again by the second run."
+            ]
     tool_totals = [v for v in totals.get(TOOL, []) if v is not None]
     peer_medians = {n: median([v for v in t if v is not None]) for n, t in totals.items() if n != TOOL}
     peer_medians = {n: m for n, m in peer_medians.items() if not math.isnan(m)}
@@ -1734,12 +1781,14 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     link.add_argument("--link-conn-mibps", type=float, default=LINK_CONN_RATE / MiB, help="per connection (2)")
     link.add_argument("--link-shared-mibps", type=float, default=LINK_SHARED_RATE / MiB, help="all together (32)")
     link.add_argument("--link-reset", type=float, default=LINK_RESET_RATE, help="share reset mid-body (0.005)")
+    link.add_argument("--link-only", default="a,b,c,d,e", help="sub-scenarios of 8, e.g. a,c (default: all)")
     parser.add_argument("--keep-logs", type=Path, help="copy every client's output and this tool's logs here")
     args = parser.parse_args(argv)
     args.rounds = args.rounds or (1 if args.quick else 3)
     if args.rounds < 1:
         parser.error("--rounds must be at least 1")
     args.only = {int(s) for s in args.only.split(",") if s.strip()}
+    args.link_only = {s.strip().lower() for s in args.link_only.split(",") if s.strip()}
     return args
 
 

@@ -299,6 +299,25 @@ def test_multipart_source_copied_with_its_own_layout_has_its_etag(plain, dst, bu
     assert unfinished_uploads(dst, bucket) == []
 
 
+def test_server_side_copy_of_a_multipart_source_keeps_its_layout(plain, dst, bucket, same_store, tmp_path):
+    """Copied by S3 with the source's own parts: an equal ETag proves the copy; SeaweedFS gives copied parts ETags of
+    its own, so there the pinned copy itself is the proof (never a failure for an ETag the store chose)."""
+    source, proxy, make = same_store
+    body = os.urandom(15 * MiB)
+    source_etag = put_multipart(plain, source, "data/mp.bin", body, 6 * MiB)
+    report = tmp_path / "r.json"
+    run = run_tool(make(CopyMode="server", ChunkSize=5 * MiB), extra=["--report", str(report)])
+    assert run.code == 0, run
+    copied = report_files(report)["data/mp.bin"]
+    assert copied["parts"] == 3 and copied["bytes_copied"] == len(body)  # the source's 3 parts, not 3 of 5 MiB
+    if copied["etag"] == source_etag:
+        assert copied["proof"] == "ETag equal to the source"
+    else:
+        assert copied["proof"] == "S3's own copy of the listed version"
+    assert object_md5(dst, bucket, "data/mp.bin") == md5(body)
+    assert unfinished_uploads(dst, bucket) == []
+
+
 def test_a_layout_copy_whose_etag_differs_is_deleted_and_failed(plain, dst, bucket, same_store):
     """The first part's size is misreported (as if the source's parts were not of one size): the copy's ETag cannot
     be the source's, so the object is deleted and the file fails; never a success."""
