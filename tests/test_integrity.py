@@ -390,7 +390,7 @@ def test_a_name_that_is_not_utf8_is_uploaded_under_a_reversible_key(dst, bucket,
     document = json.loads(report.read_text(encoding="utf-8"))
     assert {f["key"] for f in document["files"]} == {key, "up/plain.txt"}
     log_text = b"".join(p.read_bytes() for p in (tmp_path / "log").glob("*.log")).decode("utf-8")
-    assert "r\\xe9sum\\xe9.txt" in log_text or "r\\udce9sum\\udce9.txt" in log_text
+    assert f"finish {key}: " in log_text  # the log stays UTF-8 (decoded above) and names the file by its key
     # The fleet sender queues it like any other file.
     queue, _ = fleet_queue(sqs)
     dst.delete_object(Bucket=bucket, Key=key)
@@ -468,30 +468,43 @@ def test_two_runs_in_the_same_second_write_two_log_files(tmp_path, monkeypatch):
 # ---------------------------------------------------------------------------------------------------------------------
 
 
-def test_files_are_submitted_in_a_bounded_window(monkeypatch):
+def test_files_are_taken_one_at_a_time_as_threads_free_up():
+    """No file is queued ahead of the threads that work on them: at most MaxParallelFile taken and not finished."""
     settings = s3_upload.Settings(des_bucket="b", src_dir=".", max_parallel_file=3)
     stop = s3_upload.threading.Event()
     engine = s3_upload.Engine(settings, None, None, s3_upload.RetryPolicy(0, 0, stop), stop)
-    submitted, finished, most = [0], [0], [0]
+    lock, taken, finished, most = s3_upload.threading.Lock(), [0], [0], [0]
 
     def run_file(task):
-        finished[0] += 1
-        return s3_upload.FileResult(task.src.key, 0, "skipped")
+        with lock:
+            finished[0] += 1
+        return s3_upload.FileResult(task.src.key, 0, "uploaded")
 
-    real_submit = s3_upload.concurrent.futures.ThreadPoolExecutor.submit
+    def lazily():
+        for i in range(2000):
+            with lock:
+                taken[0] += 1
+                most[0] = max(most[0], taken[0] - finished[0])
+            yield s3_upload.FileTask(s3_upload.SourceFile(f"k{i}", 1, 0.0), "put", s3_upload.ChunkPlan(1, 1))
 
-    def counting_submit(pool, fn, *args):
-        submitted[0] += 1
-        most[0] = max(most[0], submitted[0] - finished[0])
-        return real_submit(pool, fn, *args)
+    engine.run_file = run_file
+    results = engine.run(lazily())
+    assert sorted(r.key for r in results) == sorted(f"k{i}" for i in range(2000))
+    assert most[0] <= settings.max_parallel_file, most[0]
 
-    monkeypatch.setattr(engine, "run_file", run_file)
-    monkeypatch.setattr(s3_upload.concurrent.futures.ThreadPoolExecutor, "submit", counting_submit)
-    tasks = [s3_upload.FileTask(s3_upload.SourceFile(f"k{i}", 0, 0.0), "skip", s3_upload.ChunkPlan(0, 1))
-             for i in range(2000)]  # fmt: skip
-    results = engine.run(tasks)
-    assert sorted(r.key for r in results) == sorted(t.src.key for t in tasks)
-    assert most[0] <= 4 * settings.max_parallel_file, most[0]
+
+def test_a_bug_in_a_file_thread_is_raised_not_lost():
+    settings = s3_upload.Settings(des_bucket="b", src_dir=".", max_parallel_file=2)
+    stop = s3_upload.threading.Event()
+    engine = s3_upload.Engine(settings, None, None, s3_upload.RetryPolicy(0, 0, stop), stop)
+
+    def broken(task):
+        raise ZeroDivisionError("a bug")
+
+    engine.run_file = broken
+    task = s3_upload.FileTask(s3_upload.SourceFile("k", 1, 0.0), "put", s3_upload.ChunkPlan(1, 1))
+    with pytest.raises(ZeroDivisionError):
+        engine.run([task, task])
 
 
 def test_a_part_that_fails_for_good_stops_its_siblings_retries(dst, bucket, src_dir, make_config, aws_profiles,
