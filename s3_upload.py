@@ -1490,7 +1490,7 @@ class Engine:
         result.parts, result.bytes_sent, result.expected_etag = 1, len(data), digest.hex()
         result.etag, result.etag_is_md5 = require_etag(resp, "PUT"), etag_is_md5(resp)
         if result.etag_is_md5 and result.etag != digest.hex():
-            raise FileFailed(f"ETag mismatch after PUT: S3 has {result.etag}, local MD5 is {digest.hex()}")
+            raise self._discard(f.key, f"ETag mismatch after PUT: S3 has {result.etag}, local MD5 is {digest.hex()}")
 
     def _multipart(self, task: FileTask, result: FileResult) -> None:
         f, plan = task.src, task.plan
@@ -1520,7 +1520,21 @@ class Engine:
         result.bytes_sent += sum(p.sent for p in parts)
         result.etag, result.expected_etag, result.etag_is_md5 = etag, expected, etag_is_md5(completed)
         if result.etag_is_md5 and etag != expected:
-            raise FileFailed(f"ETag mismatch after complete: S3 has {etag}, computed from our parts {expected}")
+            why = f"ETag mismatch after complete: S3 has {etag}, computed from our parts {expected}"
+            raise self._discard(f.key, why)
+
+    def _discard(self, key: str, why: str) -> FileFailed:
+        """The object at key is not the one computed here (a store that does not check Content-MD5 kept a damaged
+        part, or the answer itself is wrong): delete it, so that no later run takes it for complete by its key and
+        size, and fail the file."""
+        try:
+            self.retry.call(f"DELETE {key}", lambda: self.client.delete_object(Bucket=self.bucket, Key=key))
+        except Interrupted:
+            raise
+        except Exception as exc:
+            return FileFailed(f"{why}; deleting it failed ({describe_error(exc)}): delete s3://{self.bucket}/{key} "
+                              f"yourself, or the next run takes it for complete")  # fmt: skip
+        return FileFailed(f"{why}; the object was deleted, the next run uploads it again")
 
     def _complete(self, key: str, upload_id: str, parts: list[PartResult]) -> dict:
         """CompleteMultipartUpload with our own part list (the data parts: never the marker); returns S3's answer.
