@@ -1896,7 +1896,8 @@ class Engine:
         result.parts = 1
         result.etag, result.etag_is_md5 = require_etag(resp, "PUT"), etag_is_md5(resp)
         if result.expected_etag and result.etag_is_md5 and result.etag != result.expected_etag:
-            raise FileFailed(f"ETag mismatch after PUT: S3 has {result.etag}, local MD5 is {result.expected_etag}")
+            why = f"ETag mismatch after PUT: S3 has {result.etag}, the MD5 of the source is {result.expected_etag}"
+            raise self._discard(f.key, why)
         if shape.checksum:
             self._check_checksum(f, shape, resp)
 
@@ -1907,9 +1908,7 @@ class Engine:
         algorithm, value = shape.checksum
         answered = resp.get(f"Checksum{algorithm}")
         if answered and answered != value:
-            self.retry.call(f"DELETE {f.key}", lambda: self.client.delete_object(Bucket=self.bucket, Key=f.key))
-            raise ProofFailed(f"the copy's {algorithm} {answered} is not the source's {value}; deleted, rerun to copy "
-                              f"it again")  # fmt: skip
+            raise self._discard(f.key, f"the copy's {algorithm} {answered} is not the source's {value}", ProofFailed)
 
     def _multipart(self, task: FileTask, shape: Shape, facts: SourceFacts, result: FileResult) -> None:
         f, plan = task.src, shape.plan
@@ -1947,15 +1946,28 @@ class Engine:
         # our digests when every part's MD5 is known here, against the source's when the layout is the source's.
         known = not any(p.copied for p in parts)
         if result.etag_is_md5 and known and etag != expected:
-            raise FileFailed(f"ETag mismatch after complete: S3 has {etag}, computed from our parts {expected}")
+            why = f"ETag mismatch after complete: S3 has {etag}, computed from our parts {expected}"
+            raise self._discard(f.key, why)
         if shape.checksum:
             self._check_checksum(f, shape, completed)
         if shape.same_layout and etag == f.etag:
             result.proof = PROOF_ETAG
         elif shape.same_layout and not self.mover.copies:
-            self.retry.call(f"DELETE {f.key}", lambda: self.client.delete_object(Bucket=self.bucket, Key=f.key))
-            raise ProofFailed(f"the copy's ETag {etag} is not the source's {f.etag} although its parts were cut as "
-                              f"the source's: deleted, rerun to copy it again")  # fmt: skip
+            why = f"the copy's ETag {etag} is not the source's {f.etag} although its parts were cut as the source's"
+            raise self._discard(f.key, why, ProofFailed)
+
+    def _discard(self, key: str, why: str, failure: type[FileFailed] = FileFailed) -> FileFailed:
+        """The object at key is not the one computed here (a store that does not check Content-MD5 kept a damaged
+        part, the answer itself is wrong, or a proof failed): delete it, so that no later run takes it for complete
+        by its key and size, and fail the file."""
+        try:
+            self.retry.call(f"DELETE {key}", lambda: self.client.delete_object(Bucket=self.bucket, Key=key))
+        except Interrupted:
+            raise
+        except Exception as exc:
+            return failure(f"{why}; deleting it failed ({describe_error(exc)}): delete s3://{self.bucket}/{key} "
+                           f"yourself, or the next run takes it for complete")  # fmt: skip
+        return failure(f"{why}; the object was deleted, the next run uploads it again")
 
     def _complete(self, key: str, upload_id: str, parts: list[PartResult], checksum: tuple[str, str] | None) -> dict:
         """CompleteMultipartUpload with our own part list (the data parts: never the marker), and the source's

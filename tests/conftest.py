@@ -73,6 +73,28 @@ def moto_url():
     server.stop()
 
 
+@pytest.fixture(scope="session")
+def tls_cert(tmp_path_factory):
+    """A self-signed certificate for 127.0.0.1 (certfile, keyfile), made by the tests."""
+    d = tmp_path_factory.mktemp("tls")
+    cert, key = d / "cert.pem", d / "key.pem"
+    subprocess.run(
+        ["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2", "-subj", "/CN=127.0.0.1",
+         "-addext", "subjectAltName=IP:127.0.0.1", "-keyout", str(key), "-out", str(cert)],
+        check=True, capture_output=True,
+    )  # fmt: skip
+    return cert, key
+
+
+@pytest.fixture(scope="session")
+def tls_server(tmp_path_factory, tls_cert):
+    """A SeaweedFS server that also speaks https (``https_endpoint_url``) with the certificate above."""
+    server = SeaweedServer(tmp_path_factory.mktemp("seaweed-tls"), [identity("dst", *DST_KEYS)], https_cert=tls_cert)
+    server.start()
+    yield server
+    server.stop()
+
+
 @pytest.fixture
 def dst(dst_server):
     return dst_server.client(*DST_KEYS)
@@ -144,10 +166,13 @@ def aws_profiles(tmp_path, dst_server, monkeypatch):
 class Profiles:
     def __init__(self, directory: pathlib.Path, profiles: dict):
         self.directory, self.profiles = directory, profiles
+        self.ca_bundles: dict[str, str] = {}  # profile -> ca_bundle (https endpoints with a test-made certificate)
 
-    def add(self, name: str, endpoint: str, access_key: str, secret_key: str) -> None:
+    def add(self, name: str, endpoint: str, access_key: str, secret_key: str, ca_bundle: str = "") -> None:
         self.profiles[name] = (endpoint, access_key, secret_key)
-        write_profiles(self.directory, self.profiles)
+        if ca_bundle:
+            self.ca_bundles[name] = ca_bundle
+        write_profiles(self.directory, self.profiles, self.ca_bundles)
 
 
 @pytest.fixture
@@ -156,11 +181,14 @@ def src_profile(aws_profiles, src_server):
     return "src"
 
 
-def write_profiles(directory: pathlib.Path, profiles: dict) -> dict[str, str]:
+def write_profiles(directory: pathlib.Path, profiles: dict, ca_bundles: dict | None = None) -> dict[str, str]:
     creds, config = [], []
     for name, (endpoint, key, secret) in profiles.items():
         creds.append(f"[{name}]\naws_access_key_id = {key}\naws_secret_access_key = {secret}\n")
-        config.append(f"[profile {name}]\nregion = us-east-1\nendpoint_url = {endpoint}\n")
+        section = f"[profile {name}]\nregion = us-east-1\nendpoint_url = {endpoint}\n"
+        if ca_bundles and name in ca_bundles:
+            section += f"ca_bundle = {ca_bundles[name]}\n"
+        config.append(section)
     (directory / "credentials").write_text("\n".join(creds))
     (directory / "config").write_text("\n".join(config))
     return {
@@ -383,6 +411,47 @@ def without_permission_override():
             raise OSError(ctypes.get_errno(), "PR_CAPBSET_DROP")
 
 
+def damage_part(monkeypatch, number: int | None) -> list[int]:
+    """For an in-process run (s3_upload.main): the first UploadPart of part ``number`` (None: the first PutObject)
+    sends one byte other than the tool read and hashed, as if damaged on the way, so that its Content-MD5 no longer
+    matches.  Returns the parts damaged so far (0 for a PutObject)."""
+    import s3_upload
+
+    real_client, damaged = s3_upload.Endpoints.client, []
+    operation = "put_object" if number is None else "upload_part"
+
+    def client(self, profile, option, endpoint_url=""):
+        s3 = real_client(self, profile, option, endpoint_url)
+        if not hasattr(s3, "damages"):
+            send = getattr(s3, operation)
+
+            def damaging(**kwargs):
+                if not damaged and kwargs.get("PartNumber") == number:
+                    body = bytearray(kwargs["Body"])
+                    body[len(body) // 2] ^= 0xFF
+                    kwargs["Body"] = bytes(body)
+                    damaged.append(number or 0)
+                return send(**kwargs)
+
+            setattr(s3, operation, damaging)
+            s3.damages = True
+        return s3
+
+    monkeypatch.setattr(s3_upload.Endpoints, "client", client)
+    return damaged
+
+
+def in_process_logging(monkeypatch, request) -> None:
+    """main() sets the tool's loggers up (propagate, level): put them back after the test."""
+    import functools
+
+    import s3_upload
+
+    for logger in (s3_upload.log, s3_upload.report):
+        monkeypatch.setattr(logger, "propagate", logger.propagate)
+        request.addfinalizer(functools.partial(logger.setLevel, logger.level))
+
+
 def leave_unfinished(make, aws_profiles, dst_server, fail_part: int = 2, **overrides) -> Run:
     """Run the tool once so that it stops with an unfinished upload of its own (marker and parts 1..fail_part-1 on
     S3): part fail_part is refused with 500s and MaxRetry=0, one part at a time.  ``make`` builds the config."""
@@ -395,3 +464,103 @@ def leave_unfinished(make, aws_profiles, dst_server, fail_part: int = 2, **overr
         run = run_tool(make(**{"DesProfileName": "interrupted", "MaxThread": 1, "MaxRetry": 0, **overrides}))
     assert run.code == 1, run
     return run
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# A store that pages its listings as AWS does
+# ---------------------------------------------------------------------------------------------------------------------
+
+
+class AwsPaging:
+    """A ``rewrite_response`` (and ``match``) for FaultProxy that answers ListParts and ListMultipartUploads in pages
+    of ``page_size``, as AWS pages them, in front of SeaweedFS, which does not (it answers ListParts in one page unless
+    MaxParts is given, and pages uploads by UploadIdMarker only, taking KeyMarker as an exact key; moto ignores
+    MaxUploads and the markers, and pages ListParts by list index).
+
+    - ListParts: the server's own answer (it lists the parts after PartNumberMarker) cut to ``page_size`` parts, with
+      IsTruncated and NextPartNumberMarker (the last part number of the page).
+    - ListMultipartUploads: built from the server's complete listing under the request's Prefix (read with
+      ``client``, directly, not through the proxy), ordered by key then UploadId, continued after KeyMarker (and
+      UploadIdMarker, when given) as AWS does, with NextKeyMarker and NextUploadIdMarker.
+
+    ``pages`` records (operation, query) of every page answered, to check what the client asked for."""
+
+    def __init__(self, client, page_size: int):
+        self.client, self.page_size = client, page_size
+        self.pages: list[tuple[str, dict[str, str]]] = []
+        self.proxy = None  # set by the aws_pages fixture
+
+    def match(self, request) -> bool:
+        return request.operation in ("ListParts", "ListMultipartUploads")
+
+    def __call__(self, request, status: int, headers: dict, body: bytes) -> bytes | None:
+        import xml.etree.ElementTree as ET
+
+        if status != 200:
+            return None
+        root = ET.fromstring(body)
+        ns = root.tag[: root.tag.index("}") + 1] if root.tag.startswith("{") else ""
+        if ns:
+            ET.register_namespace("", ns[1:-1])
+
+        def child(name: str, text: str) -> None:
+            for old in root.findall(ns + name):
+                root.remove(old)
+            ET.SubElement(root, ns + name).text = text
+
+        self.pages.append((request.operation, request.query))
+        if request.operation == "ListParts":
+            parts = root.findall(ns + "Part")
+            for extra in parts[self.page_size :]:
+                root.remove(extra)
+            page = parts[: self.page_size]
+            child("MaxParts", str(self.page_size))
+            child("IsTruncated", "true" if len(parts) > self.page_size else "false")
+            child("NextPartNumberMarker", page[-1].find(ns + "PartNumber").text if page else "0")
+        else:
+            query = request.query
+            key_marker, id_marker = query.get("key-marker", ""), query.get("upload-id-marker", "")
+            listed = [
+                u
+                for p in self.client.get_paginator("list_multipart_uploads").paginate(
+                    Bucket=request.bucket, Prefix=query.get("prefix", "")
+                )
+                for u in p.get("Uploads", [])
+            ]
+            listed.sort(key=lambda u: (u["Key"], u["UploadId"]))
+            if id_marker:
+                rest = [u for u in listed if (u["Key"], u["UploadId"]) > (key_marker, id_marker)]
+            else:
+                rest = [u for u in listed if u["Key"] > key_marker]
+            page = rest[: self.page_size]
+            for old in root.findall(ns + "Upload"):
+                root.remove(old)
+            for u in page:
+                upload = ET.SubElement(root, ns + "Upload")
+                for name, text in (("Key", u["Key"]), ("UploadId", u["UploadId"]),
+                                   ("Initiated", u["Initiated"].strftime("%Y-%m-%dT%H:%M:%S.000Z")),
+                                   ("StorageClass", "STANDARD")):  # fmt: skip
+                    ET.SubElement(upload, ns + name).text = text
+            child("KeyMarker", key_marker)
+            child("UploadIdMarker", id_marker)
+            child("MaxUploads", str(self.page_size))
+            truncated = len(rest) > self.page_size
+            child("IsTruncated", "true" if truncated else "false")
+            child("NextKeyMarker", page[-1]["Key"] if truncated else "")
+            child("NextUploadIdMarker", page[-1]["UploadId"] if truncated else "")
+        return ET.tostring(root, encoding="utf-8", xml_declaration=True)
+
+
+@pytest.fixture
+def aws_pages(dst_server, dst, aws_profiles):
+    """The destination server behind a proxy that pages ListParts and ListMultipartUploads as AWS does (one entry per
+    page unless ``page_size`` is changed), reached with the profile "paged" or ``proxy.endpoint_url``."""
+    from faultproxy import FaultProxy
+
+    paging = AwsPaging(dst, page_size=1)
+    with FaultProxy("127.0.0.1", dst_server.port).start() as proxy:
+        proxy.set(match=paging.match, rewrite_response=paging)
+        aws_profiles.add("paged", proxy.endpoint_url, *DST_KEYS)
+        paging.proxy = proxy
+        yield paging
+        assert not proxy.exceptions, proxy.exceptions

@@ -5,20 +5,24 @@ The last tests check the other side: a config written for the original tool (v1.
 
 from __future__ import annotations
 
+import hashlib
 import pathlib
 import subprocess
 import sys
 
 import pytest
 
+import s3_upload
 from conftest import (
     DROP,
     DST_KEYS,
     SCRIPT,
     MiB,
+    Run,
     assert_tree_uploaded,
     list_keys,
     run_tool,
+    tool_command,
     unfinished_uploads,
     write_file,
 )
@@ -100,15 +104,49 @@ BAD_VALUES = [
         lambda d, b: {"JobType": "S3_TO_S3", "SrcBucket": b, "SrcProfileName": "dst"},
         ("SrcBucket and DesBucket", "same bucket", "set another DesBucket"),
     ),
+    ("DesProfileName-int", {"DesProfileName": 1}, ("DesProfileName", "must be str", "int 1")),
+    ("SrcProfileName-int", {"SrcProfileName": 1}, ("SrcProfileName", "must be str", "int 1")),
+    ("ConnectTimeout-zero", {"ConnectTimeout": 0}, ("ConnectTimeout", "more than 0 seconds", "got 0")),
+    ("ConnectTimeout-str", {"ConnectTimeout": "10"}, ("ConnectTimeout", "must be int or float", "'10'")),
+    ("ReadTimeout-negative", {"ReadTimeout": -1}, ("ReadTimeout", "more than 0 seconds", "got -1")),
+    ("ReadTimeout-none", {"ReadTimeout": None}, ("ReadTimeout", "must be int or float", "NoneType None")),
+    ("ChecksumMode-unknown", {"ChecksumMode": "CRC32"}, ("ChecksumMode", "'CRC32'", "unknown", "'MD5_CRC32'")),
+    ("DesEndpointURL-no-scheme", {"DesEndpointURL": "s3.local"}, ("DesEndpointURL", "'s3.local'", "http://")),
+    ("SrcEndpointURL-no-scheme", {"SrcEndpointURL": "ftp://x"}, ("SrcEndpointURL", "'ftp://x'", "https://")),
+    ("AddressingStyle-unknown", {"AddressingStyle": "dns"}, ("AddressingStyle", "'dns'", "unknown", "'path'")),
+    (
+        "ServerSideEncryption-unknown",
+        {"ServerSideEncryption": "aws:kms:dsse"},
+        ("ServerSideEncryption", "'aws:kms:dsse'", "unknown", "'AES256'"),
+    ),
+    ("SSEKMSKeyId-without-kms", {"SSEKMSKeyId": "k1"}, ("SSEKMSKeyId", "not 'aws:kms'")),
+    ("ACL-unknown", {"ACL": "public"}, ("ACL", "'public'", "unknown", "bucket-owner-full-control")),
+    ("MaxBandwidth-negative", {"MaxBandwidth": -1}, ("MaxBandwidth", "0 (unlimited)", "-1")),
+    ("MaxBandwidth-float", {"MaxBandwidth": 1.5e6}, ("MaxBandwidth", "must be int", "float")),
+    ("SQSProfileName-int", {"SQSProfileName": 7}, ("SQSProfileName", "must be str", "int 7")),
+    ("SQSEndpointURL-no-scheme", {"SQSEndpointURL": "sqs.local"}, ("SQSEndpointURL", "'sqs.local'", "http://")),
+    ("SQSIdleSeconds-zero", {"SQSIdleSeconds": 0}, ("SQSIdleSeconds", "more than 0", "got 0")),
+    ("SQSVisibilityTimeout-zero", {"SQSVisibilityTimeout": 0}, ("SQSVisibilityTimeout", "1 to 43200", "got 0")),
+    ("SQSVisibilityTimeout-above-12h", {"SQSVisibilityTimeout": 43201}, ("SQSVisibilityTimeout", "1 to 43200")),
+    ("SQSVisibilityTimeout-float", {"SQSVisibilityTimeout": 1.5}, ("SQSVisibilityTimeout", "must be int", "float")),
 ]
+
+
+def test_every_option_has_a_bad_value_case():
+    """The README's promise, kept as options are added: every config option has a case above."""
+    assert set(s3_upload.CONFIG_OPTIONS) - {case[0].split("-")[0] for case in BAD_VALUES} == set()
 
 
 @pytest.mark.parametrize("overrides, words", [p[1:] for p in BAD_VALUES], ids=[p[0] for p in BAD_VALUES])
 def test_bad_option_value_is_one_line_exit_2_and_nothing_uploaded(
-    dst, bucket, source, make_config, tmp_path, overrides, words
+    dst, bucket, source, make_config, tmp_path, capsys, overrides, words
 ):
+    """In-process (main(), the function the command runs; the other tests here run the command itself): with 70-odd
+    cases, a Python start each would cost the suite half a minute."""
     values = overrides(source, bucket) if callable(overrides) else overrides
-    run = run_tool(make_config(**values))
+    code = s3_upload.main(["--config", str(make_config(**values))])
+    out, err = capsys.readouterr()
+    run = Run(subprocess.CompletedProcess([], code, out, err))
     assert_user_error(run, *words)
     assert_nothing_uploaded(dst, bucket)
     if "LogDir" not in values:  # a config error stops the run before the log file is opened
@@ -136,6 +174,15 @@ def test_unknown_des_profile_name(dst, bucket, source, make_config):
 def test_unknown_src_profile_name_for_s3_to_s3(dst, bucket, source, make_config):
     run = run_tool(make_config(JobType="S3_TO_S3", SrcBucket="some-source-bucket", SrcProfileName="nosuchsrc"))
     assert_user_error(run, "SrcProfileName 'nosuchsrc': no such profile", "~/.aws/credentials", "SrcProfileName")
+    assert_nothing_uploaded(dst, bucket)
+
+
+def test_unknown_sqs_profile_name(dst, bucket, source, make_config, moto_url):
+    """SQSProfileName is only used by the fleet mode: --sqs-send with a profile that does not exist."""
+    config = make_config(SQSProfileName="nosuchqueue")
+    proc = subprocess.run([*tool_command(config), "--sqs-send", f"{moto_url}/123456789012/q"], cwd=config.parent,
+                          stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=120)  # fmt: skip
+    assert_user_error(Run(proc), "SQSProfileName 'nosuchqueue': no such profile", "fix SQSProfileName")
     assert_nothing_uploaded(dst, bucket)
 
 
@@ -335,10 +382,18 @@ def test_misspelt_option_next_to_its_option_is_an_error_that_does_not_say_rename
 
 
 def test_helper_names_in_the_config_are_not_options(dst, bucket, source, make_config):
+    """Helpers are ignored, and an option computed from them is used: big.bin (6 MiB) goes up as one part of
+    ChunkSize = My_Chunk = 6 MiB (the default 50 MiB would be one PutObject, 5 MiB two parts)."""
     config = make_config(ChunkSize=DROP)
     helpers = "Gigabytes = 1024 * Megabytes\nMy_Chunk = 6 * Megabytes\nChunkSize = My_Chunk\n"
     config.write_text(config.read_text() + helpers)
-    assert run_tool(config).code == 0
+    run = run_tool(config)
+    assert run.code == 0, run
+    assert "ChunkSize=6291456" in run.stderr and "Gigabytes" not in run.output and "My_Chunk" not in run.output
+    digest = hashlib.md5((source / "big.bin").read_bytes()).digest()
+    assert dst.head_object(Bucket=bucket, Key="up/big.bin")["ETag"].strip('"') == s3_upload.multipart_etag([digest])
+    assert assert_tree_uploaded(dst, bucket, "up/", source) == 2
+    assert unfinished_uploads(dst, bucket) == []
 
 
 def test_destination_listing_access_denied(dst, bucket, source, make_config):

@@ -4,7 +4,10 @@ checked, nothing unfinished on the server, and the retries visible in the log.""
 
 from __future__ import annotations
 
+import hashlib
+import os
 import random
+import re
 import signal
 import subprocess
 import time
@@ -20,9 +23,11 @@ from conftest import (
     list_keys,
     md5_file,
     object_md5,
+    parts_on_server,
     run_tool,
     tool_command,
     unfinished_uploads,
+    wait_until,
     write_file,
 )
 from faultproxy import FaultProxy
@@ -108,13 +113,22 @@ def test_slowdown_503_is_backoff_not_failure(dst, bucket, src_dir, flaky, dst_pr
     assert "InternalError (HTTP 500)" in run.stderr
 
 
-def test_stalled_connection_times_out_and_is_retried(dst, bucket, src_dir, flaky, dst_proxy):
+@pytest.mark.parametrize("where", ["request", "response"])
+def test_stalled_connection_times_out_and_is_retried(dst, bucket, src_dir, flaky, dst_proxy, where):
+    """The first data part stalls (no byte passes: the body stops mid-way, or the answer never comes): the read
+    timeout fires, that very part is sent again and the run ends; the subprocess timeout only catches a hang."""
     job_files(src_dir, big=2, small=3)
-    dst_proxy.set(stall_rate=1.0, match=first_only("UploadPart"))  # a sure stall, then a healthy network
+    dst_proxy.set(stall_rate=1.0, fault_where=where, match=first_data_part())  # a sure stall, then a healthy network
     run = run_tool(flaky(ReadTimeout=1, ConnectTimeout=1), timeout=120)
     assert_job_done(run, dst, bucket, src_dir)
-    assert dst_proxy.stats["stalls"] >= 1
-    assert "ReadTimeoutError" in run.stderr or "timeout" in run.stderr.lower()
+    [stalled] = [r for r in dst_proxy.history if r.fault]
+    assert stalled.fault == f"stall-{where}"
+    again = [r for r in dst_proxy.history if r.operation == "UploadPart" and r.key == stalled.key
+             and r.part_number == stalled.part_number and r is not stalled]  # fmt: skip
+    assert again and again[-1].status == 200, again  # sent once more, and stored
+    retried = re.search(rf"UPLOAD {re.escape(stalled.key)} part {stalled.part_number}/\d+ failed: (.*); retry 1/10",
+                        run.stderr)  # fmt: skip
+    assert retried and "timeout" in retried.group(1).lower(), run.stderr  # the reason is the read timeout
 
 
 def test_outage_longer_than_retries_fails_cleanly_then_resumes(dst, bucket, src_dir, flaky, dst_proxy):
@@ -159,30 +173,109 @@ def test_one_failing_file_does_not_stop_the_others(dst, bucket, src_dir, flaky, 
     assert "1 source file(s) are not in the destination" in run.stdout
     (src_dir / "bad.bin").unlink()
     assert assert_tree_uploaded(dst, bucket, "up/", src_dir) == 7  # every other file arrived intact
+    assert unfinished_uploads(dst, bucket) == []  # its CreateMultipartUpload never reached the server
 
 
-def test_etag_mismatch_after_complete_is_reported(dst, bucket, src_dir, flaky, dst_proxy):
-    write_file(src_dir / "big.bin", 2 * CHUNK)
+@pytest.mark.parametrize("delete", ["allowed", "refused"])
+def test_etag_mismatch_after_complete_is_reported(dst, bucket, src_dir, flaky, dst_proxy, aws_profiles, delete):
+    """The answer to COMPLETE names another ETag than the one computed from the parts sent: the file is reported as
+    failed (exit 1, no closing line), never as uploaded, and the object is deleted (a wrong answer cannot be told
+    from a wrong object), so that no later run takes it for complete by its size: the rerun uploads it again.  If the
+    delete is refused, the summary says so and what to do; nothing unfinished is left either way."""
+    path = src_dir / "big.bin"
+    write_file(path, 2 * CHUNK)
+    expected = multipart_etag_of(path)
 
     def wrong_etag(request, status, headers, body):
         return body.replace(b"<ETag>&#34;", b"<ETag>&#34;0").replace(b'<ETag>"', b'<ETag>"0')
 
     dst_proxy.set(rewrite_response=wrong_etag, match=lambda r: r.operation == "CompleteMultipartUpload")
-    run = run_tool(flaky())
+    with FaultProxy("127.0.0.1", dst_proxy.port).start() as outer:
+        outer.set(outage=delete == "refused", error_status=403, error_code="AccessDenied",
+                  match=lambda r: r.operation == "DeleteObject")  # fmt: skip
+        aws_profiles.add("outer", outer.endpoint_url, *DST_KEYS)
+        run = run_tool(flaky(DesProfileName="outer"))
+        assert not outer.exceptions, outer.exceptions
     assert run.code == 1, run
-    assert "ETag mismatch after complete" in run.stdout
+    assert dst_proxy.stats["rewrites"] == 1
+    mismatch = (
+        f"failed: up/big.bin: ETag mismatch after complete: S3 has 0{expected}, computed from our parts {expected}"
+    )
+    assert "0 uploaded, 0 skipped, 1 failed" in run.stdout and "MISSION ACCOMPLISHED" not in run.stdout
+    assert unfinished_uploads(dst, bucket) == []
+    if delete == "refused":
+        assert f"{mismatch}; deleting it failed (AccessDenied (HTTP 403)" in run.stdout, run
+        assert f"delete s3://{bucket}/up/big.bin yourself, or the next run takes it for complete" in run.stdout
+        assert object_md5(dst, bucket, "up/big.bin") == md5_file(path)  # only the answer was wrong, here
+        return
+    assert f"{mismatch}; the object was deleted, the next run uploads it again" in run.stdout, run
+    assert "up/big.bin" not in list_keys(dst, bucket)
+    dst_proxy.clear_faults()
+    rerun = run_tool(flaky())
+    assert rerun.code == 0 and rerun.bytes_sent == 2 * CHUNK, rerun
+    assert dst.head_object(Bucket=bucket, Key="up/big.bin")["ETag"].strip('"') == expected
+    assert object_md5(dst, bucket, "up/big.bin") == md5_file(path)
 
 
-def first_only(operation: str):
+def multipart_etag_of(path, part_size: int = CHUNK) -> str:
+    data = path.read_bytes()
+    return s3_upload.multipart_etag(
+        hashlib.md5(data[i : i + part_size]).digest() for i in range(0, len(data), part_size)
+    )
+
+
+def test_lost_complete_answer_and_a_retry_answered_no_such_upload(dst, bucket, src_dir, flaky, dst_proxy,
+                                                                  aws_profiles):  # fmt: skip
+    """The first COMPLETE completed the upload but its answer was lost; the retry is answered NoSuchUpload, as AWS may
+    answer it (SeaweedFS accepts the retry, so a second proxy in front answers it that way).  The tool finds the
+    object, checks its ETag and reports it uploaded."""
+    path = src_dir / "big.bin"
+    write_file(path, 2 * CHUNK + 9)
+    dst_proxy.set(reset_rate=1.0, fault_where="response", match=nth_only("CompleteMultipartUpload", 1))
+    with FaultProxy("127.0.0.1", dst_proxy.port).start() as outer:
+        outer.set(
+            outage=True, error_status=404, error_code="NoSuchUpload", match=nth_only("CompleteMultipartUpload", 2)
+        )
+        aws_profiles.add("outer", outer.endpoint_url, *DST_KEYS)
+        run = run_tool(flaky(DesProfileName="outer"))
+        completes = [(r.fault, r.status) for r in outer.history if r.operation == "CompleteMultipartUpload"]
+        assert not outer.exceptions, outer.exceptions
+    assert dst_proxy.stats["resets"] == 1
+    # The first passed (its answer then lost behind this proxy), the retry was answered NoSuchUpload.
+    assert [fault for fault, _ in completes] == [None, "outage"] and completes[1][1] == 404, completes
+    assert "up/big.bin: the answer to COMPLETE was lost; the object is there" in run.stderr, run
+    assert_job_done(run, dst, bucket, src_dir)
+    assert dst.head_object(Bucket=bucket, Key="up/big.bin")["ETag"].strip('"') == multipart_etag_of(path)
+
+
+def first_data_part():
+    """match: the first UploadPart that carries data (not the resume marker)."""
+    seen = {"n": 0}
+
+    def match(request) -> bool:
+        if request.operation != "UploadPart" or request.part_number == s3_upload.MARKER_PART:
+            return False
+        seen["n"] += 1
+        return seen["n"] == 1
+
+    return match
+
+
+def nth_only(operation: str, n: int):
+    """match: only the n-th request of this operation."""
     seen = {"n": 0}
 
     def match(request) -> bool:
         if request.operation != operation:
             return False
         seen["n"] += 1
-        return seen["n"] == 1
+        return seen["n"] == n
 
     return match
+
+
+def first_only(operation: str):
+    return nth_only(operation, 1)
 
 
 @pytest.mark.parametrize("operation", ["CreateMultipartUpload", "CompleteMultipartUpload", "UploadPart", "PutObject"])
@@ -211,52 +304,71 @@ def test_answer_without_etag_is_retried(dst, bucket, src_dir, flaky, dst_proxy):
 
 
 def test_kill_at_random_moments_then_rerun(dst, bucket, src_dir, flaky, dst_proxy):
-    """SIGKILL one multi-file job 8 times at random moments; the last run completes.  Resume must really resume:
-    everything that reached the server, over all runs, stays below 1.5 x the data."""
+    """SIGKILL one multi-file job 8 times, each time once a random number (1 to 3) of that run's data requests were
+    answered, so that every kill lands mid-transfer (checked: the run was still going and the job was not done); the
+    last run completes.  Resume must really resume: everything that reached the server, over all runs, stays below
+    1.5 x the data."""
     write_file(src_dir / "large.bin", 30 * CHUNK + 5)
     write_file(src_dir / "medium.bin", 4 * CHUNK)
     for i in range(30):
         write_file(src_dir / "many" / f"f{i:02d}.dat", 64 * 1024 + i)
-    data_size = sum(p.stat().st_size for p in src_dir.rglob("*") if p.is_file())
-    dst_proxy.set(bandwidth=40 * MiB)  # a full run takes ~5 s, so all 8 kills land mid-transfer
+    files = [p for p in src_dir.rglob("*") if p.is_file()]
+    data_size, keys = sum(p.stat().st_size for p in files), {"up/" + p.relative_to(src_dir).as_posix() for p in files}
+    dst_proxy.set(bandwidth=40 * MiB)  # a part takes ~0.1 s: each kill lands within a part or two of its moment
     config = flaky(MaxThread=2, MaxParallelFile=1)
     rng = random.Random(1234)
-    killed = 0
-    for _ in range(8):
+    for kill in range(1, 9):
+        moment, before = rng.randint(1, 3), len(dst_proxy.history)
+
+        def data_answered(moment=moment, before=before) -> bool:
+            return sum(1 for r in dst_proxy.history[before:] if r.operation in ("UploadPart", "PutObject")
+                       and r.part_number != s3_upload.MARKER_PART and r.status == 200) >= moment  # fmt: skip
+
         proc = subprocess.Popen(
             tool_command(config), cwd=config.parent, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
         )  # fmt: skip
-        time.sleep(rng.uniform(0.4, 1.2))
-        proc.send_signal(signal.SIGKILL)
-        killed += proc.wait() == -signal.SIGKILL
-    assert killed >= 6
+        try:
+            wait_until(data_answered, f"run {kill}: {moment} data request(s) answered")
+        finally:
+            proc.send_signal(signal.SIGKILL)
+            code = proc.wait()
+        assert code == -signal.SIGKILL, f"run {kill} had ended before its kill"
+        assert set(list_keys(dst, bucket)) != keys, f"run {kill} was killed after the job was done"
+    dst_proxy.set(bandwidth=None)
     run = run_tool(config)
     assert_job_done(run, dst, bucket, src_dir)
     ratio = dst_proxy.stats["bytes_up"] / data_size
     sent = dst_proxy.stats["bytes_up"]
-    print(f"kill loop: {killed} kills; {sent} bytes reached the server for {data_size}: {ratio:.2f}x")
+    print(f"kill loop: {sent} bytes reached the server for {data_size}: {ratio:.2f}x")
     assert ratio < 1.5
 
 
-def start_and_wait_for_an_upload(config, client, bucket: str) -> subprocess.Popen:
-    """Start the tool in the background and return once its multipart upload exists on the server."""
+def start_and_wait_for_data(config, client, bucket: str, key: str) -> subprocess.Popen:
+    """Start the tool in the background; return once a data part of its upload of key is on the server, or fail the
+    test."""
     proc = subprocess.Popen(
         tool_command(config), cwd=config.parent, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
         stderr=subprocess.PIPE, text=True,
     )  # fmt: skip
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline and not unfinished_uploads(client, bucket):
-        time.sleep(0.05)
+    try:
+        wait_until(lambda: data_parts(client, bucket, key), f"a data part of {key} on the server")
+    except BaseException:
+        proc.kill()
+        proc.communicate()
+        raise
     return proc
+
+
+def data_parts(client, bucket: str, key: str) -> list[int]:
+    return [n for n in parts_on_server(client, bucket, key) if n != s3_upload.MARKER_PART]
 
 
 def test_ctrl_c_stops_quickly_and_the_rerun_resumes(dst, bucket, src_dir, flaky, dst_proxy):
     write_file(src_dir / "big.bin", 12 * CHUNK)
     dst_proxy.set(bandwidth=2 * MiB)  # the whole upload would take 30 s: stopping must not wait for it
-    config = flaky(MaxThread=2)
-    proc = start_and_wait_for_an_upload(config, dst, bucket)
-    time.sleep(1.0)
+    config = flaky(MaxThread=1)
+    proc = start_and_wait_for_data(config, dst, bucket, "up/big.bin")  # SIGINT lands mid-transfer
     sent = time.monotonic()
     proc.send_signal(signal.SIGINT)
     out, err = proc.communicate(timeout=60)
@@ -267,22 +379,23 @@ def test_ctrl_c_stops_quickly_and_the_rerun_resumes(dst, bucket, src_dir, flaky,
     assert "Traceback" not in out + err
     assert len(unfinished_uploads(dst, bucket)) == 1
     assert "up/big.bin" not in list_keys(dst, bucket)  # in-flight work abandoned, not finished
+    kept = len(data_parts(dst, bucket, "up/big.bin"))
 
     dst_proxy.clear_faults()
     rerun = run_tool(config)
     assert rerun.code == 0, rerun
-    assert "resume up/big.bin" in rerun.stderr
+    assert "resume up/big.bin: upload" in rerun.stderr
+    assert 0 < rerun.bytes_sent <= (12 - kept) * CHUNK  # the parts sent before Ctrl-C are not sent again
     assert object_md5(dst, bucket, "up/big.bin") == md5_file(src_dir / "big.bin")
     assert unfinished_uploads(dst, bucket) == []
 
 
 def test_source_modified_during_upload_is_never_completed(dst, bucket, src_dir, flaky, dst_proxy):
     path = src_dir / "big.bin"
-    write_file(path, 8 * CHUNK)
-    dst_proxy.set(bandwidth=10 * MiB)  # about 4 s
+    write_file(path, 4 * CHUNK)
+    dst_proxy.set(bandwidth=10 * MiB)  # about 2 s
     config = flaky(MaxThread=2)
-    proc = start_and_wait_for_an_upload(config, dst, bucket)
-    time.sleep(0.5)
+    proc = start_and_wait_for_data(config, dst, bucket, "up/big.bin")  # the rewrite lands mid-transfer
     with open(path, "r+b") as fh:  # rewritten in place: same size, other bytes
         fh.write(random.randbytes(CHUNK))
     out, err = proc.communicate(timeout=60)
@@ -295,3 +408,49 @@ def test_source_modified_during_upload_is_never_completed(dst, bucket, src_dir, 
     rerun = run_tool(config)  # the next run uploads the file as it is now
     assert rerun.code == 0, rerun
     assert object_md5(dst, bucket, "up/big.bin") == md5_file(path)
+    assert unfinished_uploads(dst, bucket) == []
+
+
+def test_short_read_from_an_s3_source_is_retried(src, dst, src_server, src_bucket, bucket, aws_profiles, flaky):
+    """A ranged GET whose body ends early, with a Content-Length that agrees (so botocore sees nothing wrong): the tool
+    counts the bytes, reads that part again, and completes."""
+    data = random.randbytes(2 * CHUNK + 5)
+    src.put_object(Bucket=src_bucket, Key="up/big.bin", Body=data)
+    with FaultProxy("127.0.0.1", src_server.port).start() as src_proxy:
+        src_proxy.set(rewrite_response=lambda request, status, headers, body: body[: len(body) // 2],
+                      match=first_only("GetObject"))  # fmt: skip
+        aws_profiles.add("shortsrc", src_proxy.endpoint_url, *SRC_KEYS)
+        run = run_tool(flaky(JobType="S3_TO_S3", SrcBucket=src_bucket, SrcProfileName="shortsrc"))
+        assert src_proxy.stats["rewrites"] == 1 and not src_proxy.exceptions
+    assert run.code == 0, run
+    assert re.search(r"READ up/big\.bin part \d failed: ShortRead: .*: got \d+ of \d+ bytes at \d+; retry 1/10",
+                     run.stderr), run  # fmt: skip
+    assert object_md5(dst, bucket, "up/big.bin") == hashlib.md5(data).hexdigest()
+    assert unfinished_uploads(dst, bucket) == []
+
+
+def test_local_file_cut_short_mid_upload_fails_and_its_upload_is_aborted(dst, bucket, src_dir, flaky, dst_proxy):
+    """The file is truncated while part 1 is on its way: reading part 2 gets fewer bytes than listed.  The file fails
+    at once (no retry: waiting will not bring the bytes back), its upload is aborted, and the rerun uploads the file
+    as it is now."""
+    path = src_dir / "big.bin"
+    write_file(path, 3 * CHUNK)
+
+    def truncate_during_part_1(request) -> bool:
+        if request.operation == "UploadPart" and request.part_number == 1 and path.stat().st_size > CHUNK + 10:
+            os.truncate(path, CHUNK + 10)
+        return False
+
+    dst_proxy.set(match=truncate_during_part_1)
+    run = run_tool(flaky(MaxThread=1))
+    assert run.code == 1, run
+    assert f"failed: up/big.bin: {path} is shorter than when listed (read 10 of {CHUNK} bytes at {CHUNK})" in run.stdout
+    assert "READ up/big.bin part 2 failed" not in run.stderr  # not retried
+    assert "up/big.bin" not in list_keys(dst, bucket)
+    assert unfinished_uploads(dst, bucket) == []
+
+    dst_proxy.clear_faults()
+    rerun = run_tool(flaky())
+    assert rerun.code == 0, rerun
+    assert object_md5(dst, bucket, "up/big.bin") == md5_file(path)
+    assert unfinished_uploads(dst, bucket) == []

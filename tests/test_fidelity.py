@@ -7,7 +7,7 @@ import os
 import pathlib
 import re
 
-from conftest import MiB, list_keys, object_md5, run_tool, unfinished_uploads, write_file
+from conftest import MiB, list_keys, md5_file, object_md5, run_tool, unfinished_uploads, write_file
 
 OBJECTS = {
     "name/a.bin": 6 * MiB + 7,  # multipart at 5 MiB
@@ -47,6 +47,7 @@ def test_s3prefix_stays_a_folder_for_local_to_s3(dst, bucket, src_dir, make_conf
     run = run_tool(make_config(S3Prefix="name"))
     assert run.code == 0, run
     assert list_keys(dst, bucket) == {"name/a.txt": 5}
+    assert object_md5(dst, bucket, "name/a.txt") == md5_file(src_dir / "a.txt")
 
 
 def test_closing_line_and_log_file_line(dst, bucket, src_dir, make_config, tmp_path):
@@ -63,6 +64,7 @@ def test_closing_line_and_log_file_line(dst, bucket, src_dir, make_config, tmp_p
                         rf"{bucket}/multipart", lines[-1]), lines[-1]  # fmt: skip
     assert any(line.startswith("summary: ") for line in lines)  # the summary stays
     assert "MISSION ACCOMPLISHED" in log_file.read_text()
+    assert object_md5(dst, bucket, "multipart/a.txt") == md5_file(src_dir / "a.txt")
 
 
 def test_no_closing_line_over_a_failure(dst, bucket, src_dir, make_config):

@@ -22,6 +22,9 @@ from conftest import (
     MOTO_KEYS,
     SRC_KEYS,
     MiB,
+    assert_tree_uploaded,
+    damage_part,
+    in_process_logging,
     leave_unfinished,
     list_keys,
     md5_file,
@@ -182,6 +185,31 @@ def test_files_in_a_directory_that_cannot_be_entered_are_listing_errors(dst, buc
     assert "inner.bin" in proc.stdout and "Permission denied" in proc.stdout  # named in the summary
     assert "Traceback" not in proc.stderr
     assert list_keys(dst, bucket) == {"up/ok.txt": 100}
+    assert object_md5(dst, bucket, "up/ok.txt") == md5_file(src_dir / "ok.txt")
+
+
+def test_a_directory_that_cannot_be_listed_is_a_listing_error(dst, bucket, src_dir, make_config):
+    """A directory that can be entered but not read: its files cannot even be named.  The directory is a listing
+    error (named in the summary, exit 1), the other files go on, and the rerun, once it can be read, sends it."""
+    write_file(src_dir / "ok.txt", 100)
+    write_file(src_dir / "sealed" / "inner.bin", 200)
+    config = make_config()
+    (src_dir / "sealed").chmod(0o311)  # x but no r
+    try:
+        proc = subprocess.run(tool_command(config), cwd=config.parent, stdin=subprocess.DEVNULL, capture_output=True,
+                              text=True, timeout=120, preexec_fn=without_permission_override)  # fmt: skip
+    finally:
+        (src_dir / "sealed").chmod(0o755)
+    assert proc.returncode == 1, proc.stdout + proc.stderr
+    assert f"failed to list: {src_dir / 'sealed'}: cannot be listed: Permission denied" in proc.stdout, proc.stdout
+    assert "Traceback" not in proc.stderr and "MISSION ACCOMPLISHED" not in proc.stdout
+    assert list_keys(dst, bucket) == {"up/ok.txt": 100}
+    assert object_md5(dst, bucket, "up/ok.txt") == md5_file(src_dir / "ok.txt")
+    assert unfinished_uploads(dst, bucket) == []
+    again = run_tool(config)
+    assert again.code == 0, again
+    assert again.bytes_sent == 200
+    assert object_md5(dst, bucket, "up/sealed/inner.bin") == md5_file(src_dir / "sealed" / "inner.bin")
 
 
 def test_dangling_link_and_a_file_gone_before_stat_are_listing_errors(src_dir, monkeypatch):
@@ -233,7 +261,32 @@ def test_names_that_would_share_a_key_are_an_error_naming_both(dst, bucket, src_
     assert run.code == 1, run
     assert "same key" in run.stdout and "caf\u201bE9.txt" in run.stdout and "caf\\xe9.txt" in run.stdout
     assert list_keys(dst, bucket) == {"up/other.txt": 60}
+    assert object_md5(dst, bucket, "up/other.txt") == md5_file(src_dir / "other.txt")
     assert "Traceback" not in run.output
+
+
+@pytest.mark.parametrize("size", [2 * CHUNK + 5, 1000], ids=["multipart", "one-put"])
+def test_a_damaged_part_a_store_kept_is_never_a_success(moto_s3, moto_bucket, src_dir, make_config, monkeypatch,
+                                                        capsys, request, size):  # fmt: skip
+    """A store that does not check Content-MD5 (moto; AWS and SeaweedFS refuse the part) keeps a part damaged on the
+    way: the ETag check fails the file, and the object it made is deleted, so that no later run takes it for
+    complete (same key and size) and reports a success over wrong bytes; the rerun sends the file again."""
+    path = src_dir / "big.bin"
+    write_file(path, size)
+    config = make_config(DesProfileName="moto", DesBucket=moto_bucket, AddressingStyle="path")
+    damaged = damage_part(monkeypatch, 2 if size > CHUNK else None)  # part 2, or the one PutObject
+    in_process_logging(monkeypatch, request)
+    code = s3_upload.main(["--config", str(config)])
+    out, _err = capsys.readouterr()
+    assert damaged == [2 if size > CHUNK else 0]
+    assert code == 1, out
+    assert "failed: up/big.bin: ETag mismatch after" in out
+    assert "up/big.bin" not in list_keys(moto_s3, moto_bucket)  # not left for a rerun to skip
+    assert unfinished_uploads(moto_s3, moto_bucket) == []
+    rerun = run_tool(config)
+    assert rerun.code == 0, rerun
+    assert rerun.bytes_sent == size
+    assert object_md5(moto_s3, moto_bucket, "up/big.bin") == md5_file(path)
 
 
 # ---------------------------------------------------------------------------------------------------------------------
@@ -276,6 +329,7 @@ def test_odd_slashes_in_s3prefix_upload_once_and_then_match(prefix, written, dst
     assert run.code == 0, run
     assert "All source files are in destination" in run.stdout
     assert list_keys(dst, bucket) == {written + "x.txt": 300, written + "sub/y.txt": 400}
+    assert assert_tree_uploaded(dst, bucket, written, src_dir) == 2
     again = run_tool(config)
     assert again.code == 0 and again.bytes_sent == 0, again
 

@@ -115,5 +115,6 @@ def test_links_to_directories_are_reported_not_followed_and_index_stays_inside(d
     assert run.code == 0, run
     assert "a link to a directory is not followed" in run.stderr  # never a silent skip
     assert list_keys(dst, bucket) == {"up/real.txt": 20}
+    assert object_md5(dst, bucket, "up/real.txt") == md5_file(src_dir / "real.txt")
     escape = run_tool(make_config(SrcFileIndex="../outside/secret.txt"))
     assert escape.code == 2 and "points outside SrcDir" in escape.stderr, escape

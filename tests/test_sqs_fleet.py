@@ -4,22 +4,31 @@ is left on S3 and what is left in the queues."""
 
 from __future__ import annotations
 
+import functools
 import json
+import re
 import signal
 import subprocess
+import threading
 import time
 import uuid
 
 import boto3
 import pytest
+from test_resume import start_upload
 
+import s3_upload
 from conftest import (
     DST_KEYS,
     MiB,
     assert_tree_uploaded,
     list_keys,
+    md5_file,
+    object_md5,
+    parts_on_server,
     tool_command,
     unfinished_uploads,
+    wait_until,
     write_file,
 )
 from faultproxy import FaultProxy
@@ -167,3 +176,203 @@ def test_poison_message_goes_to_the_dead_letter_queue(dst, bucket, src_dir, tmp_
     assert queue_count(sqs, queue) == 0
     assert queue_count(sqs, dlq) == 2  # after maxReceiveCount tries, for a human to look at
     assert unfinished_uploads(dst, bucket) == []
+
+
+def data_parts(client, bucket: str, key: str) -> list[int]:
+    return [n for n in parts_on_server(client, bucket, key) if n != s3_upload.MARKER_PART]
+
+
+def test_sqs_profile_name_gives_the_queue_its_own_profile(dst, bucket, src_dir, sqs, queues, fleet_config,
+                                                          aws_profiles, moto_url):  # fmt: skip
+    """A third profile holds the queue: SQS is reached with its endpoint and keys, S3 with the destination's (whose
+    endpoint, SeaweedFS, has no SQS: without SQSProfileName the sender is refused there and queues nothing)."""
+    queue, dlq = queues
+    aws_profiles.add("queue", moto_url, "queueAccessKey", "queueSecretKey")
+    write_file(src_dir / "a.bin", CHUNK + 5)
+    write_file(src_dir / "b.txt", 50)
+    without = run(fleet_config(SQSEndpointURL=""), "--sqs-send", queue)
+    assert without.returncode != 0 and queue_count(sqs, queue) == 0, without.stderr
+    sent = run(fleet_config(SQSEndpointURL="", SQSProfileName="queue"), "--sqs-send", queue)
+    assert sent.returncode == 0 and "queued 2 file(s)" in sent.stdout, sent.stderr
+    worker = run(fleet_config("w1", SQSEndpointURL="", SQSProfileName="queue", SQSIdleSeconds=1), "--sqs-worker", queue)
+    assert worker.returncode == 0, worker.stderr
+    assert assert_tree_uploaded(dst, bucket, "up/", src_dir) == 2
+    assert unfinished_uploads(dst, bucket) == []
+    assert queue_count(sqs, queue) == 0 and queue_count(sqs, dlq) == 0
+
+
+def test_two_workers_racing_on_one_file(dst, bucket, src_dir, tmp_path, sqs, queues, fleet_config):
+    """The file is queued twice (a duplicate); a slow worker takes one message, and once it is mid-file a second
+    worker takes the other, resumes the first one's upload (its parts checked by MD5) and completes it with the
+    parts it verified itself.  The first worker then finds its upload gone and the object complete, and deletes
+    its message: one object, byte-identical, nothing unfinished, no message left."""
+    queue, dlq = queues
+    write_file(src_dir / "big.bin", 8 * CHUNK)
+    assert run(fleet_config(), "--sqs-send", queue).returncode == 0
+    [queued] = sqs.receive_message(QueueUrl=queue, VisibilityTimeout=0)["Messages"]  # left visible
+    sqs.send_message(QueueUrl=queue, MessageBody=queued["Body"])  # the duplicate
+    slow = start_worker(fleet_config("w1", MaxBandwidth=8 * MiB, SQSIdleSeconds=1), queue)  # 40 MiB: about 5 s
+    try:
+        wait_until(lambda: data_parts(dst, bucket, "up/big.bin"), "the first worker's first data part")
+        fast = run(fleet_config("w2", SQSIdleSeconds=1), "--sqs-worker", queue)
+        slow_code = slow.wait(timeout=120)
+    finally:
+        slow.kill()
+    assert (slow_code, fast.returncode) == (0, 0), fast.stderr
+    joined = re.search(r"resume up/big\.bin: upload \S+ has (\d+) of 8 parts", worker_log(tmp_path, "w2"))
+    assert joined and int(joined.group(1)) < 8, worker_log(tmp_path, "w2")  # it joined mid-file
+    assert "was completed by another worker; deleting the message" in worker_log(tmp_path, "w1")
+    assert assert_tree_uploaded(dst, bucket, "up/", src_dir) == 1
+    assert unfinished_uploads(dst, bucket) == []
+    assert queue_count(sqs, queue) == 0 and queue_count(sqs, dlq) == 0
+
+
+def test_worker_aborts_uploads_older_than_the_complete_object(dst, bucket, src_dir, tmp_path, sqs, queues,
+                                                              fleet_config):  # fmt: skip
+    """A message for an object already complete: the worker deletes it without work, and aborts the unfinished
+    uploads of that key begun before the object was written (a duplicate's leftovers), not one begun after it
+    (another run's work in progress).  SeaweedFS counts times in seconds: the test waits for its clock to move."""
+    queue, dlq = queues
+    path = src_dir / "big.bin"
+    write_file(path, CHUNK + 5)
+    assert run(fleet_config(), "--sqs-send", queue).returncode == 0
+    older = start_upload(dst, bucket, "up/big.bin", path.read_bytes(), CHUNK, parts=(1,))
+    wait_for_the_server_clock(dst, bucket, initiated(dst, bucket, older))
+    dst.put_object(Bucket=bucket, Key="up/big.bin", Body=path.read_bytes())  # completed by another worker
+    wait_for_the_server_clock(dst, bucket, dst.head_object(Bucket=bucket, Key="up/big.bin")["LastModified"])
+    newer = start_upload(dst, bucket, "up/big.bin", path.read_bytes(), CHUNK, parts=(1,))
+    worker = run(fleet_config("w1", SQSIdleSeconds=1), "--sqs-worker", queue)
+    assert worker.returncode == 0, worker.stderr
+    assert f"aborting upload {s3_upload.short_id(older)}, older than the complete object" in worker.stderr
+    assert "is already complete; deleting the message" in worker.stderr
+    assert [u["UploadId"] for u in unfinished_uploads(dst, bucket)] == [newer]
+    assert object_md5(dst, bucket, "up/big.bin") == md5_file(path)
+    assert queue_count(sqs, queue) == 0 and queue_count(sqs, dlq) == 0
+    dst.abort_multipart_upload(Bucket=bucket, Key="up/big.bin", UploadId=newer)
+
+
+def initiated(client, bucket: str, upload_id: str):
+    return next(u["Initiated"] for u in unfinished_uploads(client, bucket) if u["UploadId"] == upload_id)
+
+
+def wait_for_the_server_clock(client, bucket: str, after) -> None:
+    """Until an object written now gets a LastModified later than ``after`` (the server's clock, in its units)."""
+
+    def moved() -> bool:
+        client.put_object(Bucket=bucket, Key="clock", Body=b"")
+        return client.head_object(Bucket=bucket, Key="clock")["LastModified"] > after
+
+    wait_until(moved, f"the server's clock to pass {after}", timeout=10, interval=0.1)
+
+
+def test_sigterm_stops_a_worker_and_the_next_worker_resumes(dst, bucket, src_dir, tmp_path, sqs, queues,
+                                                            fleet_config):  # fmt: skip
+    """SIGTERM (a fleet scaling in) stops a worker like Ctrl-C: exit 130, the message is not deleted and comes back
+    after its visibility timeout, and the next worker resumes the upload from its parts on S3."""
+    queue, dlq = queues
+    path = src_dir / "big.bin"
+    write_file(path, 6 * CHUNK)
+    assert run(fleet_config(), "--sqs-send", queue).returncode == 0
+    config = fleet_config("w1", MaxBandwidth=8 * MiB, SQSVisibilityTimeout=1)  # 30 MiB: about 4 s
+    worker = subprocess.Popen(tool_command(config) + ["--sqs-worker", queue], cwd=config.parent,
+                              stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                              text=True)  # fmt: skip
+    try:
+        wait_until(lambda: data_parts(dst, bucket, "up/big.bin"), "a data part on the server")
+        worker.send_signal(signal.SIGTERM)
+        out, err = worker.communicate(timeout=60)
+    finally:
+        worker.kill()
+    assert worker.returncode == 130, err
+    assert "run the same command again to resume" in err and "Traceback" not in out + err
+    assert "up/big.bin" not in list_keys(dst, bucket)
+    kept = len(data_parts(dst, bucket, "up/big.bin"))
+    assert queue_count(sqs, queue) == 1  # not deleted: hidden until its visibility timeout ends
+    nxt = run(fleet_config("w2", SQSIdleSeconds=3), "--sqs-worker", queue)
+    assert nxt.returncode == 0, nxt.stderr
+    resumed = re.search(r"resume up/big\.bin: upload \S+ has (\d+) of 6 parts", worker_log(tmp_path, "w2"))
+    assert resumed and int(resumed.group(1)) >= kept, worker_log(tmp_path, "w2")
+    assert assert_tree_uploaded(dst, bucket, "up/", src_dir) == 1
+    assert unfinished_uploads(dst, bucket) == []
+    assert queue_count(sqs, queue) == 0 and queue_count(sqs, dlq) == 0
+
+
+def test_a_failed_heartbeat_is_logged_and_the_file_still_completes(dst, bucket, src_dir, sqs, queues, fleet_config,
+                                                                   moto_url, aws_profiles, dst_server):  # fmt: skip
+    """Every ChangeMessageVisibility is refused (500); the file's COMPLETE is held until one was: the worker logs
+    the missed beat, goes on, completes the file and deletes its message (a missed beat only risks a duplicate)."""
+    queue, dlq = queues
+    write_file(src_dir / "big.bin", CHUNK + 7)
+    assert run(fleet_config(), "--sqs-send", queue).returncode == 0
+    beat_refused = threading.Event()
+
+    def heartbeat(request) -> bool:
+        if request.headers.get("x-amz-target") == "AmazonSQS.ChangeMessageVisibility":
+            beat_refused.set()
+            return True
+        return False
+
+    def complete_after_a_refused_beat(request) -> bool:
+        if request.operation == "CompleteMultipartUpload":
+            beat_refused.wait(60)
+        return False
+
+    with FaultProxy("127.0.0.1", int(moto_url.rsplit(":", 1)[1])).start() as sqs_proxy, \
+            FaultProxy("127.0.0.1", dst_server.port).start() as s3_proxy:  # fmt: skip
+        sqs_proxy.set(outage=True, error_status=500, error_code="InternalError", match=heartbeat)
+        s3_proxy.set(match=complete_after_a_refused_beat)
+        aws_profiles.add("held", s3_proxy.endpoint_url, *DST_KEYS)
+        worker = run(fleet_config("w1", DesProfileName="held", SQSEndpointURL=sqs_proxy.endpoint_url,
+                                  SQSVisibilityTimeout=1, SQSIdleSeconds=1), "--sqs-worker", queue)  # fmt: skip
+        assert not sqs_proxy.exceptions and not s3_proxy.exceptions
+    assert beat_refused.is_set()
+    assert worker.returncode == 0, worker.stderr
+    assert "SQS heartbeat failed:" in worker.stderr and "HTTP 500" in worker.stderr, worker.stderr
+    assert "1 file(s) done, 0 failed" in worker.stdout
+    assert assert_tree_uploaded(dst, bucket, "up/", src_dir) == 1
+    assert unfinished_uploads(dst, bucket) == []
+    assert queue_count(sqs, queue) == 0 and queue_count(sqs, dlq) == 0
+
+
+def test_sender_resends_the_messages_of_a_partly_refused_batch(src_dir, sqs, queues, fleet_config, monkeypatch,
+                                                               capsys, request):  # fmt: skip
+    """SendMessageBatch answers with two entries of the first batch in Failed (those were not queued): the sender
+    sends those two again, and the queue ends with exactly one message per file.  In-process, so that the refusal
+    is a real one (the refused entries never reach SQS)."""
+    queue, dlq = queues
+    for i in range(12):  # a batch of 10 and a batch of 2
+        write_file(src_dir / f"f{i:02d}.txt", 10 + i)
+    real_sqs_client = s3_upload.Endpoints.sqs_client
+    refused: list[str] = []
+
+    def sqs_client(self):
+        client = real_sqs_client(self)
+        send_batch = client.send_message_batch
+
+        def partly_refused(QueueUrl, Entries):
+            if refused:
+                return send_batch(QueueUrl=QueueUrl, Entries=Entries)
+            refused.extend(e["Id"] for e in Entries[3:5])
+            answer = send_batch(QueueUrl=QueueUrl, Entries=[e for e in Entries if e["Id"] not in refused])
+            answer["Failed"] = [{"Id": i, "SenderFault": False, "Code": "InternalError"} for i in refused]
+            return answer
+
+        client.send_message_batch = partly_refused
+        return client
+
+    monkeypatch.setattr(s3_upload.Endpoints, "sqs_client", sqs_client)
+    for logger in (s3_upload.log, s3_upload.report):  # main() changes these; put them back afterwards
+        monkeypatch.setattr(logger, "propagate", logger.propagate)
+        request.addfinalizer(functools.partial(logger.setLevel, logger.level))
+    assert s3_upload.main(["--config", str(fleet_config()), "--sqs-send", queue]) == 0
+    out, err = capsys.readouterr()
+    assert len(refused) == 2
+    assert "SQS refused 2 message(s) of a batch; sending them again" in err
+    assert "queued 12 file(s)" in out
+    keys = []
+    while True:
+        got = sqs.receive_message(QueueUrl=queue, MaxNumberOfMessages=10, VisibilityTimeout=60).get("Messages", [])
+        if not got:
+            break
+        keys += [json.loads(m["Body"])["key"] for m in got]
+    assert sorted(keys) == [f"up/f{i:02d}.txt" for i in range(12)]  # each file once: none lost, none twice

@@ -3,36 +3,13 @@ with trailing checksums over https, as real AWS sees), certificates verified by 
 
 from __future__ import annotations
 
-import subprocess
-
 import pytest
 
 import s3_upload
 from conftest import DST_KEYS, MiB, assert_tree_uploaded, run_tool, unfinished_uploads, write_file
 from faultproxy import FaultProxy
-from seaweed import SeaweedServer, identity
 
 CHUNK = 5 * MiB
-
-
-@pytest.fixture(scope="session")
-def tls_cert(tmp_path_factory):
-    d = tmp_path_factory.mktemp("tls")
-    cert, key = d / "cert.pem", d / "key.pem"
-    subprocess.run(
-        ["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2", "-subj", "/CN=127.0.0.1",
-         "-addext", "subjectAltName=IP:127.0.0.1", "-keyout", str(key), "-out", str(cert)],
-        check=True, capture_output=True,
-    )  # fmt: skip
-    return cert, key
-
-
-@pytest.fixture(scope="session")
-def tls_server(tmp_path_factory, tls_cert):
-    server = SeaweedServer(tmp_path_factory.mktemp("seaweed-tls"), [identity("dst", *DST_KEYS)], https_cert=tls_cert)
-    server.start()
-    yield server
-    server.stop()
 
 
 @pytest.fixture
@@ -91,3 +68,4 @@ def test_checksum_headers_on_the_wire(dst, bucket, src_dir, make_config, aws_pro
     assert all("content-md5" in r.headers for r in uploads)
     assert all(("x-amz-checksum-crc32" in r.headers) == crc32_sent for r in uploads), [r.headers for r in uploads]
     assert assert_tree_uploaded(dst, bucket, "up/", src_dir) == 2
+    assert unfinished_uploads(dst, bucket) == []

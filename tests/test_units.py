@@ -698,10 +698,19 @@ def test_settings_advanced_options_and_flags(seed_values):
         ("LoggingLevel", "debug"),
         ("StorageClass", "DEEP_ARCHIVE"),
         ("RetryDelay", 0),
+        ("MaxThread", 1),
+        ("MaxParallelFile", 1),
+        ("ConnectTimeout", 0.001),
+        ("ReadTimeout", 1),
+        ("MaxBandwidth", 0),
+        ("SQSIdleSeconds", 0.1),
+        ("SQSVisibilityTimeout", 1),
+        ("SQSVisibilityTimeout", 43200),
     ],
 )
 def test_settings_boundary_values_are_accepted(seed_values, name, value):
-    s3_upload.settings_from_values(dict(seed_values, **{name: value}))
+    settings = s3_upload.settings_from_values(dict(seed_values, **{name: value}))
+    assert getattr(settings, s3_upload.CONFIG_OPTIONS[name][0]) == value  # kept as given, not replaced by a default
 
 
 @pytest.mark.parametrize(

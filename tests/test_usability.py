@@ -56,6 +56,7 @@ from conftest import (
     unfinished_uploads,
     write_file,
 )
+from faultproxy import FaultProxy
 
 CHUNK = 5 * MiB
 MOTO_KEYS = ("testing", "testing")
@@ -121,16 +122,18 @@ class Target:
     client: object
     bucket: str
     config: dict
+    port: int  # the server's port on 127.0.0.1 (for a FaultProxy in front of it)
 
 
 @pytest.fixture(params=["seaweed", "moto"])
-def target(request, dst, bucket, own_profiles) -> Target:
+def target(request, dst, bucket, own_profiles, dst_server) -> Target:
     if request.param == "seaweed":
-        return Target("seaweed", dst, bucket, {})  # the "dst" profile, whose endpoint_url is the server
+        # The "dst" profile, whose endpoint_url is the server.
+        return Target("seaweed", dst, bucket, {}, dst_server.port)
     moto, url = request.getfixturevalue("moto"), request.getfixturevalue("moto_url")
     name = new_bucket(moto)
     return Target("moto", moto, name, dict(DesProfileName="moto", DesBucket=name, DesEndpointURL=url,
-                                           AddressingStyle="path"))  # fmt: skip
+                                           AddressingStyle="path"), int(url.rsplit(":", 1)[1]))  # fmt: skip
 
 
 def run_with(config: pathlib.Path, *args: str, stdin: str | None = None, command=None, cwd=None) -> Run:
@@ -361,7 +364,7 @@ def test_dry_run_shows_each_decision_and_writes_nothing(dst, bucket, dry_run_set
     assert run.code == 0, run
     lines = run.stdout.splitlines()
     cleaned = sorted(line.split(" (")[0] for line in lines if line.startswith("clean "))
-    # Every unfinished upload under the prefix, as the original's CLEAN: another job's too.
+    # CLEAN aborts every unfinished upload under the prefix, this job's or not (README, "Resume and CLEAN").
     assert cleaned == ["clean    up/other-job.bin", "clean    up/restart.bin", "clean    up/resume.bin"], run
     assert "upload   up/resume.bin (11.0 MiB, 3 parts of 5.0 MiB)" in lines, run  # after CLEAN: from scratch
     assert lines[-1] == "dry run: 1 to skip, 4 to upload; nothing was written", run
@@ -620,16 +623,29 @@ def test_s3_to_s3_copies_object_attributes(server, request, make_config, own_pro
 
 
 def test_sse_aes256_and_bucket_owner_full_control(target, src_dir, make_config):
+    """Both reach the requests that create objects (seen on the wire through a proxy: PutObject and
+    CreateMultipartUpload carry x-amz-acl and x-amz-server-side-encryption), and the stored objects are encrypted.
+    bucket-owner-full-control leaves no trace in the ACL when the uploader owns the bucket (the owner has
+    FULL_CONTROL either way), so the header is what shows it was sent; test_acl_is_applied_on_moto shows an ACL
+    applied."""
     write_file(src_dir / "big.bin", CHUNK + MiB)
     write_file(src_dir / "small.txt", 1234)
-    run = run_tool(make_config(ServerSideEncryption="AES256", ACL="bucket-owner-full-control", **target.config))
+    with FaultProxy("127.0.0.1", target.port).start() as proxy:
+        config = {**target.config, "DesEndpointURL": proxy.endpoint_url}
+        run = run_tool(make_config(ServerSideEncryption="AES256", ACL="bucket-owner-full-control", **config))
+        creates = [r for r in proxy.history if r.operation in ("PutObject", "CreateMultipartUpload")]
+        assert not proxy.exceptions, proxy.exceptions
     assert run.code == 0, run
+    assert sorted((r.operation, r.key) for r in creates) == [("CreateMultipartUpload", "up/big.bin"),
+                                                             ("PutObject", "up/small.txt")]  # fmt: skip
+    for r in creates:
+        assert r.headers.get("x-amz-acl") == "bucket-owner-full-control", (target.name, r.operation, r.headers)
+        assert r.headers.get("x-amz-server-side-encryption") == "AES256", (target.name, r.operation, r.headers)
     assert assert_tree_uploaded(target.client, target.bucket, "up/", src_dir) == 2
     for key in ("up/big.bin", "up/small.txt"):
         head = target.client.head_object(Bucket=target.bucket, Key=key)
         assert head.get("ServerSideEncryption") == "AES256", (target.name, key)  # both servers report it
-        grants = target.client.get_object_acl(Bucket=target.bucket, Key=key)["Grants"]
-        assert any(g["Permission"] == "FULL_CONTROL" for g in grants), (target.name, grants)
+    assert unfinished_uploads(target.client, target.bucket) == []
 
 
 def test_acl_is_applied_on_moto(moto, src_dir, make_config, own_profiles, moto_url):
