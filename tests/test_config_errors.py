@@ -67,6 +67,10 @@ def source(src_dir):
 # ---------------------------------------------------------------------------------------------------------------------
 
 # (id, overrides: a dict, or a function of the source dir and the bucket, words that the error line must contain)
+# An ALIOSS_TO_S3 job: its ali_ options are checked only for that job type.
+OSS_JOB = {"JobType": "ALIOSS_TO_S3", "ali_SrcBucket": "oss-b", "ali_access_key_id": "LTAIkey",
+           "ali_access_key_secret": "secret", "ali_endpoint": "oss-cn-beijing.aliyuncs.com"}  # fmt: skip
+
 BAD_VALUES = [
     ("JobType-unknown", {"JobType": "LOCAL_TO_GCS"}, ("JobType", "'LOCAL_TO_GCS'", "unknown", "S3_TO_S3")),
     ("JobType-lowercase", {"JobType": "local_to_s3"}, ("JobType", "unknown", "'LOCAL_TO_S3'")),
@@ -129,7 +133,13 @@ BAD_VALUES = [
     ("SQSVisibilityTimeout-zero", {"SQSVisibilityTimeout": 0}, ("SQSVisibilityTimeout", "1 to 43200", "got 0")),
     ("SQSVisibilityTimeout-above-12h", {"SQSVisibilityTimeout": 43201}, ("SQSVisibilityTimeout", "1 to 43200")),
     ("SQSVisibilityTimeout-float", {"SQSVisibilityTimeout": 1.5}, ("SQSVisibilityTimeout", "must be int", "float")),
-]
+    ("CopyMode-unknown", {"CopyMode": "sideways"}, ("CopyMode", "'sideways'", "unknown", "'server'")),
+    ("ali_SrcBucket-empty", dict(OSS_JOB, ali_SrcBucket=""), ("ali_SrcBucket", "empty", "OSS bucket")),
+    ("ali_access_key_id-empty", dict(OSS_JOB, ali_access_key_id=""), ("ali_access_key_id", "empty", "RAM user")),
+    ("ali_access_key_secret-int", dict(OSS_JOB, ali_access_key_secret=7),
+     ("ali_access_key_secret", "must be str", "(value not shown)")),
+    ("ali_endpoint-ftp", dict(OSS_JOB, ali_endpoint="ftp://oss.example"), ("ali_endpoint", "not an OSS endpoint")),
+]  # fmt: skip
 
 
 def test_every_option_has_a_bad_value_case():
@@ -389,7 +399,7 @@ def test_helper_names_in_the_config_are_not_options(dst, bucket, source, make_co
     config.write_text(config.read_text() + helpers)
     run = run_tool(config)
     assert run.code == 0, run
-    assert "ChunkSize=6291456" in run.stderr and "Gigabytes" not in run.output and "My_Chunk" not in run.output
+    assert "ChunkSize=6291456" in run.log_text and "Gigabytes" not in run.output and "My_Chunk" not in run.output
     digest = hashlib.md5((source / "big.bin").read_bytes()).digest()
     assert dst.head_object(Bucket=bucket, Key="up/big.bin")["ETag"].strip('"') == s3_upload.multipart_etag([digest])
     assert assert_tree_uploaded(dst, bucket, "up/", source) == 2

@@ -152,14 +152,15 @@ def test_clean_aborts_every_upload_under_the_prefix(store, src_dir, make_config)
 
 
 def test_s3_to_s3_copies_a_prefix(store, make_config):
-    """Bucket to bucket on the same store, with the same profile: ranged GETs pinned by If-Match, UploadPart."""
+    """Bucket to bucket on the same store, with the same profile, streamed (CopyMode = "stream"): ranged GETs pinned
+    by If-Match, UploadPart.  The server-side copy is tests/test_server_copy.py's (SeaweedFS)."""
     objects = {"data/big.bin": CHUNK + 321, "data/nested/报告 ü.txt": 4321, "data/empty.dat": 0, "data/s": 9}
     source, dest = store.new_bucket(), store.new_bucket()
     for key, size in objects.items():
         store.client.put_object(Bucket=source, Key=key, Body=os.urandom(size))
     store.client.put_object(Bucket=source, Key="elsewhere/not-copied.txt", Body=b"outside the prefix")
     run = run_tool(make_config(JobType="S3_TO_S3", SrcBucket=source, SrcProfileName=store.profile, S3Prefix="data/",
-                               **store.config(dest)))  # fmt: skip
+                               CopyMode="stream", **store.config(dest)))  # fmt: skip
     assert run.code == 0, run
     assert list_keys(store.client, dest) == objects
     for key in objects:
