@@ -707,7 +707,11 @@ class RetryPolicy:
                 with self._lock:
                     self.retries += 1
                     self.retries_by_key[key] = self.retries_by_key.get(key, 0) + 1
-                wait = attempt * self.delay
+                # A dropped connection (a reset on a lossy long link) is retried at once the first time: waiting helps
+                # nothing and the thread's slot would stand idle.  Answers from the server (throttling, 5xx) and
+                # every later retry wait n x RetryDelay, as the original did.
+                dropped = not isinstance(exc, botocore.exceptions.ClientError)
+                wait = (attempt - 1 if dropped else attempt) * self.delay
                 log.warning(
                     "%s failed: %s; retry %d/%d in %gs", what, describe_error(exc), attempt, self.max_retry, wait
                 )
@@ -1921,9 +1925,9 @@ class Engine:
                 human_bytes(self.s.chunk_size),
                 human_bytes(plan.part_size),
             )
-        upload_id, existing, proven = self._resume_or_create(task, shape, facts)
+        upload_id, existing, proven, new = self._resume_or_create(task, shape, facts)
         try:
-            parts = self._send_parts(f, shape, upload_id, existing, proven)
+            parts = self._send_parts(f, shape, upload_id, existing, proven, marker=new)
             self._check_unchanged(f)
         except SourceChanged:
             # Its parts may mix old and new bytes: never complete it, and leave nothing behind.
@@ -2025,12 +2029,17 @@ class Engine:
         upload_id = self.retry.call(f"CREATE upload {key}", create)
         if attempts > 1:
             self._abort_orphans(key, upload_id)
+        return upload_id
+
+    def _send_marker(self, f: SourceFile, upload_id: str, shape: Shape, cancel: threading.Event) -> None:
+        """The resume marker (part 10,000), sent beside the first data parts rather than before them: were the run
+        killed before it lands, its data parts would be tied to no version, and so never trusted by size (a rerun
+        proves them by MD5, or restarts the upload)."""
         body = marker_body(self.source.identity(f), shape.plan, shape.checksum)
         md5_b64 = md5_of(body)[1]
-        self.retry.call(f"MARKER {key}", lambda: require_etag(self.client.upload_part(
-            Bucket=self.bucket, Key=key, UploadId=upload_id, PartNumber=MARKER_PART, Body=body, ContentMD5=md5_b64,
-            **part_checksum_args(shape.checksum)), f"MARKER {key}"))  # fmt: skip
-        return upload_id
+        self.retry.call(f"MARKER {f.key}", lambda: require_etag(self.client.upload_part(
+            Bucket=self.bucket, Key=f.key, UploadId=upload_id, PartNumber=MARKER_PART, Body=body, ContentMD5=md5_b64,
+            **part_checksum_args(shape.checksum)), f"MARKER {f.key}"), cancel)  # fmt: skip
 
     def _abort_orphans(self, key: str, keep: str) -> None:
         """A CreateMultipartUpload whose answer was lost still made an upload, that nobody would ever resume.
@@ -2044,9 +2053,10 @@ class Engine:
                 self._abort(key, u.upload_id)
 
     def _resume_or_create(self, task: FileTask, shape: Shape, facts: SourceFacts
-                          ) -> tuple[str, dict[int, list[ExistingPart]], bool]:  # fmt: skip
-        """The upload to send parts to, the parts it already holds (by number), and whether those are tied to this
-        source version (so that a part of the right size counts without reading it again)."""
+                          ) -> tuple[str, dict[int, list[ExistingPart]], bool, bool]:  # fmt: skip
+        """The upload to send parts to, the parts it already holds (by number), whether those are tied to this
+        source version (so that a part of the right size counts without reading it again), and whether the upload
+        is new (its marker still to send)."""
         f, plan, upload = task.src, shape.plan, task.upload
         if upload is not None:
             check, data = examine_upload(self.client, self.bucket, task, self.source, self.retry, shape,
@@ -2072,14 +2082,14 @@ class Engine:
                     "made for this version of the source" if check.proven else
                     "made without s3_upload's marker: each part is checked against the source before it is reused",
                 )  # fmt: skip
-                return upload.upload_id, by_number, check.proven
+                return upload.upload_id, by_number, check.proven, False
         upload_id = self._create_upload(f, shape, facts)
         log.debug("%s: new upload %s, %d parts of %s", f.key, short_id(upload_id), plan.part_count,
                   human_bytes(plan.part_size))  # fmt: skip
-        return upload_id, {}, True
+        return upload_id, {}, True, True
 
     def _send_parts(self, f: SourceFile, shape: Shape, upload_id: str, existing: dict[int, list[ExistingPart]],
-                    proven: bool) -> list[PartResult]:  # fmt: skip
+                    proven: bool, marker: bool = False) -> list[PartResult]:  # fmt: skip
         failed = threading.Event()  # one part's final failure stops this file's other parts at once
         # A part of the right size in an upload tied to this version counts as it is, unless reading it back is
         # cheap (a local file: proven by MD5 anyway).
@@ -2102,10 +2112,13 @@ class Engine:
             # Missing parts first: the network starts at once, and checking the parts already on S3 (reading and
             # hashing them) overlaps with those uploads instead of delaying them.
             ordered = sorted(shape.plan.parts(), key=lambda part: part[0] in existing)
+            marking = pool.submit(self._send_marker, f, upload_id, shape, failed) if marker else None
             futures = [pool.submit(send, *part) for part in ordered]
             try:
                 for future in concurrent.futures.as_completed(futures):
                     results.append(future.result())
+                if marking is not None:
+                    marking.result()
             except BaseException:
                 failed.set()
                 pool.shutdown(wait=True, cancel_futures=True)
@@ -2427,21 +2440,36 @@ def open_job(settings: Settings, stop: threading.Event) -> Job:
 def list_job(job: Job) -> tuple[list[SourceFile], dict[str, int], list[UnfinishedUpload]]:
     """The source, the destination (once) and its unfinished uploads; a refusal here is a user error (exit 2)."""
     settings, retry, des_client = job.settings, job.retry, job.des_client
-    try:
-        files = job.source.list()
-    except (botocore.exceptions.BotoCoreError, botocore.exceptions.ClientError) as exc:
-        if settings.job_type == "ALIOSS_TO_S3":
-            check_oss_access(exc, job.src_what)
-        check_access(exc, job.src_what)
-        raise
+    listing_errors = (botocore.exceptions.BotoCoreError, botocore.exceptions.ClientError)
+
+    def source_files() -> list[SourceFile]:
+        try:
+            return job.source.list()
+        except listing_errors as exc:
+            if settings.job_type == "ALIOSS_TO_S3":
+                check_oss_access(exc, job.src_what)
+            check_access(exc, job.src_what)
+            raise
+
+    def destination_sizes() -> dict[str, int]:
+        try:
+            return {o["Key"]: o["Size"] for o in list_objects(des_client, settings.des_bucket, job.dest_prefix, retry)}
+        except listing_errors as exc:
+            check_access(exc, job.des_what)
+            raise
+
+    def unfinished() -> list[UnfinishedUpload]:
+        try:
+            return list_unfinished_uploads(des_client, settings.des_bucket, job.dest_prefix, retry)
+        except listing_errors as exc:
+            check_access(exc, job.des_what)
+            raise
+
+    # The three listings do not depend on each other: on a long link each costs round trips, so they overlap.
+    with concurrent.futures.ThreadPoolExecutor(3, thread_name_prefix="list") as pool:
+        listed = pool.submit(source_files), pool.submit(destination_sizes), pool.submit(unfinished)
+        files, destination, uploads = listed[0].result(), listed[1].result(), listed[2].result()
     log.info("source: %d file(s), %s", len(files), human_bytes(sum(f.size for f in files)))
-    try:
-        listing = list_objects(des_client, settings.des_bucket, job.dest_prefix, retry)
-        destination = {o["Key"]: o["Size"] for o in listing}
-        uploads = list_unfinished_uploads(des_client, settings.des_bucket, job.dest_prefix, retry)
-    except (botocore.exceptions.BotoCoreError, botocore.exceptions.ClientError) as exc:
-        check_access(exc, job.des_what)
-        raise
     return files, destination, uploads
 
 

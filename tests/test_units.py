@@ -583,10 +583,20 @@ def test_retry_policy_waits_grow_linearly(s3_log):
 def test_retry_policy_real_waits_with_a_small_delay(s3_log):
     stop = RecordingEvent(sleep=True)
     policy = s3_upload.RetryPolicy(3, 0.01, stop)
-    assert policy.call("GET k", Flaky(TimeoutError(), TimeoutError(), TimeoutError())) == "done"
+    assert policy.call("GET k", Flaky(*[client_error("SlowDown", 503) for _ in range(3)])) == "done"
     assert stop.waits == pytest.approx([0.01, 0.02, 0.03])
     waits = [r.args[-1] for r in s3_log.records if r.name == "s3_upload"]  # the "in X s" argument
     assert waits == pytest.approx([0.01, 0.02, 0.03])
+
+
+def test_retry_policy_retries_a_dropped_connection_at_once_the_first_time(s3_log):
+    """A reset or a timeout (no answer from the server) is retried at once, then after 1, 2... x RetryDelay; an
+    answer from the server (throttling, 5xx) always waits n x RetryDelay."""
+    stop = RecordingEvent()
+    policy = s3_upload.RetryPolicy(3, 5.0, stop)
+    dropped = [TimeoutError(), urllib3.exceptions.ProtocolError("reset"), ConnectionResetError()]
+    assert policy.call("GET k", Flaky(*dropped)) == "done"
+    assert stop.waits == [0.0, 5.0, 10.0]
 
 
 def test_retry_policy_stop_set_before_the_call_raises_interrupted():
