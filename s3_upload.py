@@ -151,10 +151,12 @@ class Settings:
     ali_access_key_id: str = ""  # ali_access_key_id: a RAM user's AccessKey for OSS (not an AWS profile)
     ali_access_key_secret: str = dataclasses.field(default="", repr=False)  # ali_access_key_secret: never shown
     ali_endpoint: str = ""  # ali_endpoint: e.g. "oss-cn-beijing.aliyuncs.com" (https:// unless a scheme is given)
-    chunk_size: int = 50 * MiB  # ChunkSize
+    # The original v1.2's defaults: 25 parts of 10 MiB in flight fill a long, lossy link where 9 parts of 50 MiB
+    # (v1.0) could not, lose less at a kill, and take 250 MiB, not 450.
+    chunk_size: int = 10 * MiB  # ChunkSize
     max_retry: int = 30  # MaxRetry
-    max_thread: int = 3  # MaxThread
-    max_parallel_file: int = 3  # MaxParallelFile
+    max_thread: int = 5  # MaxThread
+    max_parallel_file: int = 5  # MaxParallelFile
     ignore_small_file: bool = False  # IgnoreSmallFile
     storage_class: str = "STANDARD"  # StorageClass
     verify_md5: bool = False  # ifVerifyMD5
@@ -225,10 +227,10 @@ CONFIG_OPTIONS: dict[str, tuple[str, tuple[type, ...]]] = {
 SECRET_OPTIONS = frozenset({"ali_access_key_secret"})  # never printed, logged or put in an error message
 
 CONFIG_EXAMPLES = {
-    "ChunkSize": "ChunkSize = 50 * Megabytes",
+    "ChunkSize": "ChunkSize = 10 * Megabytes",
     "MaxRetry": "MaxRetry = 30",
-    "MaxThread": "MaxThread = 3",
-    "MaxParallelFile": "MaxParallelFile = 3",
+    "MaxThread": "MaxThread = 5",
+    "MaxParallelFile": "MaxParallelFile = 5",
     "IgnoreSmallFile": "IgnoreSmallFile = False",
     "ifVerifyMD5": "ifVerifyMD5 = False",
     "DontAskMeToClean": "DontAskMeToClean = False",
@@ -310,7 +312,7 @@ def validate_settings(s: Settings) -> None:
     if not MIN_PART_SIZE <= s.chunk_size <= MAX_PART_SIZE:
         raise UserError(
             f"ChunkSize {s.chunk_size} is out of range; S3 parts must be 5 MiB to 5 GiB "
-            f"(e.g. ChunkSize = 50 * Megabytes)"
+            f"(e.g. ChunkSize = 10 * Megabytes)"
         )
     for name, value in (("MaxThread", s.max_thread), ("MaxParallelFile", s.max_parallel_file)):
         if value < 1:

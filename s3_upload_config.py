@@ -31,14 +31,15 @@ ali_endpoint = "oss-cn-beijing.aliyuncs.com"  # OSS endpoint of the bucket's reg
 
 """Advanced Configure"""
 Megabytes = 1024 * 1024
-ChunkSize = 50 * Megabytes  # 文件分片大小，不小于5M，单文件分片总数不能超过10000, type = int
-# Part size, 5 MiB to 5 GiB.  A file that would need more than 10,000 parts gets a larger part size (logged).
+ChunkSize = 10 * Megabytes  # 文件分片大小，不小于5M，单文件分片总数不能超过10000, type = int
+# Part size, 5 MiB to 5 GiB.  A file that would need more than 9,999 parts gets a larger part size (logged).
 MaxRetry = 30  # 单个Part上传失败后，最大重试次数, type = int
 # Retries per request; the n-th retry waits n x 5 seconds.
-MaxThread = 3  # 单文件同时上传的进程数量, type = int
-MaxParallelFile = 3  # 并行操作文件数量, type = int
+MaxThread = 5  # 单文件同时上传的进程数量, type = int
+MaxParallelFile = 5  # 并行操作文件数量, type = int
 # 即同时并发的进程数 = MaxParallelFile * MaxThread
 # Concurrent requests = MaxParallelFile x MaxThread; memory is about MaxParallelFile x MaxThread x ChunkSize.
+# These are the original v1.2's values (v1.0's sample had 50 MiB, 3, 3): 25 requests in flight fill a long link.
 IgnoreSmallFile = False  # 是否跳过小于chunksize的小文件, type = bool
 StorageClass = "STANDARD"
 # 'STANDARD'|'REDUCED_REDUNDANCY'|'STANDARD_IA'|'ONEZONE_IA'|'INTELLIGENT_TIERING'|'GLACIER'|'DEEP_ARCHIVE'

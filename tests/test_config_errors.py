@@ -5,6 +5,7 @@ The last tests check the other side: a config written for the original tool (v1.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import pathlib
 import subprocess
@@ -367,7 +368,25 @@ def test_shipped_sample_config_is_valid(tmp_path):
     values = s3_upload.load_config_module(str(pathlib.Path(SCRIPT).parent / "s3_upload_config.py"))
     values["SrcDir"] = str(tmp_path)
     settings = s3_upload.settings_from_values(values)
-    assert settings.chunk_size == 50 * MiB and settings.des_profile == "default"
+    assert (settings.chunk_size, settings.max_thread, settings.max_parallel_file) == (10 * MiB, 5, 5)
+    assert settings.des_profile == "default" and settings == dataclasses.replace(
+        s3_upload.Settings(),
+        **{
+            f.name: getattr(settings, f.name)
+            for f in dataclasses.fields(settings)
+            if f.name
+            in (
+                "des_bucket",
+                "src_dir",
+                "src_bucket",
+                "s3_prefix",
+                "ali_src_bucket",
+                "ali_access_key_id",
+                "ali_access_key_secret",
+                "ali_endpoint",
+            )
+        },
+    )
 
 
 # ---------------------------------------------------------------------------------------------------------------------
