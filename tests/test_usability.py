@@ -361,7 +361,8 @@ def test_dry_run_shows_each_decision_and_writes_nothing(dst, bucket, dry_run_set
     assert run.code == 0, run
     lines = run.stdout.splitlines()
     cleaned = sorted(line.split(" (")[0] for line in lines if line.startswith("clean "))
-    assert cleaned == ["clean    up/restart.bin", "clean    up/resume.bin"], run  # only this job's uploads
+    # CLEAN aborts every unfinished upload under the prefix, this job's or not (README, "Resume and CLEAN").
+    assert cleaned == ["clean    up/other-job.bin", "clean    up/restart.bin", "clean    up/resume.bin"], run
     assert "upload   up/resume.bin (11.0 MiB, 3 parts of 5.0 MiB)" in lines, run  # after CLEAN: from scratch
     assert lines[-1] == "dry run: 1 to skip, 4 to upload; nothing was written", run
     assert server_state(dst, bucket) == dry_run_setup
