@@ -603,7 +603,10 @@ class Endpoints:
         key = f"{profile}|{endpoint_url}"
         if key not in self._clients:
             session = make_session(profile, option)
-            self._clients[key] = session.client("s3", endpoint_url=endpoint_url or None, config=self.client_config)
+            client = session.client("s3", endpoint_url=endpoint_url or None, config=self.client_config)
+            # Last: botocore's own before-call handler is the one that adds the Expect header.
+            client.meta.events.register_last("before-call.s3", no_expect_for_empty_body)
+            self._clients[key] = client
         return self._clients[key]
 
     def oss_client(self):
@@ -634,6 +637,19 @@ def oss_signing_region(endpoint_url: str) -> str:
     an acceleration endpoint; OSS's own examples of S3-style signatures use us-east-1)."""
     match = OSS_REGIONAL_HOST.fullmatch(urllib.parse.urlsplit(endpoint_url).hostname or "")
     return match.group(1) if match else "us-east-1"
+
+
+def no_expect_for_empty_body(params: dict, **_kwargs) -> None:
+    """Send no ``Expect: 100-continue`` when there is no body (a zero-byte PutObject).
+
+    botocore asks every PutObject and UploadPart to wait for ``100 Continue``.  With ``Content-Length: 0`` a server
+    may answer at once with its final response and keep the connection (SeaweedFS does); botocore before 1.43.77
+    then keeps that answer's status line on the connection, misreads the response to the next 100-continue request
+    sent on it and waits for the read timeout (120 s by default).  With nothing to send there is nothing to wait
+    for."""
+    headers = params.get("headers", {})
+    if "Expect" in headers and botocore.utils.determine_content_length(params.get("body")) == 0:
+        del headers["Expect"]
 
 
 def make_session(profile: str, option: str = "DesProfileName") -> boto3.Session:
