@@ -605,7 +605,7 @@ class Endpoints:
             session = make_session(profile, option)
             client = session.client("s3", endpoint_url=endpoint_url or None, config=self.client_config)
             # Last: botocore's own before-call handler is the one that adds the Expect header.
-            client.meta.events.register_last("before-call.s3", no_expect_for_empty_body)
+            client.meta.events.register_last("before-call.s3", no_expect_100_continue)
             self._clients[key] = client
         return self._clients[key]
 
@@ -639,17 +639,17 @@ def oss_signing_region(endpoint_url: str) -> str:
     return match.group(1) if match else "us-east-1"
 
 
-def no_expect_for_empty_body(params: dict, **_kwargs) -> None:
-    """Send no ``Expect: 100-continue`` when there is no body (a zero-byte PutObject).
+def no_expect_100_continue(params: dict, **_kwargs) -> None:
+    """Send no ``Expect: 100-continue``: every PutObject and UploadPart goes with its body at once.
 
-    botocore asks every PutObject and UploadPart to wait for ``100 Continue``.  With ``Content-Length: 0`` a server
-    may answer at once with its final response and keep the connection (SeaweedFS does); botocore before 1.43.77
-    then keeps that answer's status line on the connection, misreads the response to the next 100-continue request
-    sent on it and waits for the read timeout (120 s by default).  With nothing to send there is nothing to wait
-    for."""
-    headers = params.get("headers", {})
-    if "Expect" in headers and botocore.utils.determine_content_length(params.get("body")) == 0:
-        del headers["Expect"]
+    botocore asks each of them to wait for ``100 Continue`` first.  That costs one round trip per request (on a
+    150 ms link, 200 small files in 16 threads lose two seconds to it, and every part of a big file waits once), and
+    buys nothing here: the endpoint, the region and the access were all proven by the listings before any upload.
+    It also avoids a fault of botocore before 1.43.77: a server may answer a zero-byte 100-continue request at once
+    and keep the connection (SeaweedFS does); botocore then misreads the response to the next such request on that
+    connection and waits for the read timeout.  Returns None: a before-call handler that returns something replaces
+    the request's answer."""
+    params.get("headers", {}).pop("Expect", None)
 
 
 def make_session(profile: str, option: str = "DesProfileName") -> boto3.Session:
