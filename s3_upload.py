@@ -755,7 +755,7 @@ class RetryPolicy:
 # ----------------------------------------------------------------------------------------------------------------------
 
 
-@dataclasses.dataclass(frozen=True)
+@dataclasses.dataclass(frozen=True, slots=True)  # one per file or part: millions of them
 class SourceFile:
     key: str  # destination key (S3_TO_S3: also the source key)
     size: int
@@ -1193,7 +1193,7 @@ def list_objects(client, bucket: str, prefix: str, retry: RetryPolicy, page_size
             return
 
 
-@dataclasses.dataclass(frozen=True)
+@dataclasses.dataclass(frozen=True, slots=True)
 class UnfinishedUpload:
     key: str
     upload_id: str
@@ -1234,7 +1234,7 @@ def abort_upload(client, bucket: str, key: str, upload_id: str, retry: RetryPoli
             raise
 
 
-@dataclasses.dataclass(frozen=True)
+@dataclasses.dataclass(frozen=True, slots=True)
 class ExistingPart:
     number: int
     size: int
@@ -1266,7 +1266,7 @@ def list_upload_parts(client, bucket: str, key: str, upload_id: str, retry: Retr
 # ----------------------------------------------------------------------------------------------------------------------
 
 
-@dataclasses.dataclass(frozen=True)
+@dataclasses.dataclass(frozen=True, slots=True)
 class ChunkPlan:
     """How one file is cut into parts: every part ``part_size`` bytes but the last."""
 
@@ -1417,7 +1417,7 @@ def examine_upload(client, bucket: str, task: FileTask, source: Source, retry: R
     return check, data
 
 
-@dataclasses.dataclass
+@dataclasses.dataclass(slots=True)
 class FileTask:
     """What to do for one source file, decided before any byte moves."""
 
@@ -1460,7 +1460,7 @@ def plan_files(
 # ----------------------------------------------------------------------------------------------------------------------
 
 
-@dataclasses.dataclass
+@dataclasses.dataclass(slots=True)
 class FileResult:
     key: str
     size: int
@@ -1478,7 +1478,7 @@ class FileResult:
     proof: str = ""  # what proves the object equal to its source: see Shape
 
 
-@dataclasses.dataclass
+@dataclasses.dataclass(slots=True)
 class PartResult:
     number: int
     etag: str
