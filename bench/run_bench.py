@@ -75,10 +75,14 @@ from typing import Callable, Iterator
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "tests"))
 
+from boto3.s3.transfer import TransferConfig  # noqa: E402
 from botocore.exceptions import ClientError  # noqa: E402
 from linkproxy import LinkProxy  # noqa: E402  (bench/ is sys.path[0])
 
 from seaweed import SeaweedServer, find_weed, identity  # noqa: E402
+
+sys.path.insert(0, str(ROOT))
+import s3_upload  # noqa: E402  (its defaults, nothing else)
 
 MiB = 1024 * 1024
 GiB = 1024 * MiB
@@ -102,7 +106,7 @@ LINK_TREE_SIZES = (128 * 1024, 6 * MiB)  # the tree's file sizes, log-uniform: e
 LINK_KILL_AT = 0.6  # the crash case: SIGKILL once this share of the file's bytes reached the server
 LINK_TARGET_EQUAL = 1.0  # s3_upload wall / best peer's wall, at equal concurrency
 LINK_TARGET_CRASH = 0.7  # s3_upload (killed run + rerun) / best peer's (killed run + full rerun)
-TOOL_DEFAULT_CHUNK = 50 * MiB  # this tool's default ChunkSize (the defaults runs check its ETag's part count)
+TOOL_DEFAULT_CHUNK = s3_upload.Settings.chunk_size  # the defaults runs check its ETag's part count
 LINK_PROFILE = "dst-link"  # scenario 8: the profile of the destination through the link proxy
 
 PEERS_DIR = ROOT / "bench" / ".peers"
@@ -906,7 +910,10 @@ def s3_to_s3(world: World, peers: dict[str, Peer], data: Path, rounds: int) -> S
 
     with scratch_bucket(world.src_client, src_bucket):
         say(f"scenario 3: uploading the {human(size)} source object to the source server")
-        world.src_client.upload_file(str(data), src_bucket, key)
+        # In CHUNK-sized parts: this tool copies a multipart source in the source's own layout (its ETag then
+        # proves the copy), so the source's layout is the one both clients use.
+        layout = TransferConfig(multipart_threshold=CHUNK, multipart_chunksize=CHUNK)
+        world.src_client.upload_file(str(data), src_bucket, key, Config=layout)
         section.results = compare(world, chosen, rounds, job, {key: size})
     return section
 

@@ -47,7 +47,7 @@ def dst_server(tmp_path_factory):
     )
     server.start()
     yield server
-    server.stop()
+    server.stop(grace=0)  # the session's data is thrown away: weed's 2-4 s shutdown would only add time
 
 
 @pytest.fixture(scope="session")
@@ -56,7 +56,7 @@ def src_server(tmp_path_factory):
     server = SeaweedServer(tmp_path_factory.mktemp("seaweed-src"), [identity("src", *SRC_KEYS)])
     server.start()
     yield server
-    server.stop()
+    server.stop(grace=0)  # the session's data is thrown away: weed's 2-4 s shutdown would only add time
 
 
 @pytest.fixture(scope="session")
@@ -92,7 +92,7 @@ def tls_server(tmp_path_factory, tls_cert):
     server = SeaweedServer(tmp_path_factory.mktemp("seaweed-tls"), [identity("dst", *DST_KEYS)], https_cert=tls_cert)
     server.start()
     yield server
-    server.stop()
+    server.stop(grace=0)  # the session's data is thrown away: weed's 2-4 s shutdown would only add time
 
 
 @pytest.fixture

@@ -252,13 +252,13 @@ class SeaweedServer:
         client.meta.events.register_last("before-call.s3", _no_expect_100_continue)
         return client
 
-    def stop(self) -> None:
-        """SIGTERM (weed takes 2-4 s), SIGKILL after 10 s. Safe to call twice."""
+    def stop(self, grace: float = 10) -> None:
+        """SIGTERM (weed takes 2-4 s), SIGKILL after ``grace`` seconds. Safe to call twice."""
         proc, self.proc = self.proc, None
         _live.discard(self)
         if proc is None:
             return
-        stop_process(proc)
+        stop_process(proc, grace)
         # SIGTERM before weed's banner (admin is up ~0.7 s after S3: waiting for it
         # would double startup) or SIGKILL leaves /tmp/seaweedfs-*-grpc-<port>.sock.
         # Remove ours, for ports that no process holds any more.

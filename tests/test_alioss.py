@@ -123,7 +123,7 @@ def oss_server(tmp_path_factory):
                            extra_flags=[f"-s3.domainName={OSS_DOMAIN}"])  # fmt: skip
     server.start()
     yield server
-    server.stop()
+    server.stop(grace=0)  # the session's data is thrown away
 
 
 @pytest.fixture
