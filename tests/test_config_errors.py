@@ -25,6 +25,7 @@ from conftest import (
     run_tool,
     tool_command,
     unfinished_uploads,
+    without_permission_override,
     write_file,
 )
 from faultproxy import FaultProxy
@@ -263,6 +264,19 @@ def test_config_with_unclosed_string(tmp_path, aws_profiles):
     path.write_text('JobType = "LOCAL_TO_S3"\nSrcDir = "/data/files\nMaxThread = 3\n')
     run = run_tool(path)
     assert_user_error(run, str(path), "line 2", "fix the Python syntax")
+
+
+def test_config_file_not_readable_is_one_line_naming_its_permissions(tmp_path):
+    path = tmp_path / "s3_upload_config.py"
+    path.write_text('JobType = "LOCAL_TO_S3"\n')
+    path.chmod(0o200)  # written by another user's umask, or a copy kept private by mistake
+    try:
+        proc = subprocess.run(tool_command(path), cwd=tmp_path, stdin=subprocess.DEVNULL, capture_output=True,
+                              text=True, timeout=60, preexec_fn=without_permission_override)  # fmt: skip
+    finally:
+        path.chmod(0o644)
+    assert_user_error(Run(proc), f"config file {path} cannot be read (Permission denied); check its permissions")
+    assert not (tmp_path / "log").exists()
 
 
 NAME_ERROR_CONFIG = 'JobType = "LOCAL_TO_S3"\nMegabytes = 1024 * 1024\nChunkSize = 50 * Megabyte\n'

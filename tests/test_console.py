@@ -15,6 +15,8 @@ from test_usability import run_on_terminal
 
 import s3_upload
 from conftest import (
+    DST_KEYS,
+    SRC_KEYS,
     MiB,
     leave_unfinished,
     list_keys,
@@ -26,6 +28,7 @@ from conftest import (
     without_permission_override,
     write_file,
 )
+from faultproxy import FaultProxy
 
 CHUNK = 5 * MiB
 
@@ -176,3 +179,65 @@ def test_check_of_an_s3_source(src, src_bucket, dst, bucket, make_config, src_pr
     assert full.returncode == 0, full.stdout
     assert check_lines(full.stdout)["read an object"] == "ok"
     assert list_keys(dst, bucket) == {} and unfinished_uploads(dst, bucket) == []
+
+
+def test_check_with_a_refused_secret_says_check_the_credentials_not_grant_a_permission(dst, bucket, make_config):
+    run = check_run(make_config(DesProfileName="badsecret"))
+    assert run.returncode == 2, run.stdout + run.stderr
+    states = check_lines(run.stdout)
+    assert states["list the destination"] == states["create a multipart upload"] == "MISSING"
+    line = next(line for line in run.stdout.splitlines() if "list the destination" in line)
+    assert re.search(r": SignatureDoesNotMatch \(HTTP 403\).*; the profile's credentials were refused: check its "
+                     r"access key and secret in ~/.aws/credentials \(profile badsecret\)$", line), line  # fmt: skip
+    assert "not-the-secret" not in run.stdout + run.stderr
+    assert unfinished_uploads(dst, bucket) == []
+
+
+def test_check_of_an_unreadable_srcdir_names_the_permission_to_give(dst, bucket, src_dir, make_config):
+    config = make_config()
+    src_dir.chmod(0o000)
+    try:
+        proc = subprocess.run(tool_command(config) + ["--check"], cwd=config.parent, stdin=subprocess.DEVNULL,
+                              capture_output=True, text=True, timeout=120,
+                              preexec_fn=without_permission_override)  # fmt: skip
+    finally:
+        src_dir.chmod(0o755)
+    assert proc.returncode == 2, proc.stdout + proc.stderr
+    assert check_lines(proc.stdout)["read SrcDir"] == "MISSING"
+    assert re.search(r"^  MISSING\s+read SrcDir\s+" + re.escape(str(src_dir)) + r": Permission denied; give this user "
+                     r"read and execute permission$", proc.stdout, flags=re.M), proc.stdout  # fmt: skip
+    assert set(check_lines(proc.stdout).values()) == {"ok", "MISSING"}  # the destination is still checked
+    assert "check: 1 missing" in proc.stdout
+
+
+def test_check_of_a_source_that_cannot_be_listed_does_not_try_to_read(src_server, src_bucket, dst, bucket,
+                                                                       make_config, aws_profiles):  # fmt: skip
+    aws_profiles.add("badsrc", src_server.endpoint_url, SRC_KEYS[0], "not-the-source-secret")
+    run = check_run(make_config(JobType="S3_TO_S3", SrcBucket=src_bucket, SrcProfileName="badsrc", S3Prefix="data/"))
+    assert run.returncode == 2, run.stdout + run.stderr
+    states = check_lines(run.stdout)
+    assert states["list the source"] == states["read an object"] == "MISSING"
+    assert re.search(r"MISSING\s+read an object\s+s3:GetObject on arn:aws:s3:::" + src_bucket + r"/data/\*: not tried: "
+                     r"the source cannot be listed$", run.stdout, flags=re.M), run.stdout  # fmt: skip
+    assert states["list the destination"] == "ok"
+
+
+def test_check_whose_abort_is_refused_says_its_upload_is_left_and_asks_for_the_acl_permission(
+    dst, bucket, dst_server, make_config, aws_profiles
+):
+    with FaultProxy("127.0.0.1", dst_server.port).start() as proxy:
+        proxy.set(outage=True, error_status=403, error_code="AccessDenied",
+                  match=lambda r: r.operation == "AbortMultipartUpload")  # fmt: skip
+        aws_profiles.add("noabort", proxy.endpoint_url, *DST_KEYS)
+        run = check_run(make_config(DesProfileName="noabort", ACL="bucket-owner-full-control"))
+    assert run.returncode == 2, run.stdout + run.stderr
+    states = check_lines(run.stdout)
+    assert states["create a multipart upload"] == states["upload a part"] == "ok"
+    assert f"s3:PutObject on arn:aws:s3:::{bucket}/up/* and s3:PutObjectAcl" in run.stdout
+    [left] = unfinished_uploads(dst, bucket)  # what the line says is left is there, and only that
+    assert re.match(r"up/s3_upload-check-[0-9a-f]{12}$", left["Key"])
+    said = (r"MISSING\s+abort it\s+s3:AbortMultipartUpload on arn:aws:s3:::" + bucket + r"/up/\*: AccessDenied for "
+            r"profile noabort \(the check's upload of " + left["Key"] + r" is left: abort it once the permission is "
+            r"granted, or answer CLEAN\)$")  # fmt: skip
+    assert re.search(said, run.stdout, flags=re.M), run.stdout
+    assert list_keys(dst, bucket) == {}  # no object written

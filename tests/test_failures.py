@@ -4,6 +4,7 @@ that must stay bounded.  Real SeaweedFS; bytes checked."""
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import sys
 
@@ -21,6 +22,7 @@ from conftest import (
     unfinished_uploads,
     write_file,
 )
+from faultproxy import FaultProxy
 
 
 def test_unreadable_file_fails_alone_and_is_counted(dst, bucket, src_dir, make_config, monkeypatch, capsys):
@@ -85,3 +87,24 @@ def test_memory_stays_bounded_by_threads_times_chunk(dst, bucket, src_dir, make_
     # Python + boto3 (~60 MiB) + a few part buffers per thread; a whole-file read would be > 256 MiB.
     assert peak < 2 * 3 * 5 * MiB + 100 * MiB, f"peak RSS {peak / MiB:.0f} MiB"
     assert object_md5(dst, bucket, "up/big.bin") == md5_file(src_dir / "big.bin")
+
+
+def test_a_destination_failing_its_first_listings_stops_the_run_with_one_line_and_exit_1(
+    dst, bucket, dst_server, src_dir, make_config, aws_profiles
+):
+    """A 500 that outlasts the retries is no mistake of the user's (not exit 2, no advice to fix a setting): the run
+    stops before sending anything, in one line that says to rerun."""
+    write_file(src_dir / "a.bin", 6 * MiB)
+    with FaultProxy("127.0.0.1", dst_server.port).start() as proxy:
+        proxy.set(outage=True, error_status=500, error_code="InternalError",
+                  match=lambda r: r.operation in ("ListObjectsV2", "ListMultipartUploads"))  # fmt: skip
+        aws_profiles.add("down", proxy.endpoint_url, *DST_KEYS)
+        run = run_tool(make_config(DesProfileName="down", MaxRetry=1))
+        operations = {r.operation for r in proxy.history}
+    assert run.code == s3_upload.EXIT_FAILED, run
+    assert "Traceback" not in run.output
+    assert re.fullmatch(r".* ERROR s3_upload: error: InternalError \(HTTP 500\).*; the run stopped, rerun to resume",
+                        run.stderr.splitlines()[-1]), run  # fmt: skip
+    assert "retry 1/1" in run.stderr  # retried, as any 500
+    assert operations == {"ListObjectsV2", "ListMultipartUploads"}  # nothing was sent
+    assert list_keys(dst, bucket) == {} and unfinished_uploads(dst, bucket) == []

@@ -460,3 +460,27 @@ def test_local_file_cut_short_mid_upload_fails_and_its_upload_is_aborted(dst, bu
     assert rerun.code == 0, rerun
     assert object_md5(dst, bucket, "up/big.bin") == md5_file(path)
     assert unfinished_uploads(dst, bucket) == []
+
+
+def test_a_complete_refused_by_the_store_fails_the_file_and_the_rerun_completes_it_from_its_parts(
+    dst, bucket, src_dir, flaky, dst_proxy
+):
+    """A final refusal of CompleteMultipartUpload (here InvalidPart) is not retried and not taken for the lost
+    answer of an earlier attempt: the file fails with S3's reason, its parts stay, and a rerun completes it from
+    them without sending a byte again."""
+    path = src_dir / "big.bin"
+    write_file(path, 2 * CHUNK + 99)
+    dst_proxy.set(outage=True, error_status=400, error_code="InvalidPart",
+                  match=lambda r: r.operation == "CompleteMultipartUpload")  # fmt: skip
+    run = run_tool(flaky())
+    assert run.code == 1, run
+    assert dst_proxy.stats["errors"] == 1  # refused once: not retried
+    assert re.search(r"^  failed: up/big.bin: InvalidPart \(HTTP 400\).*; rerun the same command once the cause is "
+                     r"fixed$", run.stdout, flags=re.M), run  # fmt: skip
+    assert list_keys(dst, bucket) == {}
+    assert parts_on_server(dst, bucket, "up/big.bin") == [1, 2, 3, s3_upload.MARKER_PART]
+    dst_proxy.clear_faults()
+    rerun = run_tool(flaky())
+    assert rerun.code == 0 and rerun.bytes_sent == 0, rerun
+    assert object_md5(dst, bucket, "up/big.bin") == md5_file(path)
+    assert unfinished_uploads(dst, bucket) == []

@@ -33,6 +33,7 @@ from conftest import (
     tool_command,
     unfinished_uploads,
     without_permission_override,
+    write_config,
     write_file,
 )
 from faultproxy import FaultProxy
@@ -423,6 +424,29 @@ def test_report_into_a_missing_directory_is_refused_before_any_transfer(dst, buc
     assert proc.returncode == 2, proc.stderr
     assert "no-such-dir" in proc.stderr and "Traceback" not in proc.stderr
     assert list_keys(dst, bucket) == {}
+
+
+def test_report_into_a_directory_this_user_cannot_write_is_refused_before_any_transfer(src_dir, tmp_path):
+    write_file(src_dir / "a.txt", 10)
+    values = {
+        "JobType": "LOCAL_TO_S3",
+        "DesBucket": "some-bucket",
+        "SrcDir": str(src_dir),
+        "LogDir": str(tmp_path / "log"),
+    }
+    config = write_config(tmp_path / "config.py", values)
+    sealed = tmp_path / "sealed"
+    sealed.mkdir(mode=0o555)
+    try:
+        proc = subprocess.run(tool_command(config) + ["--report", str(sealed / "r.json")], cwd=tmp_path,
+                              stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=60,
+                              preexec_fn=without_permission_override)  # fmt: skip
+    finally:
+        sealed.chmod(0o755)
+    assert proc.returncode == 2, proc.stdout + proc.stderr
+    assert proc.stderr.splitlines() == [f"s3_upload: error: --report {sealed / 'r.json'}: this user cannot write in "
+                                        f"{sealed}; choose another path"]  # fmt: skip
+    assert not (tmp_path / "log").exists()  # stopped before the run began: no request, no log
 
 
 def test_a_name_that_is_not_utf8_is_uploaded_under_a_reversible_key(dst, bucket, src_dir, make_config, tmp_path, sqs,

@@ -792,3 +792,565 @@ def test_settings_s3_to_s3_onto_itself_is_refused(seed_values):
 )
 def test_human_bytes(n, text):
     assert s3_upload.human_bytes(n) == text
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+# Fakes: an S3 (or SQS) client whose answers a test gives, and which records what was asked
+# ----------------------------------------------------------------------------------------------------------------------
+
+
+class FakeClient:
+    """Each operation answers from ``answers[name]``: a dict (returned), an exception (raised), or a callable of the
+    request's arguments (its result returned; an exception it returns is raised).  ``calls``: (name, kwargs)."""
+
+    def __init__(self, **answers):
+        self.answers = answers
+        self.calls: list[tuple[str, dict]] = []
+
+    def __getattr__(self, name: str):
+        if name not in self.answers:
+            raise AttributeError(name)
+
+        def operation(**kwargs):
+            self.calls.append((name, kwargs))
+            answer = self.answers[name]
+            if callable(answer) and not isinstance(answer, BaseException):
+                answer = answer(**kwargs)
+            if isinstance(answer, BaseException):
+                raise answer
+            return answer
+
+        return operation
+
+    def asked(self, name: str) -> list[dict]:
+        return [kwargs for op, kwargs in self.calls if op == name]
+
+
+def no_retry() -> s3_upload.RetryPolicy:
+    return s3_upload.RetryPolicy(0, 0.0, threading.Event())
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+# What a failure tells the user
+# ----------------------------------------------------------------------------------------------------------------------
+
+
+def test_a_file_deleted_after_listing_fails_saying_it_disappeared(tmp_path):
+    source = s3_upload.LocalSource(Settings(des_bucket="b", src_dir=str(tmp_path), s3_prefix="up/"))
+    (tmp_path / "gone.bin").write_bytes(b"x" * 100)
+    [f] = source.list()
+    (tmp_path / "gone.bin").unlink()
+    with pytest.raises(FileNotFoundError) as info:
+        source.read(f, 0, 100)
+    detail = s3_upload.failure_detail(info.value, 30)
+    assert detail.endswith("; the file disappeared after it was listed")
+    assert not s3_upload.is_retryable(info.value)  # waiting will not bring it back
+    with pytest.raises(s3_upload.SourceChanged, match="gone.bin was deleted during the transfer; not completed"):
+        source.current(f)  # the check before completing says the same
+
+
+@pytest.mark.parametrize("code", ["ExpiredToken", "InvalidAccessKeyId", "SignatureDoesNotMatch"])
+def test_credentials_refused_mid_run_name_the_credentials_file_not_a_retry(code):
+    detail = s3_upload.failure_detail(client_error(code, 403, op="UploadPart"), 30)
+    assert "the profile's credentials were refused: check its access key and secret in ~/.aws/credentials" in detail
+    assert "retries" not in detail
+
+
+def test_a_listing_without_credentials_is_a_user_error_naming_the_credentials_file():
+    with pytest.raises(
+        s3_upload.UserError,
+        match="no credentials for destination s3://b; set aws_access_key_id/.* in ~/.aws/credentials",
+    ):
+        s3_upload.check_access(botocore.exceptions.NoCredentialsError(), "destination s3://b")
+
+
+def test_a_listing_error_check_access_cannot_explain_is_left_to_the_caller():
+    """A 500 or a reset at the first listing is no user error: check_access returns and the caller re-raises it (the
+    run then stops with exit 1, "rerun to resume"), rather than telling the user to fix a setting."""
+    for exc in (client_error("InternalError", 500, op="ListObjectsV2"), ConnectionResetError(104, "reset")):
+        assert s3_upload.check_access(exc, "destination s3://b") is None
+        assert s3_upload.check_oss_access(exc, "source oss://b") is None
+
+
+@pytest.mark.parametrize(
+    ("exc", "says"),
+    [
+        (client_error("NoSuchBucket", 404, op="ListObjectsV2"),
+         "the bucket does not exist; check ali_SrcBucket, and that ali_endpoint is its region's endpoint"),
+        (client_error("AccessDenied", 403, op="ListObjectsV2"),
+         "AccessDenied; give the RAM user of ali_access_key_id oss:ListObjects and oss:GetObject on ali_SrcBucket"),
+        (client_error("PermanentRedirect", 301, op="ListObjectsV2"),
+         "PermanentRedirect; give the RAM user .* check that ali_endpoint is the bucket's region"),
+        (botocore.exceptions.EndpointConnectionError(endpoint_url="https://img.oss-cn-beijing.aliyuncs.com"),
+         "cannot connect; check ali_endpoint and the network"),
+        (client_error("InvalidAccessKeyId", 403, op="ListObjectsV2"),
+         r"the OSS credentials were refused \(InvalidAccessKeyId\); check ali_access_key_id and ali_access_key_secret"),
+    ],
+    ids=["NoSuchBucket", "AccessDenied", "PermanentRedirect", "cannot-connect", "credentials"],
+)  # fmt: skip
+def test_an_oss_source_refused_at_its_listing_names_the_ali_option_to_fix(exc, says):
+    with pytest.raises(s3_upload.UserError, match=f"^source oss://img: {says}"):
+        s3_upload.check_oss_access(exc, "source oss://img")
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+# LocalSource: listing, reading, and a fleet worker's key -> file
+# ----------------------------------------------------------------------------------------------------------------------
+
+
+def local_source(root, prefix: str = "up/", index: str = "*") -> s3_upload.LocalSource:
+    return s3_upload.LocalSource(Settings(des_bucket="b", src_dir=str(root), s3_prefix=prefix, src_file_index=index))
+
+
+def test_a_fifo_in_srcdir_is_skipped_with_a_warning_not_read_nor_a_listing_error(tmp_path, s3_log):
+    (tmp_path / "a.txt").write_bytes(b"a")
+    os.mkfifo(tmp_path / "pipe")  # reading it would block the run forever
+    source = local_source(tmp_path)
+    assert [f.key for f in source.list()] == ["up/a.txt"]
+    assert source.listing_errors == []
+    assert any("skip" in r.getMessage() and "pipe: not a regular file" in r.getMessage() for r in s3_log.records)
+
+
+def test_src_file_index_below_a_file_is_one_line_naming_the_reason(tmp_path):
+    (tmp_path / "a.txt").write_bytes(b"a")
+    with pytest.raises(s3_upload.UserError, match=r"SrcFileIndex 'a.txt/inner': .* cannot be read \(Not a directory\)"):
+        local_source(tmp_path, index="a.txt/inner").list()
+
+
+def test_a_part_is_read_at_its_offset_where_os_has_no_pread(tmp_path, monkeypatch):
+    """Windows has no os.pread: the part is read by seek and read, the same bytes."""
+    data = os.urandom(3000)
+    (tmp_path / "f.bin").write_bytes(data)
+    source = local_source(tmp_path)
+    [f] = source.list()
+    monkeypatch.delattr(os, "pread")
+    assert source.read(f, 1000, 1500) == data[1000:2500]
+    with pytest.raises(s3_upload.SourceChanged, match="shorter than when listed"):
+        source.read(f, 2000, 1500)
+
+
+def test_windows_separators_become_slashes_in_keys_and_back(monkeypatch):
+    with monkeypatch.context() as m:
+        m.setattr(os, "sep", "\\")
+        assert s3_upload.key_of_local_name("d\\e\\f.bin") == "d/e/f.bin"
+        assert s3_upload.local_name_of_key("d/e/f.bin") == "d\\e\\f.bin"
+
+
+@pytest.mark.parametrize(
+    ("index", "key", "why"),
+    [
+        ("*", "other/a.txt", "key 'other/a.txt' is not under this job's S3Prefix 'up/'"),
+        ("x/a.txt", "up/b.txt", "key 'up/b.txt' is not this job's SrcFileIndex 'x/a.txt'"),
+        ("*", "up/x", r".*/x \(key 'up/x'\) is not a regular file"),
+        ("*", "up/x/./a.txt", r".*/x/a.txt has the key 'up/x/a.txt' in this job, not 'up/x/./a.txt'"),
+        ("*", "up/x//a.txt", r".*/x/a.txt has the key 'up/x/a.txt' in this job, not 'up/x//a.txt'"),
+    ],
+    ids=["outside-prefix", "not-the-index", "a-directory", "dot-segment", "double-slash"],
+)
+def test_a_worker_refuses_a_key_this_job_would_not_list(tmp_path, index, key, why):
+    """A fleet worker takes only the key of a message, and only a key the job's own listing would give: another
+    spelling of a file's key would upload it a second time under that spelling."""
+    (tmp_path / "x").mkdir()
+    (tmp_path / "x" / "a.txt").write_bytes(b"a")
+    (tmp_path / "b.txt").write_bytes(b"b")
+    source = local_source(tmp_path, index=index)
+    assert source.resolve("up/x/a.txt").path == str(tmp_path / "x" / "a.txt")  # the key the listing gives
+    with pytest.raises(s3_upload.FileFailed, match=f"^{why}$"):
+        source.resolve(key)
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+# S3Source: reads pinned to the listed version, a worker's key -> object, the source's part layout
+# ----------------------------------------------------------------------------------------------------------------------
+
+SRC_ETAG = "0123456789abcdef0123456789abcdef"
+
+
+def s3_source(client, index: str = "*") -> s3_upload.S3Source:
+    settings = Settings(job_type="S3_TO_S3", src_bucket="src", des_bucket="dst", s3_prefix="data/",
+                        src_file_index=index)  # fmt: skip
+    return s3_upload.S3Source(settings, client, no_retry())
+
+
+def head_answer(size: int, etag: str = SRC_ETAG, **extra) -> dict:
+    import datetime
+
+    return {"ContentLength": size, "ETag": f'"{etag}"',
+            "LastModified": datetime.datetime(2026, 1, 2, tzinfo=datetime.timezone.utc), **extra}  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    ("error", "raised", "says"),
+    [
+        (client_error("PreconditionFailed", 412, op="GetObject"), s3_upload.SourceChanged,
+         f"s3://src/data/a.bin changed during the transfer \\(it is no longer version {SRC_ETAG}\\)"),
+        (client_error("NoSuchKey", 404, op="GetObject"), s3_upload.SourceChanged,
+         "s3://src/data/a.bin was deleted during the transfer; not completed"),
+        (client_error("InternalError", 500, op="GetObject"), botocore.exceptions.ClientError, "InternalError"),
+    ],
+    ids=["replaced", "deleted", "server-error"],
+)  # fmt: skip
+def test_a_pinned_read_refused_says_the_source_changed_or_is_retried(error, raised, says):
+    source = s3_source(FakeClient(get_object=error))
+    f = SourceFile("data/a.bin", 100, 0.0, etag=SRC_ETAG, version=SRC_ETAG)
+    with pytest.raises(raised, match=says) as info:
+        source.read(f, 0, 100)
+    assert s3_upload.is_retryable(info.value) is (raised is not s3_upload.SourceChanged)
+    [asked] = source.client.asked("get_object")
+    assert asked["IfMatch"] == f'"{SRC_ETAG}"' and asked["Range"] == "bytes=0-99"
+
+
+def test_a_source_object_deleted_before_its_head_is_not_completed():
+    source = s3_source(FakeClient(head_object=client_error("404", 404, "Not Found", op="HeadObject")))
+    with pytest.raises(s3_upload.SourceChanged, match="s3://src/data/a.bin was deleted during the transfer"):
+        source.facts(SourceFile("data/a.bin", 100, 0.0, etag=SRC_ETAG, version=SRC_ETAG))
+
+
+def test_src_file_index_missing_is_a_user_error_and_a_refused_head_is_left_for_check_access():
+    missing = s3_source(FakeClient(head_object=client_error("404", 404, op="HeadObject")), index="a.bin")
+    with pytest.raises(s3_upload.UserError, match=r"SrcFileIndex 'a.bin': s3://src/data/a.bin does not exist"):
+        missing.list()
+    denied = client_error("AccessDenied", 403, op="HeadObject")
+    with pytest.raises(botocore.exceptions.ClientError) as info:
+        s3_source(FakeClient(head_object=denied), index="a.bin").list()
+    assert info.value is denied  # list_job's check_access makes it one line, exit 2
+
+
+def test_a_worker_takes_only_objects_of_this_job_from_the_source():
+    exists = FakeClient(head_object=head_answer(7))
+    assert s3_source(exists, index="a.bin").resolve("data/a.bin").size == 7
+    with pytest.raises(s3_upload.FileFailed, match="^key 'data/b.bin' is not this job's SrcFileIndex 'a.bin'$"):
+        s3_source(exists, index="a.bin").resolve("data/b.bin")
+    gone = FakeClient(head_object=client_error("404", 404, op="HeadObject"))
+    with pytest.raises(s3_upload.FileFailed, match="^s3://src/data/b.bin is not in the source$"):
+        s3_source(gone).resolve("data/b.bin")
+    denied = client_error("AccessDenied", 403, op="HeadObject")
+    with pytest.raises(botocore.exceptions.ClientError) as info:
+        s3_source(FakeClient(head_object=denied)).resolve("data/b.bin")
+    assert info.value is denied  # the worker logs it with its fix, and leaves the message for another try
+
+
+def source_with_parts(sizes: dict[int, int], parts_count: int | None, size: int):
+    """A source object of ``size`` bytes whose HeadObject(PartNumber=n) answers sizes[n] (and PartsCount)."""
+
+    def head(**kwargs):
+        number = kwargs.get("PartNumber")
+        if number is None:
+            return head_answer(size, f"{SRC_ETAG}-{len(sizes)}")
+        extra = {"PartsCount": parts_count} if parts_count is not None else {}
+        return head_answer(sizes[number], **extra)
+
+    client = FakeClient(head_object=head)
+    f = SourceFile("data/big.bin", size, 0.0, etag=f"{SRC_ETAG}-{len(sizes)}", version="v")
+    return s3_source(client), client, f
+
+
+def test_a_source_of_many_uniform_parts_has_its_layout_proven_by_four_heads_not_one_per_part():
+    part, count = 5 * MiB, 40
+    size = part * (count - 1) + 123
+    sizes = {n: part for n in range(1, count)} | {count: 123}
+    source, client, f = source_with_parts(sizes, count, size)
+    facts = source.facts(f)
+    assert (facts.part_size, facts.parts) == (part, count)
+    assert [kw.get("PartNumber") for kw in client.asked("head_object")] == [None, 1, 2, 39, 40]
+
+
+@pytest.mark.parametrize(
+    ("sizes", "parts_count"),
+    [
+        ({1: 5 * MiB, 2: 5 * MiB, 3: 4 * MiB, 4: 2 * MiB}, 4),  # the last but one is short: parts of two sizes
+        ({1: 5 * MiB, 2: 5 * MiB, 3: 5 * MiB, 4: 1 * MiB}, None),  # a store that answers PartNumber without PartsCount
+        ({1: 5 * MiB, 2: 5 * MiB, 3: 5 * MiB, 4: 1 * MiB}, 3),  # PartsCount other than the ETag's
+    ],
+    ids=["two-sizes", "no-parts-count", "other-parts-count"],
+)
+def test_a_source_layout_that_is_not_uniform_or_not_known_is_not_copied(sizes, parts_count):
+    """Copied with its own layout, the copy's ETag must equal the source's; a layout not proven uniform would give
+    another ETag, so such a source is cut at ChunkSize and proven by part MD5s instead."""
+    source, _, f = source_with_parts(sizes, parts_count, 16 * MiB)
+    facts = source.facts(f)
+    assert (facts.part_size, facts.parts) == (0, 0)
+
+
+def test_a_store_without_head_object_per_part_copies_at_chunk_size():
+    def head(**kwargs):
+        if "PartNumber" in kwargs:
+            raise client_error("InvalidArgument", 400, "partNumber is not supported", op="HeadObject")
+        return head_answer(12 * MiB, f"{SRC_ETAG}-3")
+
+    f = SourceFile("data/big.bin", 12 * MiB, 0.0, etag=f"{SRC_ETAG}-3", version="v")
+    facts = s3_source(FakeClient(head_object=head)).facts(f)
+    assert (facts.part_size, facts.parts) == (0, 0)
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+# Listings of the destination, abort
+# ----------------------------------------------------------------------------------------------------------------------
+
+
+def upload_page(key: str, upload_id: str, next_key: str) -> dict:
+    import datetime
+
+    initiated = datetime.datetime(2026, 1, 2, tzinfo=datetime.timezone.utc)
+    return {"Uploads": [{"Key": key, "UploadId": upload_id, "Initiated": initiated}], "IsTruncated": True,
+            "NextKeyMarker": next_key, "NextUploadIdMarker": ""}  # fmt: skip
+
+
+def test_an_uploads_listing_whose_markers_do_not_advance_ends_instead_of_looping():
+    pages = iter([upload_page("up/a", "u1", "up/a"), upload_page("up/a", "u1", "up/a")])
+
+    def list_multipart_uploads(**kwargs):
+        return next(pages, AssertionError("asked for the same page a third time"))
+
+    client = FakeClient(list_multipart_uploads=list_multipart_uploads)
+    uploads = s3_upload.list_unfinished_uploads(client, "b", "up/", no_retry())
+    assert [(u.key, u.upload_id) for u in uploads] == [("up/a", "u1"), ("up/a", "u1")]
+    assert [kw.get("KeyMarker") for kw in client.asked("list_multipart_uploads")] == [None, "up/a"]
+
+
+def test_aborting_an_upload_already_gone_is_not_an_error_but_a_refusal_is():
+    gone = FakeClient(abort_multipart_upload=client_error("NoSuchUpload", 404, op="AbortMultipartUpload"))
+    assert s3_upload.abort_upload(gone, "b", "up/a", "u1", no_retry()) is None
+    assert gone.asked("abort_multipart_upload") == [{"Bucket": "b", "Key": "up/a", "UploadId": "u1"}]
+    denied = client_error("AccessDenied", 403, op="AbortMultipartUpload")
+    with pytest.raises(botocore.exceptions.ClientError) as info:
+        s3_upload.abort_upload(FakeClient(abort_multipart_upload=denied), "b", "up/a", "u1", no_retry())
+    assert info.value is denied
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+# How a file goes up: the source's layout, resuming without a marker, a change before completing
+# ----------------------------------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("part_size", "parts"),
+    [
+        (5 * MiB, s3_upload.MAX_PARTS),  # 10,000 parts: no room for the marker part
+        (6 * GiB, 2),  # parts larger than S3's 5 GiB
+        (1 * MiB, 3),  # parts below S3's 5 MiB (but the last)
+    ],
+    ids=["10000-parts", "6-GiB-parts", "1-MiB-parts"],
+)
+def test_a_source_layout_s3_cannot_repeat_is_cut_at_chunk_size_and_proven_by_part_md5s(part_size, parts, s3_log):
+    s3_log.set_level(logging.INFO, logger="s3_upload")
+    size = part_size * (parts - 1) + 1
+    f = SourceFile("data/big.bin", size, 0.0, etag=f"{SRC_ETAG}-{parts}", version="v")
+    settings = Settings(job_type="S3_TO_S3", src_bucket="src", des_bucket="dst", chunk_size=8 * MiB)
+    task = s3_upload.FileTask(f, "multipart", s3_upload.plan_chunks(size, settings.chunk_size))
+    facts = s3_upload.SourceFacts({}, None, part_size, parts)
+    shape = s3_upload.shape_of(task, facts, settings, copies=False)
+    assert shape.plan == task.plan and not shape.same_layout and shape.proof == s3_upload.PROOF_PARTS
+    assert any("outside S3's limits with the marker part" in r.getMessage() for r in s3_log.records)
+
+
+def test_an_upload_without_marker_copied_by_s3_restarts_since_its_parts_cannot_be_checked():
+    plan = s3_upload.ChunkPlan(12 * MiB, 5 * MiB)
+    f = SourceFile("data/a.bin", plan.size, 0.0, etag=f"{SRC_ETAG}-3", version="v")
+    task = s3_upload.FileTask(f, "multipart", plan, upload=UnfinishedUpload("data/a.bin", "u1", 0.0))
+    client = FakeClient(list_parts={"Parts": [{"PartNumber": 1, "Size": 5 * MiB, "ETag": f'"{MD5_OLD}"'}]})
+    source, shape = s3_source(client), s3_upload.Shape(plan, True)
+    streamed, parts = s3_upload.examine_upload(client, "dst", task, source, no_retry(), shape, can_read_back=True)
+    assert streamed.restart == "" and not streamed.proven and [p.number for p in parts] == [1]  # read back, checked
+    copied, _ = s3_upload.examine_upload(client, "dst", task, source, no_retry(), shape, can_read_back=False)
+    assert copied.restart == "it has no marker, and S3 copies the parts again sooner than they can be checked"
+
+
+def test_a_file_that_grew_during_the_transfer_is_not_completed_and_says_by_how_much(tmp_path):
+    (tmp_path / "log.bin").write_bytes(b"a" * 10)
+    settings = Settings(des_bucket="b", src_dir=str(tmp_path), s3_prefix="up/")
+    source = local_source(tmp_path)
+    [f] = source.list()
+    engine = s3_upload.Engine(settings, source, None, no_retry(), threading.Event())
+    engine._check_unchanged(f)  # unchanged: goes on
+    with open(tmp_path / "log.bin", "ab") as fh:
+        fh.write(b"b" * 10)  # appended to while its parts went up: the parts read hold the first 10 bytes only
+    with pytest.raises(s3_upload.SourceChanged, match=r"log.bin changed during the transfer \(size 10 -> 20\); not"):
+        engine._check_unchanged(f)
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+# Retries of a part, the CLEAN prompt
+# ----------------------------------------------------------------------------------------------------------------------
+
+
+def test_retry_policy_stop_during_a_parts_backoff_raises_interrupted():
+    """A part's retries also wait on its file's cancel event: Ctrl-C must still end that wait."""
+    stop, cancel = threading.Event(), threading.Event()
+    policy = s3_upload.RetryPolicy(5, 3600.0, stop)  # an hour's wait, unless the stop ends it
+
+    def request():
+        stop.set()
+        raise client_error("SlowDown", 503)
+
+    with pytest.raises(s3_upload.Interrupted):
+        policy.call("UPLOAD k part 1", request, cancel)
+    assert policy.retries == 1 and not cancel.is_set()
+
+
+def test_clean_prompt_lists_twenty_uploads_and_counts_the_others(s3_log):
+    uploads = [UnfinishedUpload(f"up/f{n:02d}", f"id{n}", 0.0) for n in range(25)]
+    settings = Settings(des_bucket="b", src_dir=".", dont_ask_me_to_clean=True)
+    assert s3_upload.ask_clean(uploads, settings, "up/") is False
+    lines = [r.getMessage() for r in s3_log.records]
+    assert lines[0] == "25 unfinished multipart upload(s) under s3://b/up/ (CLEAN aborts them all):"
+    assert lines[1:21] == [f"  up/f{n:02d} (upload id{n})" for n in range(20)]
+    assert lines[21] == "  ... and 5 more (--dry-run --clean lists them all)"
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+# Sessions and clients: the "default" profile, ALIOSS_TO_S3's endpoint, timestamps
+# ----------------------------------------------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def no_aws_files(tmp_path, monkeypatch):
+    """No ~/.aws profiles at all, keys in the environment only (a CI runner, a container with a role)."""
+    for name in list(os.environ):
+        if name.startswith("AWS_"):
+            monkeypatch.delenv(name)
+    for name in ("config", "credentials"):
+        (tmp_path / name).write_text("")
+    monkeypatch.setenv("AWS_CONFIG_FILE", str(tmp_path / "config"))
+    monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", str(tmp_path / "credentials"))
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "AKIAFROMTHEENVIRONMENT")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "secret-from-the-environment")
+    monkeypatch.setenv("AWS_DEFAULT_REGION", "eu-west-1")
+
+
+def test_profile_default_without_such_a_profile_uses_the_standard_chain(no_aws_files):
+    session = s3_upload.make_session("default")
+    assert session.get_credentials().access_key == "AKIAFROMTHEENVIRONMENT"
+    with pytest.raises(s3_upload.UserError, match=r"DesProfileName 'cn': no such profile .* \(known: none\)"):
+        s3_upload.make_session("cn")  # any other name must exist
+
+
+def test_alioss_endpoint_without_scheme_is_https_said_once_and_one_client_serves_the_run(no_aws_files, s3_log):
+    s3_log.set_level(logging.INFO, logger="s3_upload")
+    settings = s3_upload.settings_from_values({
+        "JobType": "ALIOSS_TO_S3", "DesBucket": "dst", "ali_SrcBucket": "img", "ali_access_key_id": "LTAIkey",
+        "ali_access_key_secret": "ossSecret", "ali_endpoint": "oss-cn-beijing.aliyuncs.com"})  # fmt: skip
+    job = s3_upload.open_job(settings, threading.Event())
+    client = job.source.client
+    assert client.meta.endpoint_url == "https://oss-cn-beijing.aliyuncs.com"
+    assert client.meta.region_name == "cn-beijing"
+    assert job.endpoints.oss_client() is client  # the same client (and connection pool), not a second one
+    said = [r.getMessage() for r in s3_log.records if "has no scheme" in r.getMessage()]
+    assert said == [
+        "ali_endpoint 'oss-cn-beijing.aliyuncs.com' has no scheme: using https://oss-cn-beijing.aliyuncs.com"
+    ]
+    assert job.src_what == "source oss://img (ali_endpoint https://oss-cn-beijing.aliyuncs.com)"
+
+
+@pytest.mark.parametrize("text", ["2026-11-30T5:40:26Z", "2026-11-30T17:40:26.885 Z"])
+def test_a_timestamp_the_fast_parser_cannot_read_is_read_by_botocores(text):
+    import botocore.utils
+
+    assert s3_upload.parse_timestamp_fast(text) == botocore.utils.parse_timestamp(text)
+    assert s3_upload.parse_timestamp_fast("2026-11-30T17:40:26.885Z") == botocore.utils.parse_timestamp(
+        "2026-11-30T17:40:26.885Z"
+    )
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+# Fleet mode: messages, the queue, the heartbeat
+# ----------------------------------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("change", "why"),
+    [({"v": 2}, "unknown message version 2"), ({"key": ""}, "it names no key"), ({"key": 7}, "it names no key")],
+    ids=["version-2", "empty-key", "key-not-a-string"],
+)
+def test_a_message_this_worker_cannot_serve_is_poison_not_a_file(change, why):
+    import json
+
+    settings = Settings(des_bucket="dst", src_dir=".")
+    body = {"v": 1, "job_type": "LOCAL_TO_S3", "src_bucket": "", "des_bucket": "dst", "key": "up/a.txt"}
+    assert s3_upload.message_key(settings, json.dumps(body)) == "up/a.txt"
+    with pytest.raises(s3_upload.FileFailed, match=f"^unusable message: {why}$"):
+        s3_upload.message_key(settings, json.dumps(body | change))
+
+
+def queue_job(sqs) -> object:
+    import types
+
+    called = []
+
+    def sqs_client():
+        called.append(True)
+        return sqs
+
+    return types.SimpleNamespace(endpoints=types.SimpleNamespace(sqs_client=sqs_client), retry=no_retry(),
+                                 called=called)  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    ("error", "says"),
+    [
+        (client_error("AccessDenied", 403, op="GetQueueAttributes"),
+         "AccessDenied; give the SQS profile \\(SQSProfileName\\) access to it"),
+        (client_error("SignatureDoesNotMatch", 403, op="GetQueueAttributes"),
+         "SignatureDoesNotMatch; give the SQS profile \\(SQSProfileName\\) access to it"),
+        (client_error("AWS.SimpleQueueService.NonExistentQueue", 400, op="GetQueueAttributes"),
+         "does not exist; create it \\(see README\\) or fix the URL"),
+        (botocore.exceptions.EndpointConnectionError(endpoint_url="https://sqs.example"),
+         "cannot connect; check the URL and SQSEndpointURL"),
+    ],
+    ids=["denied", "credentials", "missing", "unreachable"],
+)  # fmt: skip
+def test_a_queue_that_cannot_be_used_is_one_line_before_any_work(error, says):
+    url = "https://sqs.eu-west-1.amazonaws.com/123456789012/files"
+    with pytest.raises(s3_upload.UserError, match=f"^queue {url}:? {says}"):
+        s3_upload.open_queue(queue_job(FakeClient(get_queue_attributes=error)), url)
+
+
+def test_a_queue_url_without_scheme_is_refused_before_any_request():
+    job = queue_job(FakeClient())
+    with pytest.raises(s3_upload.UserError, match="queue URL 'sqs.eu-west-1.amazonaws.com/1/files' must start with"):
+        s3_upload.open_queue(job, "sqs.eu-west-1.amazonaws.com/1/files")
+    assert job.called == []
+
+
+def test_a_heartbeat_stops_once_its_message_was_handed_on(s3_log):
+    """ReceiptHandleIsInvalid: SQS gave the message to another worker (or the dead-letter queue); beating on would
+    only fail again every few seconds until the file is done."""
+    sqs = FakeClient(
+        change_message_visibility=client_error("ReceiptHandleIsInvalid", 400, op="ChangeMessageVisibility")
+    )
+    with s3_upload.Heartbeat(sqs, "https://sqs/q", "receipt", 1, no_retry()) as beat:
+        beat._thread.join(timeout=60)  # ends by itself: without the stop it would beat until the with block ends
+        assert not beat._thread.is_alive()
+    assert len(sqs.asked("change_message_visibility")) == 1
+    assert "SQS heartbeat failed: ReceiptHandleIsInvalid" in s3_log.records[0].getMessage()
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+# The console and the command line
+# ----------------------------------------------------------------------------------------------------------------------
+
+
+def test_a_bar_with_nothing_to_send_is_never_drawn(capsys):
+    """A rerun that skips every file shows no empty bar at 0 %."""
+    progress = s3_upload.BarProgress()
+    f = SourceFile("up/a", 10, 0.0)
+    progress.begin([s3_upload.FileTask(f, "skip", s3_upload.ChunkPlan(10, 5 * MiB), reason="already there")])
+    progress.close()
+    assert progress.bar is None and s3_upload._active_bar is None
+    assert capsys.readouterr().err == ""
+
+
+def test_report_path_that_is_a_directory_is_refused_with_a_file_name_to_use(tmp_path):
+    with pytest.raises(s3_upload.UserError, match=f"^--report {tmp_path} is a directory; give a file name, e.g. "
+                                                  f"{tmp_path / 'report.json'}$"):  # fmt: skip
+        s3_upload.check_report_path(str(tmp_path))
+
+
+def test_without_config_the_one_beside_the_script_is_used_else_the_current_directorys(tmp_path, monkeypatch):
+    beside = os.path.join(os.path.dirname(os.path.abspath(s3_upload.__file__)), "s3_upload_config.py")
+    assert os.path.isfile(beside)  # the sample shipped beside s3_upload.py (the original's layout)
+    assert s3_upload.default_config_path() == beside
+    # The installed s3-upload command: nothing beside the module in site-packages, so the current directory's.
+    monkeypatch.setattr(s3_upload, "__file__", str(tmp_path / "site-packages" / "s3_upload.py"))
+    monkeypatch.chdir(tmp_path)
+    assert s3_upload.default_config_path() == str(tmp_path / "s3_upload_config.py")

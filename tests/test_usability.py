@@ -371,6 +371,41 @@ def test_dry_run_shows_each_decision_and_writes_nothing(dst, bucket, dry_run_set
     assert server_state(dst, bucket) == dry_run_setup
 
 
+def test_an_upload_left_under_a_complete_object_is_shown_by_dry_run_and_aborted_and_a_refused_abort_only_warns(
+    dst, bucket, dst_server, src_dir, make_config, aws_profiles
+):
+    """An interrupted upload of a key whose object was completed since (by another run or machine) can never be
+    resumed: --dry-run says it will be cleaned, a run aborts it, and an abort the store refuses leaves the object
+    (which is right) and says what is left and why."""
+    write_file(src_dir / "done.bin", CHUNK + MiB)
+    data = (src_dir / "done.bin").read_bytes()
+    upload_id = start_upload(dst, bucket, "up/done.bin", data, CHUNK, parts=(1,))
+    dst.put_object(Bucket=bucket, Key="up/done.bin", Body=data)  # completed after that upload began
+
+    run = run_with(make_config(), "--dry-run")
+    assert run.code == 0, run
+    assert f"clean    up/done.bin (abort unfinished upload {s3_upload.short_id(upload_id)}, which this file no " \
+           f"longer needs)" in run.stdout.splitlines(), run  # fmt: skip
+    assert run.stdout.splitlines()[-1] == "dry run: 1 to skip; nothing was written", run
+
+    with FaultProxy("127.0.0.1", dst_server.port).start() as proxy:
+        proxy.set(outage=True, error_status=403, error_code="AccessDenied",
+                  match=lambda r: r.operation == "AbortMultipartUpload")  # fmt: skip
+        aws_profiles.add("noabort", proxy.endpoint_url, *DST_KEYS)
+        refused = run_tool(make_config(DesProfileName="noabort"))
+    assert refused.code == 0, refused  # the object is at the destination: the job is done
+    assert re.search(r"WARNING up/done.bin: could not abort upload " + re.escape(s3_upload.short_id(upload_id)) +
+                     r": AccessDenied \(HTTP 403\).*; AbortMultipartUpload was denied: grant the profile that "
+                     r"permission on this bucket$", refused.stderr, flags=re.M), refused  # fmt: skip
+    assert [u["UploadId"] for u in unfinished_uploads(dst, bucket)] == [upload_id]
+
+    run = run_tool(make_config())
+    assert run.code == 0, run
+    assert unfinished_uploads(dst, bucket) == []
+    assert list_keys(dst, bucket) == {"up/done.bin": len(data)}
+    assert object_md5(dst, bucket, "up/done.bin") == md5_file(src_dir / "done.bin")
+
+
 # ---------------------------------------------------------------------------------------------------------------------
 # 3. --yes and --clean answer the CLEAN prompt
 # ---------------------------------------------------------------------------------------------------------------------
