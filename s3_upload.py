@@ -481,6 +481,8 @@ CREDENTIAL_ERROR_CODES = frozenset(
         "InvalidToken",
         "TokenRefreshRequired",
         "AuthorizationHeaderMalformed",
+        "InvalidClientTokenId",  # SQS (query protocol): an access key it does not know
+        "UnrecognizedClientException",  # SQS (JSON protocol): the same
     }
 )
 

@@ -1292,12 +1292,17 @@ def queue_job(sqs) -> object:
          "AccessDenied; give the SQS profile \\(SQSProfileName\\) access to it"),
         (client_error("SignatureDoesNotMatch", 403, op="GetQueueAttributes"),
          "SignatureDoesNotMatch; give the SQS profile \\(SQSProfileName\\) access to it"),
+        # What SQS answers an access key it does not know: over its query protocol, and over its JSON protocol.
+        (client_error("InvalidClientTokenId", 403, op="GetQueueAttributes"),
+         "InvalidClientTokenId; give the SQS profile \\(SQSProfileName\\) access to it"),
+        (client_error("UnrecognizedClientException", 400, op="GetQueueAttributes"),
+         "UnrecognizedClientException; give the SQS profile \\(SQSProfileName\\) access to it"),
         (client_error("AWS.SimpleQueueService.NonExistentQueue", 400, op="GetQueueAttributes"),
          "does not exist; create it \\(see README\\) or fix the URL"),
         (botocore.exceptions.EndpointConnectionError(endpoint_url="https://sqs.example"),
          "cannot connect; check the URL and SQSEndpointURL"),
     ],
-    ids=["denied", "credentials", "missing", "unreachable"],
+    ids=["denied", "credentials", "unknown-key-query", "unknown-key-json", "missing", "unreachable"],
 )  # fmt: skip
 def test_a_queue_that_cannot_be_used_is_one_line_before_any_work(error, says):
     url = "https://sqs.eu-west-1.amazonaws.com/123456789012/files"
