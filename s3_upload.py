@@ -434,10 +434,6 @@ def key_prefix(settings: Settings) -> str:
     return "/".join(parts) + "/" if parts else ""
 
 
-def load_settings(path: str) -> Settings:
-    return settings_from_values(load_config_module(path))
-
-
 # ----------------------------------------------------------------------------------------------------------------------
 # 2. Endpoints
 # ----------------------------------------------------------------------------------------------------------------------
