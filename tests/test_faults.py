@@ -344,12 +344,18 @@ def test_kill_at_random_moments_then_rerun(dst, bucket, src_dir, flaky, dst_prox
     assert ratio < 1.5
 
 
+def ctrl_c_as_on_a_terminal() -> None:
+    # A job started in the background by a script inherits SIGINT ignored (as CI's test runs are), and Python then
+    # leaves it ignored; run in a terminal's foreground, the tool gets Ctrl-C as KeyboardInterrupt.
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def start_and_wait_for_data(config, client, bucket: str, key: str) -> subprocess.Popen:
     """Start the tool in the background; return once a data part of its upload of key is on the server, or fail the
     test."""
     proc = subprocess.Popen(
         tool_command(config), cwd=config.parent, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE, text=True,
+        stderr=subprocess.PIPE, text=True, preexec_fn=ctrl_c_as_on_a_terminal,
     )  # fmt: skip
     try:
         wait_until(lambda: data_parts(client, bucket, key), f"a data part of {key} on the server")
@@ -377,9 +383,9 @@ def test_ctrl_c_stops_quickly_and_the_rerun_resumes(dst, bucket, src_dir, flaky,
     out = proc.stdout.read()
     proc.wait(timeout=60)
     err = "".join(line for _, line in err_lines)
-    stopped = next(at for at, line in err_lines if "interrupted:" in line)
+    stopped = next((at for at, line in err_lines if "interrupted:" in line), None)
     # Not a timing test: a generous bound, far below the 30 s the upload would need, on a shared machine.
-    assert stopped < 15, [f"{at:.1f} s {line}" for at, line in err_lines]
+    assert stopped is not None and stopped < 15, [f"{at:.1f} s {line}" for at, line in err_lines]
     assert proc.returncode == 130, err
     assert "run the same command again to resume" in err
     assert "Traceback" not in out + err
