@@ -301,6 +301,10 @@ def write_file(path: pathlib.Path, size: int, seed: int | None = None) -> str:
     path.parent.mkdir(parents=True, exist_ok=True)
     data = os.urandom(size) if seed is None else random_bytes(size, seed)
     path.write_bytes(data)
+    return md5(data)
+
+
+def md5(data: bytes) -> str:
     return hashlib.md5(data).hexdigest()
 
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
 import http.client
 import http.server
 import io
@@ -19,7 +18,7 @@ from botocore.exceptions import (
     ReadTimeoutError,
 )
 
-from conftest import DST_KEYS, MiB, random_bytes, wait_until
+from conftest import DST_KEYS, MiB, md5, random_bytes, wait_until
 from faultproxy import FaultProxy, Request
 
 
@@ -34,10 +33,6 @@ def via(dst_server, proxy: FaultProxy, **config):
     """A boto3 client that talks to the destination server through the proxy, without botocore retries."""
     config = Config(retries={"total_max_attempts": 1, "mode": "standard"}, **config)
     return dst_server.client(*DST_KEYS, endpoint_url=proxy.endpoint_url, config=config)
-
-
-def md5(data: bytes) -> str:
-    return hashlib.md5(data).hexdigest()
 
 
 def error_code(exc: pytest.ExceptionInfo) -> tuple[str, int]:

@@ -27,6 +27,7 @@ from conftest import (
     in_process_logging,
     leave_unfinished,
     list_keys,
+    md5,
     md5_file,
     object_md5,
     run_tool,
@@ -39,10 +40,6 @@ from conftest import (
 from faultproxy import FaultProxy
 
 CHUNK = 5 * MiB
-
-
-def md5(data: bytes) -> str:
-    return hashlib.md5(data).hexdigest()
 
 
 @pytest.fixture

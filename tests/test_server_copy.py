@@ -8,7 +8,6 @@ that nothing unfinished is left."""
 from __future__ import annotations
 
 import base64
-import hashlib
 import json
 import os
 import re
@@ -25,6 +24,7 @@ from conftest import (
     MiB,
     leave_unfinished,
     list_keys,
+    md5,
     new_bucket,
     object_md5,
     remove_bucket,
@@ -34,10 +34,6 @@ from conftest import (
 from faultproxy import FaultProxy
 
 CHUNK = 5 * MiB
-
-
-def md5(data: bytes) -> str:
-    return hashlib.md5(data).hexdigest()
 
 
 def crc32_b64(data: bytes) -> str:
