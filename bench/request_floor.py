@@ -23,12 +23,19 @@ from __future__ import annotations
 import argparse
 import os
 import statistics
-import subprocess
 import sys
 import time
 from pathlib import Path
 
-from run_bench import ROOT, git_state, run_and_report, say, write_config  # bench/ is sys.path[0]
+from run_bench import (  # bench/ is sys.path[0]
+    ROOT,
+    git_state,
+    run_and_report,
+    run_to_end,
+    say,
+    write_config,
+    write_profiles,
+)
 
 from seaweed import SeaweedServer, identity
 
@@ -67,14 +74,10 @@ else:
 
 def measure(argv: list[str], env: dict, cwd: Path) -> tuple[float, float]:
     """(wall s, CPU s) of one process run to its end."""
-    start = time.monotonic()
-    proc = subprocess.Popen(argv, env=env, cwd=cwd, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
-                            stderr=subprocess.STDOUT)  # fmt: skip
-    out = proc.stdout.read().decode() if proc.stdout else ""
-    _, status, usage = os.wait4(proc.pid, 0)
-    if os.waitstatus_to_exitcode(status) != 0:
+    wall, cpu, code, out = run_to_end(argv, env, cwd)
+    if code != 0:
         raise RuntimeError(f"{argv[:3]} failed:\n{out[-2000:]}")
-    return time.monotonic() - start, usage.ru_utime + usage.ru_stime
+    return wall, cpu
 
 
 def run_all(args: argparse.Namespace, workdir: Path) -> str:
@@ -89,13 +92,8 @@ def run_all(args: argparse.Namespace, workdir: Path) -> str:
             (tree / f"f{n:05d}.bin").write_bytes(os.urandom(FILE_SIZE))
         (workdir / "s3_upload.py").write_bytes((ROOT / "s3_upload.py").read_bytes())
         (workdir / "client.py").write_text(BOTOCORE_SCRIPT)
-        aws = workdir / "aws"
-        aws.mkdir()
-        (aws / "credentials").write_text(f"[floor]\naws_access_key_id = {KEYS[0]}\naws_secret_access_key = {KEYS[1]}\n")
-        (aws / "config").write_text(f"[profile floor]\nregion = us-east-1\nendpoint_url = {server.endpoint_url}\n")
         env = {k: v for k, v in os.environ.items() if not k.startswith("AWS_")}
-        env.update(AWS_SHARED_CREDENTIALS_FILE=str(aws / "credentials"), AWS_CONFIG_FILE=str(aws / "config"),
-                   AWS_PROFILE="floor")  # fmt: skip
+        env.update(write_profiles(workdir / "aws", {"floor": (server.endpoint_url, *KEYS)}), AWS_PROFILE="floor")
 
         def client(directory: str, threads: int):
             return lambda bucket: [sys.executable, str(workdir / "client.py"), server.endpoint_url, bucket,

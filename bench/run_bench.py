@@ -324,15 +324,7 @@ class World:
         return env
 
     def _write_profiles(self) -> dict[str, str]:
-        """~/.aws/credentials and config for self.profiles ({name: (endpoint, access key, secret key)})."""
-        aws = self.workdir / "aws"
-        aws.mkdir(exist_ok=True)
-        profiles = self.profiles
-        creds = [f"[{n}]\naws_access_key_id = {a}\naws_secret_access_key = {s}\n" for n, (_, a, s) in profiles.items()]
-        config = [f"[profile {n}]\nregion = {REGION}\nendpoint_url = {e}\n" for n, (e, _, _) in profiles.items()]
-        (aws / "credentials").write_text("\n".join(creds))
-        (aws / "config").write_text("\n".join(config))
-        return {"AWS_SHARED_CREDENTIALS_FILE": str(aws / "credentials"), "AWS_CONFIG_FILE": str(aws / "config")}
+        return write_profiles(self.workdir / "aws", self.profiles)
 
     @contextlib.contextmanager
     def https_destination(self) -> Iterator[None]:
@@ -750,6 +742,26 @@ def tree_sizes(root: Path, prefix: str) -> dict[str, int]:
 # ---------------------------------------------------------------------------------------------------------------------
 # Running the scenarios
 # ---------------------------------------------------------------------------------------------------------------------
+
+
+def write_profiles(aws: Path, profiles: dict[str, tuple[str, str, str]]) -> dict[str, str]:
+    """Credentials and config in aws/ for {name: (endpoint, access key, secret key)}; the variables naming them."""
+    aws.mkdir(exist_ok=True)
+    creds = [f"[{n}]\naws_access_key_id = {a}\naws_secret_access_key = {s}\n" for n, (_, a, s) in profiles.items()]
+    config = [f"[profile {n}]\nregion = {REGION}\nendpoint_url = {e}\n" for n, (e, _, _) in profiles.items()]
+    (aws / "credentials").write_text("\n".join(creds))
+    (aws / "config").write_text("\n".join(config))
+    return {"AWS_SHARED_CREDENTIALS_FILE": str(aws / "credentials"), "AWS_CONFIG_FILE": str(aws / "config")}
+
+
+def run_to_end(argv: list[str], env: dict, cwd: Path) -> tuple[float, float, int, str]:
+    """Run argv to its end: wall s, CPU s (user+sys, os.wait4), exit code, its output (stdout and stderr)."""
+    start = time.monotonic()
+    proc = subprocess.Popen(argv, env=env, cwd=cwd, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT)  # fmt: skip
+    out = proc.stdout.read().decode() if proc.stdout else ""
+    _, status, usage = os.wait4(proc.pid, 0)
+    return time.monotonic() - start, usage.ru_utime + usage.ru_stime, os.waitstatus_to_exitcode(status), out
 
 
 def say(message: str) -> None:

@@ -22,7 +22,6 @@ import argparse
 import os
 import socket
 import statistics
-import subprocess
 import sys
 import threading
 import time
@@ -34,8 +33,10 @@ from run_bench import (  # bench/ is sys.path[0]; run_bench puts tests/ on the p
     machine_busy_seconds,
     process_cpu_seconds,
     run_and_report,
+    run_to_end,
     say,
     write_config,
+    write_profiles,
 )
 
 from seaweed import SeaweedServer, identity
@@ -85,12 +86,8 @@ class CountingRelay:
 
 
 def profiles(workdir: Path, endpoint: str) -> dict[str, str]:
-    aws = workdir / "aws"
-    aws.mkdir(exist_ok=True)
-    (aws / "credentials").write_text(f"[copier]\naws_access_key_id = {KEYS[0]}\naws_secret_access_key = {KEYS[1]}\n")
-    (aws / "config").write_text(f"[profile copier]\nregion = us-east-1\nendpoint_url = {endpoint}\n")
     env = {k: v for k, v in os.environ.items() if not k.startswith("AWS_")}
-    env.update(AWS_SHARED_CREDENTIALS_FILE=str(aws / "credentials"), AWS_CONFIG_FILE=str(aws / "config"))
+    env.update(write_profiles(workdir / "aws", {"copier": (endpoint, *KEYS)}))
     return env
 
 
@@ -101,17 +98,10 @@ def run_tool(workdir: Path, env: dict, server_pid: int, mode: str, dest: str) ->
                           "ChunkSize": CHUNK, "MaxThread": THREADS, "MaxParallelFile": 1, "CopyMode": mode,
                           "DontAskMeToClean": True, "LogDir": str(workdir / "log")})  # fmt: skip
     server_before, busy_before = process_cpu_seconds(server_pid), machine_busy_seconds()
-    start = time.monotonic()
-    proc = subprocess.Popen([sys.executable, str(workdir / "s3_upload.py"), "--config", str(config)], env=env,
-                            cwd=workdir, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
-                            stderr=subprocess.STDOUT)  # fmt: skip
-    out = proc.stdout.read().decode() if proc.stdout else ""
-    _, status, usage = os.wait4(proc.pid, 0)
-    wall = time.monotonic() - start
-    cpu = usage.ru_utime + usage.ru_stime
+    wall, cpu, code, out = run_to_end([sys.executable, str(workdir / "s3_upload.py"), "--config", str(config)], env,
+                                      workdir)  # fmt: skip
     server = process_cpu_seconds(server_pid) - server_before
     others = machine_busy_seconds() - busy_before - cpu - server
-    code = os.waitstatus_to_exitcode(status)
     if code != 0:
         raise RuntimeError(f"s3_upload exited {code} ({mode}):\n{out[-2000:]}")
     return {"mode": mode, "wall": wall, "cpu": cpu, "server": server, "others": max(others, 0.0)}
