@@ -75,12 +75,9 @@ GiB = 1024 * MiB
 MIN_PART_SIZE = 5 * MiB  # every part but the last must be at least this large
 MAX_PART_SIZE = 5 * GiB
 MAX_PARTS = 10_000
-# Part 1 of every upload this tool creates is a small marker naming the source version and the part layout the upload
-# was made for (see "Resume marker"); data uses parts 2 to 10,000 and the marker is never completed.
-MARKER_PART = 1
-FIRST_DATA_PART = 2
-# s3_upload 1.1 and earlier put the marker in part 10,000 and the data in parts 1 to 9,999: such uploads still resume.
-LEGACY_MARKER_PART = MAX_PARTS
+# Part 10,000 of every upload this tool creates is a small marker naming the source version and the part layout the
+# upload was made for (see "Resume marker"); data uses parts 1 to 9,999 and the marker is never completed.
+MARKER_PART = MAX_PARTS
 MAX_DATA_PARTS = MAX_PARTS - 1
 MAX_FILE_ATTEMPTS = 3  # ifVerifyMD5: a file whose re-read ETag differs is deleted and redone at most this often
 ORPHAN_WINDOW = 300  # seconds: how far back a retried CreateMultipartUpload may have left an orphan
@@ -1312,26 +1309,15 @@ def pick_existing_part(entries: list[ExistingPart], length: int, md5_hex: str | 
 
 # Resume marker.  S3 keeps nothing of an unfinished upload but its key, its start time and its parts, and the start
 # time cannot say which version of the source the parts were cut from (two stores' clocks differ; a replacement can
-# fall in the same second).  So every upload gets, right after it is created and before any data part, part 1: a few
-# bytes naming the source version and the part layout.  ListParts shows its ETag, the MD5 of those bytes; a rerun
-# computes the MD5 the marker of *its* source version and layout would have, and resumes only on a match.
-# The marker is never part of the completed object (CompleteMultipartUpload lists the data parts only).  Being small
-# and first, it can never be completed by mistake either: a tool that completes the upload from its ListParts (the
-# original's completeUpload, `aws s3api list-parts` + `complete-multipart-upload`) puts a part under 5 MiB before the
-# data, which S3 refuses (EntityTooSmall), instead of appending the marker's bytes to the object.
+# fall in the same second).  So every upload gets, right after it is created and before any data part, part 10,000:
+# a few bytes naming the source version and the part layout.  ListParts shows its ETag, the MD5 of those bytes; a
+# rerun computes the MD5 the marker of *its* source version and layout would have, and resumes only on a match.
+# The marker is never part of the completed object (CompleteMultipartUpload lists the data parts only).
 
 
 def marker_body(identity: str, plan: ChunkPlan, checksum: tuple[str, str] | None = None) -> bytes:
     """The marker's bytes: the source version, the part layout, and the full-object checksum the upload was created
     with (an upload made without one cannot be completed with one)."""
-    algorithm = checksum[0] if checksum else "none"
-    return (f"s3_upload resume marker 2: not data; the data is in parts {FIRST_DATA_PART} and up\n"
-            f"source {identity}\nsize {plan.size}\npart_size {plan.part_size}\n"
-            f"checksum {algorithm}\n").encode()  # fmt: skip
-
-
-def legacy_marker_body(identity: str, plan: ChunkPlan, checksum: tuple[str, str] | None = None) -> bytes:
-    """The marker s3_upload 1.1 and earlier wrote in part 10,000 (data in parts 1 to 9,999)."""
     algorithm = checksum[0] if checksum else "none"
     return (f"s3_upload resume marker 1\nsource {identity}\nsize {plan.size}\npart_size {plan.part_size}\n"
             f"checksum {algorithm}\n").encode()  # fmt: skip
@@ -1343,47 +1329,35 @@ class ResumeCheck:
 
     restart: str = ""  # why it cannot ('' when it can)
     proven: bool = False  # the marker ties it to this source version and part layout: parts of the right size count
-    # The upload's part number of the file's first part: FIRST_DATA_PART behind this tool's marker (and in an upload
-    # with nothing in it yet), 1 in an upload of the original tool, another tool or s3_upload 1.1 and earlier.
-    first_part: int = FIRST_DATA_PART
-    has_marker: bool = False  # its marker is there (a new or empty upload gets one before any data part)
 
 
 def judge_upload(plan: ChunkPlan, parts: list[ExistingPart], identity: str,
                  checksum: tuple[str, str] | None = None) -> ResumeCheck:  # fmt: skip
     """Decide about an unfinished upload of this key from its listed parts (marker included).
 
-    With a marker: resume only if it was made for this source version and layout.  An upload with no part at all
-    may be another run's, created a moment ago: it is resumed (there is nothing in it to doubt), its marker sent
-    first.  Without a marker but with parts (the original tool, another tool), the upload is not tied to any version:
-    each part is reused only once its bytes are proven equal to the source by MD5 (LOCAL_TO_S3 hashes the local
-    file; S3_TO_S3 reads the range from the source again), and an upload whose parts cannot fit this layout restarts
-    at once."""
-    layouts = ((MARKER_PART, marker_body, FIRST_DATA_PART), (LEGACY_MARKER_PART, legacy_marker_body, 1))
-    for number, body, first in layouts:
-        entries = [p for p in parts if p.number == number]
-        # A marker is small; a data part there is not (every part of a multipart file but the last is >= 5 MiB).
-        if not entries or any(p.size >= MIN_PART_SIZE for p in entries):
-            continue
-        expected = hashlib.md5(body(identity, plan, checksum)).hexdigest()
-        if any(p.etag == expected for p in entries):
-            return ResumeCheck(proven=True, first_part=first, has_marker=True)
-        return ResumeCheck("it was made for another version of the source or another ChunkSize", first_part=first,
-                           has_marker=True)  # fmt: skip
-    if not parts:
-        return ResumeCheck()
+    With a marker: resume only if it was made for this source version and layout.  Without one (the original tool,
+    another tool, or a run killed between creating the upload and writing the marker), the upload is not tied to any
+    version: each part is reused only once its bytes are proven equal to the source by MD5 (LOCAL_TO_S3 hashes the
+    local file; S3_TO_S3 reads the range from the source again), and an upload whose parts cannot fit this layout
+    restarts at once."""
+    markers = [p for p in parts if p.number == MARKER_PART]
+    if markers:
+        expected = hashlib.md5(marker_body(identity, plan, checksum)).hexdigest()
+        if any(p.etag == expected for p in markers):
+            return ResumeCheck(proven=True)
+        return ResumeCheck("it was made for another version of the source or another ChunkSize")
     sizes_by_number: dict[int, set[int]] = {}
     for p in parts:
         sizes_by_number.setdefault(p.number, set()).add(p.size)
     for number, sizes in sizes_by_number.items():
         if number > plan.part_count:
             return ResumeCheck(f"it has part {number} but the file now needs {plan.part_count} parts (size or "
-                               f"ChunkSize changed)", first_part=1)  # fmt: skip
+                               f"ChunkSize changed)")  # fmt: skip
         expected_size = plan.part_range(number)[1]
         if expected_size not in sizes:
             return ResumeCheck(f"its part {number} is {min(sizes)} bytes, the current plan needs {expected_size} "
-                               f"(ChunkSize or file size changed)", first_part=1)  # fmt: skip
-    return ResumeCheck(first_part=1)
+                               f"(ChunkSize or file size changed)")  # fmt: skip
+    return ResumeCheck()
 
 
 @dataclasses.dataclass(frozen=True)
@@ -1433,12 +1407,11 @@ def examine_upload(client, bucket: str, task: FileTask, source: Source, retry: R
     assert task.upload is not None
     parts = list_upload_parts(client, bucket, task.src.key, task.upload.upload_id, retry)
     check = judge_upload(shape.plan, parts, source.identity(task.src), shape.checksum)
-    marker = MARKER_PART if check.first_part == FIRST_DATA_PART else LEGACY_MARKER_PART
-    # The data parts, numbered as the file's parts (1 = the file's first part), whatever the upload's layout.
-    data = [dataclasses.replace(p, number=p.number - check.first_part + 1) for p in parts
-            if not (check.has_marker and p.number == marker)]  # fmt: skip
+    data = [p for p in parts if p.number != MARKER_PART]
     if data and not check.restart and not check.proven and not can_read_back:
         check = ResumeCheck("it has no marker, and S3 copies the parts again sooner than they can be checked")
+    # An upload without marker and without parts may be another run's, created a moment ago with its marker on the
+    # way: it is resumed (there is nothing in it to doubt), never aborted.
     return check, data
 
 
@@ -1510,18 +1483,6 @@ class PartResult:
     digest: bytes  # binary MD5 of the part
     sent: int  # bytes uploaded this run (0 when an existing part was reused)
     copied: int = 0  # bytes S3 copied itself this run (UploadPartCopy)
-
-
-@dataclasses.dataclass(frozen=True, slots=True)
-class UploadTarget:
-    """The multipart upload a file's parts go to, and where in it they go: the file's part n is the upload's part
-    n + first_part - 1 (FIRST_DATA_PART behind this tool's marker, 1 in an upload made without it)."""
-
-    upload_id: str
-    first_part: int = FIRST_DATA_PART
-
-    def part_number(self, index: int) -> int:
-        return index + self.first_part - 1
 
 
 def is_md5_hex(etag: str) -> bool:
@@ -1771,22 +1732,21 @@ class StreamParts:
         result.bytes_sent, result.expected_etag = len(data), digest.hex()
         return resp
 
-    def part(self, f: SourceFile, upload: UploadTarget, index: int, offset: int, length: int, shape: Shape,
+    def part(self, f: SourceFile, upload_id: str, number: int, offset: int, length: int, shape: Shape,
              listed: list[ExistingPart], cancel: threading.Event) -> PartResult:  # fmt: skip
         e = self.engine
-        number = upload.part_number(index)
-        data = e.retry.call(f"READ {f.key} part {index}", lambda: e.source.read(f, offset, length), cancel)
+        data = e.retry.call(f"READ {f.key} part {number}", lambda: e.source.read(f, offset, length), cancel)
         digest, md5_b64 = md5_of(data)
         if listed and pick_existing_part(listed, length, digest.hex()) is not None:  # on S3 already, proven by MD5
             e.progress.part_done(f.key, length, how="found")
             return PartResult(number, digest.hex(), digest, 0)
         e.throttle.acquire(length)
-        what = f"UPLOAD {f.key} part {index}/{shape.plan.part_count}"
+        what = f"UPLOAD {f.key} part {number}/{shape.plan.part_count}"
         etag = e.retry.call(what, lambda: require_etag(e.client.upload_part(
-            Bucket=e.bucket, Key=f.key, UploadId=upload.upload_id, PartNumber=number, Body=data, ContentMD5=md5_b64,
+            Bucket=e.bucket, Key=f.key, UploadId=upload_id, PartNumber=number, Body=data, ContentMD5=md5_b64,
             **part_checksum_args(shape.checksum)), what), cancel)  # fmt: skip
         e.progress.part_done(f.key, length)
-        log.debug("%s part %d/%d sent (%s)", f.key, index, shape.plan.part_count, human_bytes(length))
+        log.debug("%s part %d/%d sent (%s)", f.key, number, shape.plan.part_count, human_bytes(length))
         return PartResult(number, etag, digest, length)
 
 
@@ -1831,13 +1791,12 @@ class CopyParts:
                 result.proof = PROOF_ETAG
         return answer
 
-    def part(self, f: SourceFile, upload: UploadTarget, index: int, offset: int, length: int, shape: Shape,
+    def part(self, f: SourceFile, upload_id: str, number: int, offset: int, length: int, shape: Shape,
              listed: list[ExistingPart], cancel: threading.Event) -> PartResult:  # fmt: skip
         e = self.engine
-        number = upload.part_number(index)
-        what = f"COPY {f.key} part {index}/{shape.plan.part_count}"
+        what = f"COPY {f.key} part {number}/{shape.plan.part_count}"
         resp = self._call(f, what, lambda: e.client.upload_part_copy(
-            Bucket=e.bucket, Key=f.key, UploadId=upload.upload_id, PartNumber=number, **self._pinned(f),
+            Bucket=e.bucket, Key=f.key, UploadId=upload_id, PartNumber=number, **self._pinned(f),
             CopySourceRange=f"bytes={offset}-{offset + length - 1}"), cancel)  # fmt: skip
         etag = require_etag(resp.get("CopyPartResult", {}), what)
         e.progress.part_done(f.key, length, how="copied")
@@ -1982,29 +1941,20 @@ class Engine:
                 human_bytes(self.s.chunk_size),
                 human_bytes(plan.part_size),
             )
-        upload, existing, proven, needs_marker = self._resume_or_create(task, shape, facts)
-        if not proven and shape.checksum:
-            # Resumed from an upload made without this tool's marker: whether it was created with the checksum's
-            # algorithm is unknown, and S3 checks a full-object checksum only in an upload created with it.
-            log.info("%s: the upload was not made by s3_upload; proven by part MD5s, not by the source's %s", f.key,
-                     shape.checksum[0])  # fmt: skip
-            shape = dataclasses.replace(shape, checksum=None, proof=PROOF_PARTS)
-            result.proof = shape.proof
+        upload_id, existing, proven, new = self._resume_or_create(task, shape, facts)
         try:
-            if needs_marker:
-                self._send_marker(f, upload, shape)
-            parts = self._send_parts(f, shape, upload, existing, proven)
+            parts = self._send_parts(f, shape, upload_id, existing, proven, marker=new)
             self._check_unchanged(f)
         except SourceChanged:
             # Its parts may mix old and new bytes: never complete it, and leave nothing behind.
-            self._abort(f.key, upload.upload_id)
+            self._abort(f.key, upload_id)
             raise
         parts.sort(key=lambda p: p.number)
         expected = multipart_etag(p.digest for p in parts)
         try:
-            completed = self._complete(f.key, upload.upload_id, parts, shape.checksum)
+            completed = self._complete(f.key, upload_id, parts, shape.checksum)
         except ProofFailed:
-            self._abort(f.key, upload.upload_id)
+            self._abort(f.key, upload_id)
             raise
         etag = require_etag(completed, "COMPLETE")
         result.parts = len(parts)
@@ -2097,15 +2047,15 @@ class Engine:
             self._abort_orphans(key, upload_id)
         return upload_id
 
-    def _send_marker(self, f: SourceFile, upload: UploadTarget, shape: Shape) -> None:
-        """The resume marker (part 1), before any data part: no data part of this tool's uploads is ever on S3
-        without the version it belongs to, and an upload with parts but no marker is never one of ours (its data
-        starts at part 1).  One round trip per file started."""
+    def _send_marker(self, f: SourceFile, upload_id: str, shape: Shape, cancel: threading.Event) -> None:
+        """The resume marker (part 10,000), sent beside the first data parts rather than before them: were the run
+        killed before it lands, its data parts would be tied to no version, and so never trusted by size (a rerun
+        proves them by MD5, or restarts the upload)."""
         body = marker_body(self.source.identity(f), shape.plan, shape.checksum)
         md5_b64 = md5_of(body)[1]
         self.retry.call(f"MARKER {f.key}", lambda: require_etag(self.client.upload_part(
-            Bucket=self.bucket, Key=f.key, UploadId=upload.upload_id, PartNumber=MARKER_PART, Body=body,
-            ContentMD5=md5_b64, **part_checksum_args(shape.checksum)), f"MARKER {f.key}"))  # fmt: skip
+            Bucket=self.bucket, Key=f.key, UploadId=upload_id, PartNumber=MARKER_PART, Body=body, ContentMD5=md5_b64,
+            **part_checksum_args(shape.checksum)), f"MARKER {f.key}"), cancel)  # fmt: skip
 
     def _abort_orphans(self, key: str, keep: str) -> None:
         """A CreateMultipartUpload whose answer was lost still made an upload, that nobody would ever resume.
@@ -2119,10 +2069,10 @@ class Engine:
                 self._abort(key, u.upload_id)
 
     def _resume_or_create(self, task: FileTask, shape: Shape, facts: SourceFacts
-                          ) -> tuple[UploadTarget, dict[int, list[ExistingPart]], bool, bool]:  # fmt: skip
-        """The upload to send parts to, the parts it already holds (by the file's part number), whether those are
-        tied to this source version (so that a part of the right size counts without reading it again), and whether
-        its marker is still to send."""
+                          ) -> tuple[str, dict[int, list[ExistingPart]], bool, bool]:  # fmt: skip
+        """The upload to send parts to, the parts it already holds (by number), whether those are tied to this
+        source version (so that a part of the right size counts without reading it again), and whether the upload
+        is new (its marker still to send)."""
         f, plan, upload = task.src, shape.plan, task.upload
         if upload is not None:
             check, data = examine_upload(self.client, self.bucket, task, self.source, self.retry, shape,
@@ -2146,44 +2096,45 @@ class Engine:
                     len(by_number),
                     plan.part_count,
                     "made for this version of the source" if check.proven else
-                    "nothing in it yet" if check.first_part == FIRST_DATA_PART else
                     "made without s3_upload's marker: each part is checked against the source before it is reused",
                 )  # fmt: skip
-                target = UploadTarget(upload.upload_id, check.first_part)
-                return target, by_number, check.proven or not data, not check.has_marker and not data
+                return upload.upload_id, by_number, check.proven, False
         upload_id = self._create_upload(f, shape, facts)
         log.debug("%s: new upload %s, %d parts of %s", f.key, short_id(upload_id), plan.part_count,
                   human_bytes(plan.part_size))  # fmt: skip
-        return UploadTarget(upload_id), {}, True, True
+        return upload_id, {}, True, True
 
-    def _send_parts(self, f: SourceFile, shape: Shape, upload: UploadTarget, existing: dict[int, list[ExistingPart]],
-                    proven: bool) -> list[PartResult]:  # fmt: skip
+    def _send_parts(self, f: SourceFile, shape: Shape, upload_id: str, existing: dict[int, list[ExistingPart]],
+                    proven: bool, marker: bool = False) -> list[PartResult]:  # fmt: skip
         failed = threading.Event()  # one part's final failure stops this file's other parts at once
         # A part of the right size in an upload tied to this version counts as it is, unless reading it back is
         # cheap (a local file: proven by MD5 anyway).
         trust_sizes = proven and not self.source.verify_existing_parts
 
-        def send(index: int, offset: int, length: int) -> PartResult:
+        def send(number: int, offset: int, length: int) -> PartResult:
             if failed.is_set() or self.stop.is_set():
                 raise Interrupted()
             self.retry.working_on(f.key)
-            listed = existing.get(index, [])
+            listed = existing.get(number, [])
             if listed and trust_sizes:
                 reuse = pick_existing_part(listed, length, None)
                 if reuse is not None and is_md5_hex(reuse.etag):
                     self.progress.part_done(f.key, length, how="found")
-                    return PartResult(upload.part_number(index), reuse.etag, binascii.unhexlify(reuse.etag), 0)
-            return self.mover.part(f, upload, index, offset, length, shape, listed, failed)
+                    return PartResult(number, reuse.etag, binascii.unhexlify(reuse.etag), 0)
+            return self.mover.part(f, upload_id, number, offset, length, shape, listed, failed)
 
         results: list[PartResult] = []
         with concurrent.futures.ThreadPoolExecutor(self.s.max_thread, thread_name_prefix="part") as pool:
             # Missing parts first: the network starts at once, and checking the parts already on S3 (reading and
             # hashing them) overlaps with those uploads instead of delaying them.
             ordered = sorted(shape.plan.parts(), key=lambda part: part[0] in existing)
+            marking = pool.submit(self._send_marker, f, upload_id, shape, failed) if marker else None
             futures = [pool.submit(send, *part) for part in ordered]
             try:
                 for future in concurrent.futures.as_completed(futures):
                     results.append(future.result())
+                if marking is not None:
+                    marking.result()
             except BaseException:
                 failed.set()
                 pool.shutdown(wait=True, cancel_futures=True)

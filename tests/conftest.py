@@ -457,16 +457,13 @@ def in_process_logging(monkeypatch, request) -> None:
 
 
 def leave_unfinished(make, aws_profiles, dst_server, fail_part: int = 2, **overrides) -> Run:
-    """Run the tool once so that it stops with an unfinished upload of its own (its marker and the file's parts
-    1..fail_part-1 on S3): the file's part fail_part is refused with 500s and MaxRetry=0, one part at a time.
-    ``make`` builds the config."""
-    import s3_upload
+    """Run the tool once so that it stops with an unfinished upload of its own (marker and parts 1..fail_part-1 on
+    S3): part fail_part is refused with 500s and MaxRetry=0, one part at a time.  ``make`` builds the config."""
     from faultproxy import FaultProxy
 
     with FaultProxy("127.0.0.1", dst_server.port).start() as proxy:
         proxy.set(outage=True, error_status=500, error_code="InternalError",
-                  match=lambda r: r.operation == "UploadPart"
-                  and r.part_number == fail_part + s3_upload.FIRST_DATA_PART - 1)  # fmt: skip
+                  match=lambda r: r.operation == "UploadPart" and r.part_number == fail_part)  # fmt: skip
         aws_profiles.add("interrupted", proxy.endpoint_url, *DST_KEYS)
         run = run_tool(make(**{"DesProfileName": "interrupted", "MaxThread": 1, "MaxRetry": 0, **overrides}))
     assert run.code == 1, run

@@ -119,11 +119,10 @@ def test_verify_md5_catches_a_bad_resumed_part_and_redoes_the_file(src, dst, buc
     plain.put_object(Bucket=source_objects, Key="data/big.bin", Body=os.urandom(OBJECTS["data/big.bin"]))
     head = src.head_object(Bucket=source_objects, Key="data/big.bin")
     listed = s3_upload.SourceFile("data/big.bin", head["ContentLength"], 0.0, etag=head["ETag"].strip('"'))
-    # As s3_upload 1.1 left its uploads: the data from part 1, the marker in part 10,000 (still resumed).
-    marker = s3_upload.legacy_marker_body(s3_upload.S3Source.identity(None, listed),
-                                          s3_upload.plan_chunks(listed.size, CHUNK))  # fmt: skip
+    marker = s3_upload.marker_body(s3_upload.S3Source.identity(None, listed),
+                                   s3_upload.plan_chunks(listed.size, CHUNK))  # fmt: skip
     upload_id = start_upload(dst, bucket, "data/big.bin", b"\x00" * CHUNK, CHUNK, parts=(1,))
-    dst.upload_part(Bucket=bucket, Key="data/big.bin", UploadId=upload_id, PartNumber=s3_upload.LEGACY_MARKER_PART,
+    dst.upload_part(Bucket=bucket, Key="data/big.bin", UploadId=upload_id, PartNumber=s3_upload.MARKER_PART,
                     Body=marker)  # fmt: skip
     run = run_tool(s3_config(SrcFileIndex="big.bin", ifVerifyMD5=True))
     assert run.code == 0, run

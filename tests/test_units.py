@@ -76,15 +76,14 @@ def test_plan_chunks_600_gib_at_50_mib_grows_to_a_whole_mib_within_10000_parts()
 
 
 def test_plan_chunks_exactly_9999_chunks_stays_at_chunk_size_and_10000_grows():
-    """Part 1 is the resume marker: data fits in parts 2 to 10,000."""
+    """Part 10,000 is the resume marker: data fits in 9,999 parts."""
     chunk = 50 * MiB
     plan = s3_upload.plan_chunks(s3_upload.MAX_DATA_PARTS * chunk, chunk)
     assert plan.part_size == chunk
-    assert plan.part_count == s3_upload.MAX_DATA_PARTS == s3_upload.MAX_PARTS - 1
-    assert s3_upload.UploadTarget("id").part_number(plan.part_count) == s3_upload.MAX_PARTS
+    assert plan.part_count == s3_upload.MAX_DATA_PARTS == s3_upload.MAX_PARTS - 1 == s3_upload.MARKER_PART - 1
     assert plan.part_range(s3_upload.MAX_DATA_PARTS)[1] == chunk
     grown = s3_upload.plan_chunks(s3_upload.MAX_PARTS * chunk, chunk)
-    assert grown.part_size == 51 * MiB and grown.part_count <= s3_upload.MAX_DATA_PARTS
+    assert grown.part_size == 51 * MiB and grown.part_count < s3_upload.MARKER_PART
 
 
 @pytest.mark.parametrize(
@@ -248,42 +247,9 @@ def marker(identity: str = IDENTITY, plan=PLAN_12) -> ExistingPart:
     return ExistingPart(s3_upload.MARKER_PART, len(body), hashlib.md5(body).hexdigest())
 
 
-def legacy_marker(identity: str = IDENTITY, plan=PLAN_12) -> ExistingPart:
-    body = s3_upload.legacy_marker_body(identity, plan)
-    return ExistingPart(s3_upload.LEGACY_MARKER_PART, len(body), hashlib.md5(body).hexdigest())
-
-
 def test_judge_upload_with_its_own_marker_is_proven():
-    """The marker is part 1, the file's first part is the upload's part 2."""
-    parts = [marker(), ExistingPart(2, 5 * MiB, MD5_OLD)]
-    assert s3_upload.judge_upload(PLAN_12, parts, IDENTITY) == s3_upload.ResumeCheck(
-        proven=True, first_part=2, has_marker=True
-    )
-
-
-def test_judge_upload_of_s3_upload_1_1_resumes_with_its_marker_in_part_10000():
-    """Uploads left by s3_upload 1.1 and earlier (data from part 1, the marker in part 10,000) still resume."""
-    parts = [ExistingPart(1, 5 * MiB, MD5_OLD), legacy_marker()]
-    assert s3_upload.judge_upload(PLAN_12, parts, IDENTITY) == s3_upload.ResumeCheck(
-        proven=True, first_part=1, has_marker=True
-    )
-    other = s3_upload.judge_upload(PLAN_12, [legacy_marker(identity="s3 etag other size 1")], IDENTITY)
-    assert other.restart and other.has_marker
-
-
-def test_the_marker_is_not_the_legacy_marker():
-    """Each layout's marker is proven only in its own place: the same bytes elsewhere prove nothing."""
-    swapped = [ExistingPart(s3_upload.LEGACY_MARKER_PART, marker().size, marker().etag)]
-    assert s3_upload.judge_upload(PLAN_12, swapped, IDENTITY).restart
-    swapped = [ExistingPart(s3_upload.MARKER_PART, legacy_marker().size, legacy_marker().etag)]
-    assert s3_upload.judge_upload(PLAN_12, swapped, IDENTITY).restart
-
-
-def test_judge_upload_empty_is_resumed_behind_a_marker_to_send():
-    """Nothing in it yet (another run's upload created a moment ago, or one killed before its marker): resumed, and
-    its data goes behind the marker (part 2 on)."""
-    check = s3_upload.judge_upload(PLAN_12, [], IDENTITY)
-    assert check == s3_upload.ResumeCheck(first_part=2, has_marker=False)
+    parts = [ExistingPart(1, 5 * MiB, MD5_OLD), marker()]
+    assert s3_upload.judge_upload(PLAN_12, parts, IDENTITY) == s3_upload.ResumeCheck(proven=True)
 
 
 @pytest.mark.parametrize(
@@ -295,7 +261,7 @@ def test_judge_upload_empty_is_resumed_behind_a_marker_to_send():
     ],
 )
 def test_judge_upload_marker_of_another_version_or_layout_restarts(other):
-    check = s3_upload.judge_upload(PLAN_12, [other, ExistingPart(2, 5 * MiB, MD5_OLD)], IDENTITY)
+    check = s3_upload.judge_upload(PLAN_12, [ExistingPart(1, 5 * MiB, MD5_OLD), other], IDENTITY)
     assert check.restart and "another version of the source or another ChunkSize" in check.restart
     assert not check.proven
 
@@ -308,6 +274,7 @@ def test_marker_body_names_version_and_layout():
 @pytest.mark.parametrize(
     "parts",
     [
+        [],
         [ExistingPart(1, 5 * MiB, MD5_OLD)],
         [ExistingPart(1, 5 * MiB, MD5_OLD), ExistingPart(2, 5 * MiB, MD5_OLD)],
         [ExistingPart(1, 5 * MiB, MD5_OLD), ExistingPart(2, 5 * MiB, MD5_OLD), ExistingPart(3, 2 * MiB, MD5_OLD)],
@@ -316,9 +283,8 @@ def test_marker_body_names_version_and_layout():
     ],
 )
 def test_judge_upload_without_marker_resumes_unproven(parts):
-    """Made by another tool (the original's layout, data from part 1): resumed, but every part must prove its bytes
-    by MD5."""
-    assert s3_upload.judge_upload(PLAN_12, parts, IDENTITY) == s3_upload.ResumeCheck(proven=False, first_part=1)
+    """Made by another tool (or killed before its marker): resumed, but every part must prove its bytes by MD5."""
+    assert s3_upload.judge_upload(PLAN_12, parts, IDENTITY) == s3_upload.ResumeCheck(proven=False)
 
 
 @pytest.mark.parametrize(
