@@ -75,10 +75,12 @@ GiB = 1024 * MiB
 MIN_PART_SIZE = 5 * MiB  # every part but the last must be at least this large
 MAX_PART_SIZE = 5 * GiB
 MAX_PARTS = 10_000
-# Part 10,000 of every upload this tool creates is a small marker naming the source version and the part layout the
-# upload was made for (see "Resume marker"); data uses parts 1 to 9,999 and the marker is never completed.
+# Parts 9,999 and 10,000 of every upload this tool creates are a small marker naming the source version and the part
+# layout the upload was made for (see "Resume marker"); data uses parts 1 to 9,998 and the marker is never completed.
 MARKER_PART = MAX_PARTS
-MAX_DATA_PARTS = MAX_PARTS - 1
+MARKER_TWIN_PART = MAX_PARTS - 1  # the same bytes: a part under 5 MiB before the last makes any completion fail
+MARKER_PARTS = (MARKER_TWIN_PART, MARKER_PART)
+MAX_DATA_PARTS = MAX_PARTS - len(MARKER_PARTS)
 MAX_FILE_ATTEMPTS = 3  # ifVerifyMD5: a file whose re-read ETag differs is deleted and redone at most this often
 ORPHAN_WINDOW = 300  # seconds: how far back a retried CreateMultipartUpload may have left an orphan
 
@@ -863,6 +865,7 @@ class Source(Protocol):
     def resolve(self, key: str) -> SourceFile: ...  # the job's file with this key, as it is now (fleet workers)
     def identity(self, f: SourceFile) -> str: ...  # the source version an upload is tied to (resume marker)
     def facts(self, f: SourceFile) -> SourceFacts: ...  # attributes to copy, and what can prove the copy
+    def etag_facts(self, f: SourceFile) -> tuple[bool, int]: ...  # is its ETag an MD5, its first part's size
     def describe(self, f: SourceFile) -> str: ...  # for logs
 
 
@@ -977,10 +980,18 @@ class LocalSource:
         return f"local size {f.size} mtime {f.mtime!r}"
 
     def facts(self, f: SourceFile) -> SourceFacts:
-        """Content-Type guessed from the file name, as the AWS CLI does; none when unknown (S3's default).  A local
+        """Content-Type guessed from the file name, as the AWS CLI does (none when unknown: S3's default), and the
+        file's mtime as metadata (x-amz-meta-mtime, as rclone records it): a later run that finds the file modified
+        after the object was written asks the object whether it is this very file (a clock ahead of S3's).  A local
         file has no checksum to compare with: its parts are proven by the MD5s sent with them."""
         content_type = mimetypes.guess_type(f.path)[0]
-        return SourceFacts({"ContentType": content_type} if content_type else {})
+        attributes: dict[str, object] = {"Metadata": {MTIME_METADATA: f"{f.mtime:.6f}"}}
+        if content_type:
+            attributes["ContentType"] = content_type
+        return SourceFacts(attributes)
+
+    def etag_facts(self, f: SourceFile) -> tuple[bool, int]:
+        return False, 0  # a file has no ETag
 
     def describe(self, f: SourceFile) -> str:
         return printable(f.path)
@@ -1027,8 +1038,9 @@ class S3Source:
         self.list_prefix = settings.s3_prefix
         self.index = settings.src_file_index
         self.listing_errors: list[str] = []
-        # Aliyun OSS has none of S3's additional checksums (and is asked for nothing it does not know).
-        self.asks_checksums = settings.job_type == "S3_TO_S3"
+        # Aliyun OSS has none of S3's additional checksums (and is asked for nothing it does not know), and its
+        # multipart ETags are not known to follow S3's formula.
+        self.asks_checksums = self.multipart_etags_comparable = settings.job_type == "S3_TO_S3"
 
     def list(self) -> list[SourceFile]:
         if self.index != "*":
@@ -1155,6 +1167,12 @@ class S3Source:
             if int(self._head(f, PartNumber=number).get("ContentLength", -1)) != expected:
                 return 0
         return size
+
+    def etag_facts(self, f: SourceFile) -> tuple[bool, int]:
+        """Whether the object's ETag is an MD5 (not with KMS or SSE-C), and its first part's size (the whole
+        object's, when it is in one part)."""
+        head = self._head(f, **({"PartNumber": 1} if etag_part_count(f.etag) > 0 else {}))
+        return etag_is_md5(head), int(head.get("ContentLength", -1))
 
     def describe(self, f: SourceFile) -> str:
         return f"s3://{self.bucket}/{f.key}"
@@ -1309,15 +1327,27 @@ def pick_existing_part(entries: list[ExistingPart], length: int, md5_hex: str | 
 
 # Resume marker.  S3 keeps nothing of an unfinished upload but its key, its start time and its parts, and the start
 # time cannot say which version of the source the parts were cut from (two stores' clocks differ; a replacement can
-# fall in the same second).  So every upload gets, right after it is created and before any data part, part 10,000:
-# a few bytes naming the source version and the part layout.  ListParts shows its ETag, the MD5 of those bytes; a
-# rerun computes the MD5 the marker of *its* source version and layout would have, and resumes only on a match.
-# The marker is never part of the completed object (CompleteMultipartUpload lists the data parts only).
+# fall in the same second).  So every upload gets, right after it is created and before any data part, parts 9,999 and
+# 10,000: the same few bytes, naming the source version and the part layout.  ListParts shows their ETag, the MD5 of
+# those bytes; a rerun computes the MD5 the marker of *its* source version and layout would have, and resumes only on
+# a match.  The marker is never part of the completed object: CompleteMultipartUpload lists the data parts only, 1 to
+# N, consecutive (as S3 requires when parts carry checksums).  And no other tool can complete it into one by mistake:
+# one that completes the upload from its ListParts (the original's completeUpload, `aws s3api list-parts` +
+# `complete-multipart-upload`) lists part 9,999, a part under 5 MiB that is not the last, which S3 refuses
+# (EntityTooSmall), instead of appending the marker's bytes to the object.  s3_upload 1.1 and earlier wrote the marker
+# in part 10,000 alone (marker version 1, data in parts 1 to 9,999): such uploads still resume.
 
 
 def marker_body(identity: str, plan: ChunkPlan, checksum: tuple[str, str] | None = None) -> bytes:
     """The marker's bytes: the source version, the part layout, and the full-object checksum the upload was created
     with (an upload made without one cannot be completed with one)."""
+    algorithm = checksum[0] if checksum else "none"
+    return (f"s3_upload resume marker 2 (parts 9999 and 10000 are this marker, not data)\nsource {identity}\n"
+            f"size {plan.size}\npart_size {plan.part_size}\nchecksum {algorithm}\n").encode()  # fmt: skip
+
+
+def legacy_marker_body(identity: str, plan: ChunkPlan, checksum: tuple[str, str] | None = None) -> bytes:
+    """The marker s3_upload 1.1 and earlier wrote in part 10,000 alone."""
     algorithm = checksum[0] if checksum else "none"
     return (f"s3_upload resume marker 1\nsource {identity}\nsize {plan.size}\npart_size {plan.part_size}\n"
             f"checksum {algorithm}\n").encode()  # fmt: skip
@@ -1329,6 +1359,18 @@ class ResumeCheck:
 
     restart: str = ""  # why it cannot ('' when it can)
     proven: bool = False  # the marker ties it to this source version and part layout: parts of the right size count
+    markers: tuple[int, ...] = ()  # the part numbers that hold its marker (never data)
+
+
+def marker_numbers(parts: list[ExistingPart]) -> tuple[int, ...]:
+    """Which listed parts are a marker: a small part 10,000 (every part of a file but its last is 5 MiB or more, and
+    no file of this tool reaches part 10,000), and a small part 9,999 with the same bytes as part 10,000 (a part 9,999
+    of s3_upload 1.1 was data)."""
+    tops = {p.etag for p in parts if p.number == MARKER_PART and p.size < MIN_PART_SIZE}
+    numbers = {MARKER_PART} if tops else set()
+    if any(p.number == MARKER_TWIN_PART and p.size < MIN_PART_SIZE and p.etag in tops for p in parts):
+        numbers.add(MARKER_TWIN_PART)
+    return tuple(sorted(numbers))
 
 
 def judge_upload(plan: ChunkPlan, parts: list[ExistingPart], identity: str,
@@ -1336,16 +1378,21 @@ def judge_upload(plan: ChunkPlan, parts: list[ExistingPart], identity: str,
     """Decide about an unfinished upload of this key from its listed parts (marker included).
 
     With a marker: resume only if it was made for this source version and layout.  Without one (the original tool,
-    another tool, or a run killed between creating the upload and writing the marker), the upload is not tied to any
-    version: each part is reused only once its bytes are proven equal to the source by MD5 (LOCAL_TO_S3 hashes the
-    local file; S3_TO_S3 reads the range from the source again), and an upload whose parts cannot fit this layout
+    another tool, or an upload created a moment ago by another run, its marker on the way), the upload is not tied to
+    any version: each part is reused only once its bytes are proven equal to the source by MD5 (LOCAL_TO_S3 hashes
+    the local file; S3_TO_S3 reads the range from the source again), and an upload whose parts cannot fit this layout
     restarts at once."""
-    markers = [p for p in parts if p.number == MARKER_PART]
+    expected = {hashlib.md5(marker_body(identity, plan, checksum)).hexdigest()}
+    proven_numbers = tuple(sorted({p.number for p in parts if p.number in MARKER_PARTS and p.etag in expected
+                                   and p.size < MIN_PART_SIZE}))  # fmt: skip
+    if proven_numbers:
+        return ResumeCheck(proven=True, markers=proven_numbers)
+    markers = marker_numbers(parts)
     if markers:
-        expected = hashlib.md5(marker_body(identity, plan, checksum)).hexdigest()
-        if any(p.etag == expected for p in markers):
-            return ResumeCheck(proven=True)
-        return ResumeCheck("it was made for another version of the source or another ChunkSize")
+        legacy = hashlib.md5(legacy_marker_body(identity, plan, checksum)).hexdigest()
+        if markers == (MARKER_PART,) and any(p.number == MARKER_PART and p.etag == legacy for p in parts):
+            return ResumeCheck(proven=True, markers=markers)
+        return ResumeCheck("it was made for another version of the source or another ChunkSize", markers=markers)
     sizes_by_number: dict[int, set[int]] = {}
     for p in parts:
         sizes_by_number.setdefault(p.number, set()).add(p.size)
@@ -1407,12 +1454,93 @@ def examine_upload(client, bucket: str, task: FileTask, source: Source, retry: R
     assert task.upload is not None
     parts = list_upload_parts(client, bucket, task.src.key, task.upload.upload_id, retry)
     check = judge_upload(shape.plan, parts, source.identity(task.src), shape.checksum)
-    data = [p for p in parts if p.number != MARKER_PART]
+    data = [p for p in parts if p.number not in check.markers]
     if data and not check.restart and not check.proven and not can_read_back:
         check = ResumeCheck("it has no marker, and S3 copies the parts again sooner than they can be checked")
     # An upload without marker and without parts may be another run's, created a moment ago with its marker on the
     # way: it is resumed (there is nothing in it to doubt), never aborted.
     return check, data
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class DestObject:
+    """An object of the destination, as its listing (or a HeadObject) shows it."""
+
+    size: int
+    etag: str  # unquoted
+    written: float  # LastModified, epoch seconds
+
+
+# How a skip was decided: the original skipped every object of the same size; a same-size change is caught where
+# what S3 keeps can tell.  The closing block counts the skips by these reasons.
+SAME_ETAG = "already at the destination (same size and ETag)"
+SAME_TIME = "already at the destination (same size, not modified since the object was written)"
+SAME_RECORDED_MTIME = "already at the destination (same size, and the mtime recorded with the object)"
+
+
+def etags_not_comparable(why: str) -> str:
+    return f"already at the destination (same size; the ETags cannot be compared: {why})"
+
+
+MTIME_METADATA = "mtime"  # x-amz-meta-mtime: a local file's mtime, seconds since the epoch, as rclone records it
+
+
+def etag_part_count(etag: str) -> int:
+    """0 for a single-part MD5 ETag, N for a multipart one ('...-N'), -1 for any other form."""
+    if is_md5_hex(etag):
+        return 0
+    digest, _, count = etag.rpartition("-")
+    return int(count) if is_md5_hex(digest) and count.isdigit() else -1
+
+
+def listed_verdict(f: SourceFile, there: DestObject, kind: str, multipart_etags: bool = True) -> tuple[str, str]:
+    """Is the object ``there`` this file, from the listings alone?  ("skip", how it was decided), ("send", why), or
+    ("confirm", why it looks changed): then one HeadObject settles it (confirmed_same), in the file's own worker.
+
+    LOCAL_TO_S3: a file not modified since its object was written is skipped by size and time; one modified later is
+    checked against the mtime recorded with the object (a clock ahead of S3's must not send every file again).
+    S3_TO_S3: equal ETags skip; ETags of two different part layouts say nothing (skipped by size, as the original
+    did, and the reason says so); ETags of one form that differ mean other bytes, unless a HeadObject shows one side
+    encrypted with KMS or SSE-C, or the two in different part sizes.  ``multipart_etags``: the source's multipart
+    ETags are S3's formula (Aliyun OSS's are not known to be)."""
+    if there.size != f.size:
+        return "send", ""
+    if kind == "local":
+        if f.mtime <= there.written:
+            return "skip", SAME_TIME
+        return "confirm", "modified after its object was written (same size)"
+    ours, theirs = f.etag.lower(), there.etag.lower()
+    if ours == theirs:
+        return "skip", SAME_ETAG
+    count = etag_part_count(ours)
+    if count < 0 or count != etag_part_count(theirs) or (count and not multipart_etags):
+        return "skip", etags_not_comparable("the objects are in different part layouts")
+    return "confirm", "replaced at the source by other bytes of the same size (the ETags differ)"
+
+
+def confirmed_same(f: SourceFile, source: Source, head_destination: Callable[..., dict]) -> str:
+    """After a "confirm" verdict: how the object is the same after all (a skip reason), or '' to send the file.
+    ``head_destination(**kwargs)`` is a HeadObject of the destination object."""
+    if source.kind == "local":
+        recorded = head_destination().get("Metadata", {}).get(MTIME_METADATA, "")
+        try:
+            same = abs(float(recorded) - f.mtime) < 2e-6
+        except ValueError:  # none, or not a number
+            same = False
+        return SAME_RECORDED_MTIME if same else ""
+    multipart = etag_part_count(f.etag) > 0
+    head = head_destination(**({"PartNumber": 1} if multipart else {}))
+    source_md5, source_first = source.etag_facts(f)
+    if not (source_md5 and etag_is_md5(head)):
+        return etags_not_comparable("an object encrypted with KMS or SSE-C has an ETag that is not its MD5")
+    if multipart and int(head.get("ContentLength", -1)) != source_first:
+        return etags_not_comparable("the objects are in different part sizes")
+    return ""
+
+
+def head_of(client, bucket: str, key: str, retry: RetryPolicy) -> Callable[..., dict]:
+    """A HeadObject of one object, retried, to call with its extra arguments: ``head_of(...)(PartNumber=1)``."""
+    return lambda **kwargs: retry.call(f"HEAD {key}", lambda: client.head_object(Bucket=bucket, Key=key, **kwargs))
 
 
 @dataclasses.dataclass(slots=True)
@@ -1427,29 +1555,34 @@ class FileTask:
     # Other unfinished uploads of this key that this run will not resume: aborted once the file is done with them.
     stale: tuple[UnfinishedUpload, ...] = ()
     complete: bool = False  # "skip" because the object is already at the destination
+    # A same-size object that looks changed: a HeadObject decides, in the file's worker (listed_verdict).
+    confirm: bool = False
 
 
-def plan_files(
-    settings: Settings, files: list[SourceFile], destination: dict[str, int], uploads: list[UnfinishedUpload]
-) -> list[FileTask]:
+def plan_files(settings: Settings, files: list[SourceFile], destination: dict[str, DestObject],
+               uploads: list[UnfinishedUpload], source: Source | None = None) -> list[FileTask]:  # fmt: skip
     by_key: dict[str, list[UnfinishedUpload]] = {}
     for u in uploads:
         by_key.setdefault(u.key, []).append(u)
+    kind = source.kind if source is not None else "s3"
+    multipart_etags = getattr(source, "multipart_etags_comparable", True)
     tasks = []
     for f in files:
         whole = ChunkPlan(size=f.size, part_size=max(f.size, 1))
         of_key = sorted(by_key.get(f.key, ()), key=lambda u: u.initiated)
-        if destination.get(f.key) == f.size:
-            tasks.append(FileTask(f, "skip", whole, "already at the destination with the same size",
-                                  stale=tuple(of_key), complete=True))  # fmt: skip
+        there = destination.get(f.key)
+        verdict, reason = listed_verdict(f, there, kind, multipart_etags) if there is not None else ("send", "")
+        if verdict == "skip":
+            tasks.append(FileTask(f, "skip", whole, reason, stale=tuple(of_key), complete=True))
         elif settings.ignore_small_file and f.size < settings.chunk_size:
             tasks.append(FileTask(f, "skip", whole, "smaller than ChunkSize (IgnoreSmallFile)", stale=tuple(of_key)))
         elif f.size < settings.chunk_size:
-            tasks.append(FileTask(f, "put", whole, stale=tuple(of_key)))
+            tasks.append(FileTask(f, "put", whole, reason, stale=tuple(of_key), confirm=verdict == "confirm"))
         else:
             plan = plan_chunks(f.size, settings.chunk_size)
             newest = of_key[-1] if of_key else None
-            tasks.append(FileTask(f, "multipart", plan, upload=newest, stale=tuple(of_key[:-1])))
+            tasks.append(FileTask(f, "multipart", plan, reason, upload=newest, stale=tuple(of_key[:-1]),
+                                  confirm=verdict == "confirm"))  # fmt: skip
     return tasks
 
 
@@ -1846,6 +1979,20 @@ class Engine:
     def run_file(self, task: FileTask) -> FileResult:
         f = task.src
         started = time.monotonic()
+        if task.confirm:
+            self.retry.working_on(f.key)
+            try:
+                same = confirmed_same(f, self.source, head_of(self.client, self.bucket, f.key, self.retry))
+            except Exception as exc:  # this file's question, not the run's
+                result = FileResult(f.key, f.size, "failed", failure_detail(exc, self.s.max_retry))
+                log.error("FAILED %s: %s", f.key, result.detail)
+                return result
+            if same:
+                stale = task.stale + ((task.upload,) if task.upload else ())
+                task = dataclasses.replace(task, action="skip", reason=same, complete=True, confirm=False,
+                                           stale=stale, upload=None)  # fmt: skip
+            else:
+                log.info("%s: %s", f.key, task.reason)
         if task.action == "skip":
             log.info("skip %s: %s", f.key, task.reason)
             self._abort_stale(task)
@@ -2047,14 +2194,14 @@ class Engine:
             self._abort_orphans(key, upload_id)
         return upload_id
 
-    def _send_marker(self, f: SourceFile, upload_id: str, shape: Shape, cancel: threading.Event) -> None:
-        """The resume marker (part 10,000), sent beside the first data parts rather than before them: were the run
-        killed before it lands, its data parts would be tied to no version, and so never trusted by size (a rerun
-        proves them by MD5, or restarts the upload)."""
+    def _send_marker(self, f: SourceFile, upload_id: str, shape: Shape, number: int, cancel: threading.Event) -> None:
+        """One of the resume marker's two parts (9,999 and 10,000).  Both are on S3 before any data part: no data part
+        of this tool's uploads is ever there without the version it belongs to, or without the small part 9,999 that
+        makes a completion from ListParts fail.  Both go at once: one round trip per file started."""
         body = marker_body(self.source.identity(f), shape.plan, shape.checksum)
         md5_b64 = md5_of(body)[1]
         self.retry.call(f"MARKER {f.key}", lambda: require_etag(self.client.upload_part(
-            Bucket=self.bucket, Key=f.key, UploadId=upload_id, PartNumber=MARKER_PART, Body=body, ContentMD5=md5_b64,
+            Bucket=self.bucket, Key=f.key, UploadId=upload_id, PartNumber=number, Body=body, ContentMD5=md5_b64,
             **part_checksum_args(shape.checksum)), f"MARKER {f.key}"), cancel)  # fmt: skip
 
     def _abort_orphans(self, key: str, keep: str) -> None:
@@ -2095,10 +2242,13 @@ class Engine:
                     short_id(upload.upload_id),
                     len(by_number),
                     plan.part_count,
-                    "made for this version of the source" if check.proven else
+                    "made for this version of the source" if check.proven else "nothing in it yet" if not data else
                     "made without s3_upload's marker: each part is checked against the source before it is reused",
                 )  # fmt: skip
-                return upload.upload_id, by_number, check.proven, False
+                # An upload with nothing in it yet (another run's, a moment old) or one of ours stopped between its two
+                # marker parts gets its marker now, before any data part.
+                unmarked = not data and not check.markers or check.proven and len(check.markers) == 1 and not data
+                return upload.upload_id, by_number, check.proven, unmarked
         upload_id = self._create_upload(f, shape, facts)
         log.debug("%s: new upload %s, %d parts of %s", f.key, short_id(upload_id), plan.part_count,
                   human_bytes(plan.part_size))  # fmt: skip
@@ -2128,13 +2278,16 @@ class Engine:
             # Missing parts first: the network starts at once, and checking the parts already on S3 (reading and
             # hashing them) overlaps with those uploads instead of delaying them.
             ordered = sorted(shape.plan.parts(), key=lambda part: part[0] in existing)
-            marking = pool.submit(self._send_marker, f, upload_id, shape, failed) if marker else None
-            futures = [pool.submit(send, *part) for part in ordered]
+            futures = []
             try:
+                if marker:
+                    for marking in [
+                        pool.submit(self._send_marker, f, upload_id, shape, n, failed) for n in MARKER_PARTS
+                    ]:
+                        marking.result()
+                futures = [pool.submit(send, *part) for part in ordered]
                 for future in concurrent.futures.as_completed(futures):
                     results.append(future.result())
-                if marking is not None:
-                    marking.result()
             except BaseException:
                 failed.set()
                 pool.shutdown(wait=True, cancel_futures=True)
@@ -2453,7 +2606,7 @@ def open_job(settings: Settings, stop: threading.Event) -> Job:
     return Job(settings, retry, endpoints, des_client, source, src_what, des_what, dest_prefix)
 
 
-def list_job(job: Job) -> tuple[list[SourceFile], dict[str, int], list[UnfinishedUpload]]:
+def list_job(job: Job) -> tuple[list[SourceFile], dict[str, DestObject], list[UnfinishedUpload]]:
     """The source, the destination (once) and its unfinished uploads; a refusal here is a user error (exit 2)."""
     settings, retry, des_client = job.settings, job.retry, job.des_client
     listing_errors = (botocore.exceptions.BotoCoreError, botocore.exceptions.ClientError)
@@ -2467,9 +2620,10 @@ def list_job(job: Job) -> tuple[list[SourceFile], dict[str, int], list[Unfinishe
             check_access(exc, job.src_what)
             raise
 
-    def destination_sizes() -> dict[str, int]:
+    def destination_objects() -> dict[str, DestObject]:
         try:
-            return {o["Key"]: o["Size"] for o in list_objects(des_client, settings.des_bucket, job.dest_prefix, retry)}
+            return {o["Key"]: DestObject(o["Size"], o.get("ETag", "").strip('"'), o["LastModified"].timestamp())
+                    for o in list_objects(des_client, settings.des_bucket, job.dest_prefix, retry)}  # fmt: skip
         except listing_errors as exc:
             check_access(exc, job.des_what)
             raise
@@ -2483,7 +2637,7 @@ def list_job(job: Job) -> tuple[list[SourceFile], dict[str, int], list[Unfinishe
 
     # The three listings do not depend on each other: on a long link each costs round trips, so they overlap.
     with concurrent.futures.ThreadPoolExecutor(3, thread_name_prefix="list") as pool:
-        listed = pool.submit(source_files), pool.submit(destination_sizes), pool.submit(unfinished)
+        listed = pool.submit(source_files), pool.submit(destination_objects), pool.submit(unfinished)
         files, destination, uploads = listed[0].result(), listed[1].result(), listed[2].result()
     log.info("source: %d file(s), %s", len(files), human_bytes(sum(f.size for f in files)))
     return files, destination, uploads
@@ -2532,7 +2686,7 @@ def run_job(settings: Settings, stop: threading.Event, options: RunOptions = Run
     clean = bool(uploads) and decide_clean(uploads, job, options)
     copy_from = choose_copy(job, files[0] if files else None)
     if options.dry_run:
-        tasks = plan_files(settings, files, destination, [] if clean else uploads)
+        tasks = plan_files(settings, files, destination, [] if clean else uploads, source)
         if settings.job_type == "S3_TO_S3":
             report.info("copy     %s", "server-side (S3 copies the parts itself)" if copy_from else
                         "streamed through this machine")  # fmt: skip
@@ -2545,7 +2699,7 @@ def run_job(settings: Settings, stop: threading.Event, options: RunOptions = Run
             abort_upload(des_client, settings.des_bucket, u.key, u.upload_id, retry)
         uploads = []
 
-    tasks = plan_files(settings, files, destination, uploads)
+    tasks = plan_files(settings, files, destination, uploads, source)
     log.info("plan: %s", plan_line(tasks))
     progress = make_progress(options.progress)
     progress.begin(tasks)
@@ -2757,14 +2911,21 @@ def print_dry_run(tasks: list[FileTask], cleaned: list[UnfinishedUpload], client
     counts: dict[str, int] = {}
     for t in tasks:
         f = t.src
+        if t.confirm:  # as the run decides it
+            same = confirmed_same(f, source, head_of(client, settings.des_bucket, f.key, retry))
+            if same:
+                t = dataclasses.replace(
+                    t, action="skip", reason=same, stale=t.stale + ((t.upload,) if t.upload else ())
+                )
+        why = f"; {t.reason}" if t.reason and t.action != "skip" else ""
         if t.action == "skip":
             verb, detail = "skip", t.reason
         elif t.action == "put":
-            verb, detail = "upload", f"{human_bytes(f.size)}, one request"
+            verb, detail = "upload", f"{human_bytes(f.size)}, one request{why}"
         elif t.upload is None:
             verb, detail = (
                 "upload",
-                f"{human_bytes(f.size)}, {t.plan.part_count} parts of {human_bytes(t.plan.part_size)}",
+                f"{human_bytes(f.size)}, {t.plan.part_count} parts of {human_bytes(t.plan.part_size)}{why}",
             )
         else:
             shape = shape_of(t, source.facts(f), settings, copies)  # as the run would cut it
@@ -3174,7 +3335,9 @@ def send_to_queue(settings: Settings, stop: threading.Event, options: RunOptions
     job = open_job(settings, stop)
     sqs = None if options.dry_run else open_queue(job, queue_url)
     files, destination, uploads = list_job(job)
-    tasks = [t for t in plan_files(settings, files, destination, uploads) if t.action != "skip"]
+    tasks = [t for t in plan_files(settings, files, destination, uploads, job.source) if t.action != "skip"
+             and not (t.confirm and confirmed_same(t.src, job.source, head_of(job.des_client, settings.des_bucket,
+                                                                             t.src.key, job.retry)))]  # fmt: skip
     skipped = len(files) - len(tasks)
     messages = [file_message(settings, t.src) for t in tasks]
     if options.dry_run:
@@ -3278,7 +3441,7 @@ def work_on_message(job: Job, engine: Engine, sqs, queue_url: str, message: dict
 
 
 def destination_complete(job: Job, f: SourceFile) -> bool:
-    """Is the object there with the file's size (the same test as a normal run's skip)?  Unfinished uploads of
+    """Is the object there and this file (the same test as a normal run's skip)?  Unfinished uploads of
     the key older than the object are leftovers of duplicate deliveries: nothing can resume them any more."""
     settings = job.settings
     try:
@@ -3288,9 +3451,15 @@ def destination_complete(job: Job, f: SourceFile) -> bool:
         if error_code(exc) in NOT_FOUND_CODES:
             return False
         raise
-    if head["ContentLength"] != f.size:
-        return False
     written = head["LastModified"].timestamp()
+    there = DestObject(head["ContentLength"], str(head.get("ETag", "")).strip('"'), written)
+    verdict, _ = listed_verdict(f, there, job.source.kind, getattr(job.source, "multipart_etags_comparable", True))
+    if verdict == "send":
+        return False
+    if verdict == "confirm":
+        asked = head_of(job.des_client, settings.des_bucket, f.key, job.retry)
+        if not confirmed_same(f, job.source, lambda **kwargs: asked(**kwargs) if kwargs else head):
+            return False
     for u in list_unfinished_uploads(job.des_client, settings.des_bucket, f.key, job.retry):
         if u.key == f.key and u.initiated < written:
             log.info("%s: aborting upload %s, older than the complete object", f.key, short_id(u.upload_id))

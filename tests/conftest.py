@@ -304,6 +304,15 @@ def write_file(path: pathlib.Path, size: int, seed: int | None = None) -> str:
     return md5(data)
 
 
+def modified_earlier(path: pathlib.Path, seconds: float = 3600) -> None:
+    """Set the file's mtime back, as for a file that was there long before its object was written (S3 keeps
+    LastModified to the second: a file written in the same second as its object would look modified after it)."""
+    import time
+
+    then = time.time() - seconds
+    os.utime(path, (then, then))
+
+
 def md5(data: bytes) -> str:
     return hashlib.md5(data).hexdigest()
 
@@ -514,9 +523,13 @@ class AwsPaging:
 
         self.pages.append((request.operation, request.query))
         if request.operation == "ListParts":
+            # In part number order, as AWS lists them (SeaweedFS lists them as text: 10000 before 9999).
             parts = root.findall(ns + "Part")
-            for extra in parts[self.page_size :]:
-                root.remove(extra)
+            for part in parts:
+                root.remove(part)
+            parts.sort(key=lambda part: int(part.find(ns + "PartNumber").text))
+            for part in parts[: self.page_size]:
+                root.append(part)
             page = parts[: self.page_size]
             child("MaxParts", str(self.page_size))
             child("IsTruncated", "true" if len(parts) > self.page_size else "false")

@@ -21,6 +21,7 @@ from conftest import (
     leave_unfinished,
     list_keys,
     md5_file,
+    modified_earlier,
     object_md5,
     run_tool,
     tool_command,
@@ -98,6 +99,7 @@ def test_summary_time_starts_at_the_clean_answer(dst, bucket, src_dir, make_conf
 def test_console_shows_job_plan_and_log_path_and_keeps_the_settings_for_the_log(dst, bucket, src_dir, make_config):
     write_file(src_dir / "a.bin", CHUNK + 1)
     write_file(src_dir / "b.txt", 10)
+    modified_earlier(src_dir / "b.txt")
     dst.put_object(Bucket=bucket, Key="up/b.txt", Body=b"0123456789")
     run = run_tool(make_config())
     assert run.code == 0, run
@@ -113,6 +115,7 @@ def test_closing_block_names_each_outcome_its_reason_fix_and_the_exit_code(dst, 
     write_file(src_dir / "resumed.bin", 2 * CHUNK)
     leave_unfinished(make_config, aws_profiles, dst_server)
     write_file(src_dir / "there.txt", 10)
+    modified_earlier(src_dir / "there.txt")
     dst.put_object(Bucket=bucket, Key="up/there.txt", Body=(src_dir / "there.txt").read_bytes())
     write_file(src_dir / "locked.txt", 10)
     (src_dir / "locked.txt").chmod(0)
@@ -126,7 +129,7 @@ def test_closing_block_names_each_outcome_its_reason_fix_and_the_exit_code(dst, 
     lines = proc.stdout.splitlines()
     assert any(re.match(r"summary: 1 uploaded \(1 resumed from parts already on S3\), 1 skipped, 1 failed; ", line)
                for line in lines), lines  # fmt: skip
-    assert "  skipped: 1 already at the destination with the same size" in lines
+    assert "  skipped: 1 already at the destination (same size, not modified since the object was written)" in lines
     failed = [line for line in lines if line.startswith("  failed: up/locked.txt: ")]
     assert failed and "Permission denied" in failed[0] and "fix its permissions" in failed[0], lines
     assert lines[-1] == ("exit code 1: some files failed or are missing (named above); run the same command again to "

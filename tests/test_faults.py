@@ -137,7 +137,7 @@ def test_outage_longer_than_retries_fails_cleanly_then_resumes(dst, bucket, src_
 
     def after_two_parts(request) -> bool:
         # The server goes away after two parts were stored.
-        if request.operation != "UploadPart" or request.part_number == s3_upload.MARKER_PART:
+        if request.operation != "UploadPart" or request.part_number in s3_upload.MARKER_PARTS:
             return False
         first["done"] += 1
         return first["done"] > 2
@@ -253,7 +253,7 @@ def first_data_part():
     seen = {"n": 0}
 
     def match(request) -> bool:
-        if request.operation != "UploadPart" or request.part_number == s3_upload.MARKER_PART:
+        if request.operation != "UploadPart" or request.part_number in s3_upload.MARKER_PARTS:
             return False
         seen["n"] += 1
         return seen["n"] == 1
@@ -322,7 +322,7 @@ def test_kill_at_random_moments_then_rerun(dst, bucket, src_dir, flaky, dst_prox
 
         def data_answered(moment=moment, before=before) -> bool:
             return sum(1 for r in dst_proxy.history[before:] if r.operation in ("UploadPart", "PutObject")
-                       and r.part_number != s3_upload.MARKER_PART and r.status == 200) >= moment  # fmt: skip
+                       and r.part_number not in s3_upload.MARKER_PARTS and r.status == 200) >= moment  # fmt: skip
 
         proc = subprocess.Popen(
             tool_command(config), cwd=config.parent, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
@@ -367,7 +367,7 @@ def start_and_wait_for_data(config, client, bucket: str, key: str) -> subprocess
 
 
 def data_parts(client, bucket: str, key: str) -> list[int]:
-    return [n for n in parts_on_server(client, bucket, key) if n != s3_upload.MARKER_PART]
+    return [n for n in parts_on_server(client, bucket, key) if n not in s3_upload.MARKER_PARTS]
 
 
 def test_ctrl_c_stops_quickly_and_the_rerun_resumes(dst, bucket, src_dir, flaky, dst_proxy):
@@ -484,7 +484,7 @@ def test_a_complete_refused_by_the_store_fails_the_file_and_the_rerun_completes_
     assert re.search(r"^  failed: up/big.bin: InvalidPart \(HTTP 400\).*; rerun the same command once the cause is "
                      r"fixed$", run.stdout, flags=re.M), run  # fmt: skip
     assert list_keys(dst, bucket) == {}
-    assert parts_on_server(dst, bucket, "up/big.bin") == [1, 2, 3, s3_upload.MARKER_PART]
+    assert parts_on_server(dst, bucket, "up/big.bin") == [1, 2, 3, *s3_upload.MARKER_PARTS]
     dst_proxy.clear_faults()
     rerun = run_tool(flaky())
     assert rerun.code == 0 and rerun.bytes_sent == 0, rerun

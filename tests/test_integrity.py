@@ -29,6 +29,7 @@ from conftest import (
     list_keys,
     md5,
     md5_file,
+    modified_earlier,
     object_md5,
     run_tool,
     tool_command,
@@ -81,7 +82,7 @@ def test_s3_upload_made_for_another_source_version_restarts(src, src_bucket, dst
     v1 = os.urandom(2 * CHUNK + 2 * MiB)
     src.put_object(Bucket=src_bucket, Key="data/big.bin", Body=v1)
     leave_unfinished(s3_job, aws_profiles, dst_server)
-    assert s3_upload_parts(dst, bucket, "data/big.bin") == [1, s3_upload.MARKER_PART]
+    assert s3_upload_parts(dst, bucket, "data/big.bin") == [1, *s3_upload.MARKER_PARTS]
     v2 = os.urandom(len(v1))
     src.put_object(Bucket=src_bucket, Key="data/big.bin", Body=v2)
     run = run_tool(s3_job())
@@ -296,6 +297,7 @@ def test_a_damaged_part_a_store_kept_is_never_a_success(moto_s3, moto_bucket, sr
 def test_an_upload_the_file_no_longer_needs_is_aborted(case, dst, bucket, src_dir, make_config):
     path = src_dir / "mid.bin"
     write_file(path, CHUNK + MiB)
+    modified_earlier(path)
     start_upload(dst, bucket, "up/mid.bin", path.read_bytes(), CHUNK, parts=(1,))  # an earlier run, ChunkSize 5 MiB
     if case == "already-complete":
         # The object was completed later (e.g. by another machine), the old upload stayed behind.

@@ -131,7 +131,7 @@ def test_kill_9_mid_upload_then_rerun_resumes(dst, bucket, src_dir, make_config)
             uploads = unfinished_uploads(dst, bucket)
             if uploads:
                 parts = dst.list_parts(Bucket=bucket, Key="up/huge.bin", UploadId=uploads[0]["UploadId"])
-                numbers = {p["PartNumber"] for p in parts.get("Parts", [])} - {s3_upload.MARKER_PART}
+                numbers = {p["PartNumber"] for p in parts.get("Parts", [])} - set(s3_upload.MARKER_PARTS)
                 parts_before_kill = len(numbers)
                 if parts_before_kill >= 6:
                     break
@@ -283,14 +283,21 @@ def test_unfinished_uploads_listing_follows_key_marker_pages(dst_server, dst, bu
 
 def test_resume_of_an_upload_whose_parts_come_in_several_pages(dst, bucket, src_dir, make_config, aws_profiles,
                                                                dst_server, aws_pages):  # fmt: skip
-    """The tool's own upload holds parts 1-3 and its marker (part 10,000); listed one part a page, the marker comes
-    last: a tool that stopped after the first page would see one part and no marker, and send two parts again."""
+    """The tool's own upload holds parts 1-3 and its marker (parts 9,999 and 10,000); listed one part a page, the
+    marker comes last: a tool that stopped after the first page would see one part and no marker, and send two parts
+    again."""
     path = src_dir / "big.bin"
     write_file(path, 3 * CHUNK + 100)  # 4 parts
     leave_unfinished(make_config, aws_profiles, dst_server, fail_part=4)
     run = run_tool(make_config(DesProfileName="paged"))
     assert run.code == 0, run
-    assert [q.get("part-number-marker") for op, q in aws_pages.pages if op == "ListParts"] == ["0", "1", "2", "3"]
+    assert [q.get("part-number-marker") for op, q in aws_pages.pages if op == "ListParts"] == [
+        "0",
+        "1",
+        "2",
+        "3",
+        "9999",
+    ]
     assert "has 3 of 4 parts on S3 (made for this version of the source)" in run.stderr
     assert run.bytes_sent == 100  # only part 4
     assert object_md5(dst, bucket, "up/big.bin") == md5_file(path)
@@ -324,3 +331,68 @@ def test_uploads_listed_over_several_pages_are_all_resumed_and_cleaned(dst, buck
     assert run.bytes_sent == 0
     assert [u["UploadId"] for u in unfinished_uploads(dst, bucket)] == [outside]
     dst.abort_multipart_upload(Bucket=bucket, Key="elsewhere/x.bin", UploadId=outside)
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+# The resume marker and other tools
+# ----------------------------------------------------------------------------------------------------------------------
+
+
+def complete_from_list_parts(client, bucket: str, key: str, upload_id: str) -> dict:
+    """What the original v1.x's completeUpload and the `aws s3api list-parts` + `complete-multipart-upload` recipe do:
+    complete an upload with every part ListParts shows."""
+    parts = client.list_parts(Bucket=bucket, Key=key, UploadId=upload_id)["Parts"]
+    listed = [{"PartNumber": p["PartNumber"], "ETag": p["ETag"]} for p in parts]
+    return client.complete_multipart_upload(Bucket=bucket, Key=key, UploadId=upload_id,
+                                            MultipartUpload={"Parts": listed})  # fmt: skip
+
+
+@pytest.mark.parametrize("stopped_at", [1, 3], ids=["after-the-marker", "after-two-parts"])
+def test_another_tool_completing_our_upload_from_its_parts_fails_loudly(dst, bucket, src_dir, make_config, stopped_at,
+                                                                        aws_profiles, dst_server):  # fmt: skip
+    """A run is stopped with its marker (and maybe some parts) on S3.  Another tool (the original: a part number it
+    finds listed counts as sent) sends the parts it finds missing and completes the upload from ListParts: S3 refuses
+    (the marker's part 9,999 is under 5 MiB and not the last), so no object with the marker's bytes appended appears.
+    Our rerun then completes the file exactly, every part it finds checked by MD5."""
+    path = src_dir / "big.bin"
+    write_file(path, 4 * CHUNK)  # 4 parts, the last as large as the others (a small last part is refused anyway)
+    data = path.read_bytes()
+    leave_unfinished(make_config, aws_profiles, dst_server, fail_part=stopped_at)
+    [upload] = unfinished_uploads(dst, bucket)
+    upload_id = upload["UploadId"]
+    present = {p["PartNumber"] for p in dst.list_parts(Bucket=bucket, Key="up/big.bin", UploadId=upload_id)["Parts"]}
+    assert s3_upload.MARKER_PART in present
+    for number in range(1, 5):
+        if number not in present:
+            dst.upload_part(Bucket=bucket, Key="up/big.bin", UploadId=upload_id, PartNumber=number,
+                            Body=data[(number - 1) * CHUNK : number * CHUNK])  # fmt: skip
+    with pytest.raises(botocore.exceptions.ClientError) as refused:
+        complete_from_list_parts(dst, bucket, "up/big.bin", upload_id)
+    # AWS answers EntityTooSmall; SeaweedFS names the small part before the last InvalidPartOrder.
+    assert refused.value.response["Error"]["Code"] in ("EntityTooSmall", "InvalidPartOrder")
+    assert list_keys(dst, bucket) == {}
+
+    run = run_tool(make_config())
+    assert run.code == 0, run
+    assert object_md5(dst, bucket, "up/big.bin") == md5_file(path)
+    assert unfinished_uploads(dst, bucket) == []
+
+
+def test_an_upload_of_s3_upload_1_1_resumes_from_its_parts(dst, bucket, src_dir, make_config):
+    """s3_upload 1.1 wrote its marker in part 10,000 alone: such an upload is resumed (its parts proven by MD5, as
+    every local part is), only the missing part is sent, and the marker is never completed."""
+    path = src_dir / "big.bin"
+    write_file(path, 3 * CHUNK + 100)  # 4 parts
+    data = path.read_bytes()
+    st = os.stat(path)
+    identity = s3_upload.LocalSource.identity(None, s3_upload.SourceFile("up/big.bin", st.st_size, st.st_mtime))
+    marker = s3_upload.legacy_marker_body(identity, s3_upload.plan_chunks(len(data), CHUNK))
+    upload_id = start_upload(dst, bucket, "up/big.bin", data, CHUNK, parts=(1, 2, 3))
+    dst.upload_part(Bucket=bucket, Key="up/big.bin", UploadId=upload_id, PartNumber=s3_upload.MARKER_PART,
+                    Body=marker)  # fmt: skip
+    run = run_tool(make_config())
+    assert run.code == 0, run
+    assert "has 3 of 4 parts on S3 (made for this version of the source)" in run.stderr
+    assert run.bytes_sent == 100  # only the last part
+    assert object_md5(dst, bucket, "up/big.bin") == md5_file(path)
+    assert unfinished_uploads(dst, bucket) == []

@@ -122,8 +122,8 @@ def test_verify_md5_catches_a_bad_resumed_part_and_redoes_the_file(src, dst, buc
     marker = s3_upload.marker_body(s3_upload.S3Source.identity(None, listed),
                                    s3_upload.plan_chunks(listed.size, CHUNK))  # fmt: skip
     upload_id = start_upload(dst, bucket, "data/big.bin", b"\x00" * CHUNK, CHUNK, parts=(1,))
-    dst.upload_part(Bucket=bucket, Key="data/big.bin", UploadId=upload_id, PartNumber=s3_upload.MARKER_PART,
-                    Body=marker)  # fmt: skip
+    for number in s3_upload.MARKER_PARTS:
+        dst.upload_part(Bucket=bucket, Key="data/big.bin", UploadId=upload_id, PartNumber=number, Body=marker)
     run = run_tool(s3_config(SrcFileIndex="big.bin", ifVerifyMD5=True))
     assert run.code == 0, run
     assert "deleting it and uploading again" in run.stderr

@@ -261,7 +261,7 @@ def test_a_bad_part_left_by_an_earlier_run_is_refused_by_the_source_checksum(pla
                                    checksum)  # fmt: skip
     upload = dst.create_multipart_upload(Bucket=bucket, Key="data/big.bin", ChecksumAlgorithm="CRC32",
                                          ChecksumType="FULL_OBJECT")["UploadId"]  # fmt: skip
-    for number, part in ((1, b"\x00" * CHUNK), (s3_upload.MARKER_PART, marker)):
+    for number, part in ((1, b"\x00" * CHUNK), *((n, marker) for n in s3_upload.MARKER_PARTS)):
         dst.upload_part(Bucket=bucket, Key="data/big.bin", UploadId=upload, PartNumber=number, Body=part,
                         ChecksumAlgorithm="CRC32")  # fmt: skip
     run = run_tool(make(CopyMode="stream"))

@@ -24,6 +24,7 @@ from conftest import (
     assert_tree_uploaded,
     list_keys,
     md5_file,
+    modified_earlier,
     object_md5,
     parts_on_server,
     tool_command,
@@ -179,7 +180,7 @@ def test_poison_message_goes_to_the_dead_letter_queue(dst, bucket, src_dir, tmp_
 
 
 def data_parts(client, bucket: str, key: str) -> list[int]:
-    return [n for n in parts_on_server(client, bucket, key) if n != s3_upload.MARKER_PART]
+    return [n for n in parts_on_server(client, bucket, key) if n not in s3_upload.MARKER_PARTS]
 
 
 def test_sqs_profile_name_gives_the_queue_its_own_profile(dst, bucket, src_dir, sqs, queues, fleet_config,
@@ -235,6 +236,7 @@ def test_worker_aborts_uploads_older_than_the_complete_object(dst, bucket, src_d
     queue, dlq = queues
     path = src_dir / "big.bin"
     write_file(path, CHUNK + 5)
+    modified_earlier(path)
     assert run(fleet_config(), "--sqs-send", queue).returncode == 0
     older = start_upload(dst, bucket, "up/big.bin", path.read_bytes(), CHUNK, parts=(1,))
     wait_for_the_server_clock(dst, bucket, initiated(dst, bucket, older))

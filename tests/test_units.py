@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import logging
 import os
@@ -76,11 +77,11 @@ def test_plan_chunks_600_gib_at_50_mib_grows_to_a_whole_mib_within_10000_parts()
 
 
 def test_plan_chunks_exactly_9999_chunks_stays_at_chunk_size_and_10000_grows():
-    """Part 10,000 is the resume marker: data fits in 9,999 parts."""
+    """Parts 9,999 and 10,000 are the resume marker: data fits in 9,998 parts."""
     chunk = 50 * MiB
     plan = s3_upload.plan_chunks(s3_upload.MAX_DATA_PARTS * chunk, chunk)
     assert plan.part_size == chunk
-    assert plan.part_count == s3_upload.MAX_DATA_PARTS == s3_upload.MAX_PARTS - 1 == s3_upload.MARKER_PART - 1
+    assert plan.part_count == s3_upload.MAX_DATA_PARTS == s3_upload.MAX_PARTS - 2 == min(s3_upload.MARKER_PARTS) - 1
     assert plan.part_range(s3_upload.MAX_DATA_PARTS)[1] == chunk
     grown = s3_upload.plan_chunks(s3_upload.MAX_PARTS * chunk, chunk)
     assert grown.part_size == 51 * MiB and grown.part_count < s3_upload.MARKER_PART
@@ -247,9 +248,42 @@ def marker(identity: str = IDENTITY, plan=PLAN_12) -> ExistingPart:
     return ExistingPart(s3_upload.MARKER_PART, len(body), hashlib.md5(body).hexdigest())
 
 
+def legacy_marker(identity: str = IDENTITY, plan=PLAN_12) -> ExistingPart:
+    body = s3_upload.legacy_marker_body(identity, plan)
+    return ExistingPart(s3_upload.MARKER_PART, len(body), hashlib.md5(body).hexdigest())
+
+
+def twin(part: ExistingPart) -> ExistingPart:
+    """The marker's copy in part 9,999."""
+    return dataclasses.replace(part, number=s3_upload.MARKER_TWIN_PART)
+
+
 def test_judge_upload_with_its_own_marker_is_proven():
-    parts = [ExistingPart(1, 5 * MiB, MD5_OLD), marker()]
-    assert s3_upload.judge_upload(PLAN_12, parts, IDENTITY) == s3_upload.ResumeCheck(proven=True)
+    parts = [ExistingPart(1, 5 * MiB, MD5_OLD), twin(marker()), marker()]
+    assert s3_upload.judge_upload(PLAN_12, parts, IDENTITY) == s3_upload.ResumeCheck(
+        proven=True, markers=s3_upload.MARKER_PARTS
+    )
+    # Stopped between its two marker parts (nothing else in it): still this version's.
+    for one in (marker(), twin(marker())):
+        assert s3_upload.judge_upload(PLAN_12, [one], IDENTITY).proven
+
+
+def test_judge_upload_of_s3_upload_1_1_resumes_with_its_marker_in_part_10000():
+    """Uploads left by s3_upload 1.1 and earlier (the marker in part 10,000 alone) still resume; their part 9,999,
+    if any, is data."""
+    parts = [ExistingPart(1, 5 * MiB, MD5_OLD), legacy_marker()]
+    assert s3_upload.judge_upload(PLAN_12, parts, IDENTITY) == s3_upload.ResumeCheck(
+        proven=True, markers=(s3_upload.MARKER_PART,)
+    )
+    other = s3_upload.judge_upload(PLAN_12, [legacy_marker(identity="s3 etag other size 1")], IDENTITY)
+    assert other.restart and other.markers == (s3_upload.MARKER_PART,)
+    data_9999 = ExistingPart(s3_upload.MARKER_TWIN_PART, 100, MD5_NEW)
+    assert s3_upload.marker_numbers([data_9999, legacy_marker()]) == (s3_upload.MARKER_PART,)
+
+
+def test_judge_upload_empty_is_resumed_unproven():
+    """Nothing in it yet (another run's upload created a moment ago, its marker on the way): resumed, never aborted."""
+    assert s3_upload.judge_upload(PLAN_12, [], IDENTITY) == s3_upload.ResumeCheck()
 
 
 @pytest.mark.parametrize(
@@ -261,7 +295,7 @@ def test_judge_upload_with_its_own_marker_is_proven():
     ],
 )
 def test_judge_upload_marker_of_another_version_or_layout_restarts(other):
-    check = s3_upload.judge_upload(PLAN_12, [ExistingPart(1, 5 * MiB, MD5_OLD), other], IDENTITY)
+    check = s3_upload.judge_upload(PLAN_12, [ExistingPart(1, 5 * MiB, MD5_OLD), twin(other), other], IDENTITY)
     assert check.restart and "another version of the source or another ChunkSize" in check.restart
     assert not check.proven
 
@@ -340,6 +374,11 @@ def settings(**kw) -> Settings:
     return Settings(des_bucket="bucket", src_dir="/tmp", chunk_size=CHUNK, **kw)
 
 
+def there(size: int) -> s3_upload.DestObject:
+    """An object of the destination listing with this size (and the same empty ETag as the sources here)."""
+    return s3_upload.DestObject(size, "", T)
+
+
 @pytest.mark.parametrize(
     ("size", "dest_size", "ignore_small", "action"),
     [
@@ -361,8 +400,8 @@ def settings(**kw) -> Settings:
 )
 def test_plan_files_action(size, dest_size, ignore_small, action):
     f = SourceFile("up/f", size, T)
-    destination = {} if dest_size is None else {"up/f": dest_size}
-    destination["up/other"] = size  # another key of the same size does not count
+    destination = {} if dest_size is None else {"up/f": there(dest_size)}
+    destination["up/other"] = there(size)  # another key of the same size does not count
     [task] = s3_upload.plan_files(settings(ignore_small_file=ignore_small), [f], destination, [])
     assert task.src is f
     assert task.action == action
@@ -377,7 +416,7 @@ def test_plan_files_action(size, dest_size, ignore_small, action):
 
 def test_plan_files_same_key_other_size_is_not_skipped_by_a_same_size_key_elsewhere():
     f = SourceFile("up/a", 100, T)
-    [task] = s3_upload.plan_files(settings(), [f], {"up/b": 100, "a": 100}, [])
+    [task] = s3_upload.plan_files(settings(), [f], {"up/b": there(100), "a": there(100)}, [])
     assert task.action == "put"
 
 
@@ -407,7 +446,7 @@ def test_plan_files_newest_unfinished_upload_is_chosen_and_other_keys_ignored():
 def test_plan_files_skips_carry_their_stale_uploads():
     done, ignored = SourceFile("up/done", 10, T), SourceFile("up/tiny", 20, T)
     uploads = [UnfinishedUpload("up/done", "d", T), UnfinishedUpload("up/tiny", "t", T)]
-    tasks = s3_upload.plan_files(settings(ignore_small_file=True), [done, ignored], {"up/done": 10}, uploads)
+    tasks = s3_upload.plan_files(settings(ignore_small_file=True), [done, ignored], {"up/done": there(10)}, uploads)
     assert [(t.action, t.complete, [u.upload_id for u in t.stale]) for t in tasks] == [
         ("skip", True, ["d"]),
         ("skip", False, ["t"]),

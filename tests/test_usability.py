@@ -49,6 +49,7 @@ from conftest import (
     assert_tree_uploaded,
     list_keys,
     md5_file,
+    modified_earlier,
     new_bucket,
     object_md5,
     run_tool,
@@ -331,6 +332,7 @@ def server_state(client, bucket: str) -> tuple:
 def dry_run_setup(dst, bucket, src_dir):
     """A destination with one file done, one upload to resume, one to restart, one of another job, and new files."""
     write_file(src_dir / "done.txt", 100)
+    modified_earlier(src_dir / "done.txt")
     write_file(src_dir / "resume.bin", 2 * CHUNK + MiB)  # 3 parts
     write_file(src_dir / "restart.bin", 2 * CHUNK + MiB)
     write_file(src_dir / "new.bin", CHUNK + MiB)  # 2 parts
@@ -348,7 +350,10 @@ def test_dry_run_shows_each_decision_and_writes_nothing(dst, bucket, dry_run_set
     assert run.code == 0, run
     assert s3_upload.CLEAN_PROMPT not in run.stdout
     lines = run.stdout.splitlines()
-    assert "skip     up/done.txt (already at the destination with the same size)" in lines, run
+    assert (
+        "skip     up/done.txt (already at the destination (same size, not modified since the object was written))"
+        in lines
+    ), run
     assert "upload   up/new.bin (6.0 MiB, 2 parts of 5.0 MiB)" in lines, run
     assert "upload   up/new.txt (10 B, one request)" in lines, run
     assert "resume   up/resume.bin (1 of 3 parts already on S3)" in lines, run
@@ -378,6 +383,7 @@ def test_an_upload_left_under_a_complete_object_is_shown_by_dry_run_and_aborted_
     resumed: --dry-run says it will be cleaned, a run aborts it, and an abort the store refuses leaves the object
     (which is right) and says what is left and why."""
     write_file(src_dir / "done.bin", CHUNK + MiB)
+    modified_earlier(src_dir / "done.bin")
     data = (src_dir / "done.bin").read_bytes()
     upload_id = start_upload(dst, bucket, "up/done.bin", data, CHUNK, parts=(1,))
     dst.put_object(Bucket=bucket, Key="up/done.bin", Body=data)  # completed after that upload began
@@ -449,6 +455,7 @@ def test_report_lists_every_file_with_status_parts_and_etag(dst, bucket, src_dir
     write_file(src_dir / "big.bin", 2 * CHUNK + MiB)  # 3 parts, part 1 left by an "earlier run"
     write_file(src_dir / "small.txt", 1000)
     write_file(src_dir / "done.txt", 50)
+    modified_earlier(src_dir / "done.txt")
     dst.put_object(Bucket=bucket, Key="up/done.txt", Body=(src_dir / "done.txt").read_bytes())
     start_upload(dst, bucket, "up/big.bin", (src_dir / "big.bin").read_bytes(), CHUNK, parts=(1,))
 
