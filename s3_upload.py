@@ -804,9 +804,13 @@ def folder_prefix(prefix: str) -> str:
 
 # A local name that is not valid UTF-8 cannot be an S3 key as it is: each byte that does not decode (Python holds it
 # as a surrogate U+DC80..U+DCFF) is written as this quote mark plus two hex digits, e.g. b"caf\xe9" -> "caf‛E9", the
-# way rclone spells such bytes.  local_name_of_key reverses it.
+# way rclone spells such bytes.  A valid UTF-8 name is its key as it is, even one holding the text "‛E9": so a key
+# holding ‛XX may come from two names (the literal one and the decoded one), and LocalSource.resolve tries both.  In
+# a name that is not UTF-8, a quote mark of its own is written as its UTF-8 bytes (‛E2‛80‛9B), so that decoding every
+# ‛XX of such a key gives back exactly that name.
 BYTE_QUOTE = "\u201b"
 _QUOTED_BYTE = re.compile(BYTE_QUOTE + "([89A-F][0-9A-F])")
+_QUOTED_BYTES = {BYTE_QUOTE: "".join(f"{BYTE_QUOTE}{b:02X}" for b in BYTE_QUOTE.encode())}
 
 
 def key_of_local_name(relative: str) -> str:
@@ -817,12 +821,19 @@ def key_of_local_name(relative: str) -> str:
         relative.encode("utf-8")
         return relative
     except UnicodeEncodeError:
-        return "".join(f"{BYTE_QUOTE}{ord(c) - 0xDC00:02X}" if "\udc80" <= c <= "\udcff" else c for c in relative)
+        return "".join(f"{BYTE_QUOTE}{ord(c) - 0xDC00:02X}" if "\udc80" <= c <= "\udcff" else _QUOTED_BYTES.get(c, c)
+                       for c in relative)  # fmt: skip
 
 
 def local_name_of_key(relative_key: str) -> str:
-    """The relative path a key came from (key_of_local_name reversed)."""
-    name = _QUOTED_BYTE.sub(lambda m: chr(0xDC00 + int(m.group(1), 16)), relative_key)
+    """The relative path a key came from if it came from a name that is not UTF-8 (key_of_local_name reversed): each
+    ‛XX is the byte XX again.  A key without ‛XX is its own name; for one with ‛XX, the literal name is the other
+    candidate (LocalSource.resolve)."""
+    raw, end = bytearray(), 0
+    for m in _QUOTED_BYTE.finditer(relative_key):
+        raw += relative_key[end : m.start()].encode("utf-8") + bytes([int(m.group(1), 16)])
+        end = m.end()
+    name = (raw + relative_key[end:].encode("utf-8")).decode("utf-8", "surrogateescape")
     return name.replace("/", os.sep)
 
 
@@ -833,6 +844,14 @@ def printable(text: str) -> str:
         return text
     except UnicodeEncodeError:
         return os.fsencode(text).decode("utf-8", "backslashreplace")
+
+
+def _is_utf8(text: str) -> bool:
+    try:
+        text.encode("utf-8")
+        return True
+    except UnicodeEncodeError:
+        return False
 
 
 def inside(path: str, root: str) -> bool:
@@ -955,15 +974,48 @@ class LocalSource:
 
     def resolve(self, key: str) -> SourceFile:
         """The job's file with this key, as it is now, or FileFailed.  A fleet worker's only way from a queue
-        message to a file: the path comes from SrcDir and the key, never from the message, and must stay inside
-        SrcDir with every link resolved."""
+        message to a file: the path comes from SrcDir and the key, never from the message, and the file must be one
+        the job's own listing gives this very key, so that sender and workers agree on every file:
+
+        - a key holding ‛XX may come from two names, the literal one and the one with those bytes decoded
+          (key_of_local_name): the file is the one that exists and whose own key is this key; both existing is the
+          listing's "same key" error (without_shared_keys), refused here too;
+        - the listing (os.walk) never enters a link to a directory: no directory on the way may be a link;
+        - it does list a link to a file and sends its target, wherever that is: so does the worker;
+        - with SrcFileIndex, only that path, as the listing stats it."""
         if not key.startswith(self.prefix):
             raise FileFailed(f"key {key!r} is not under this job's S3Prefix {self.prefix!r}")
-        path = os.path.normpath(os.path.join(self.root, local_name_of_key(key[len(self.prefix) :])))
-        if not inside(path, self.root) or not inside(os.path.realpath(path), os.path.realpath(self.root)):
-            raise FileFailed(f"key {key!r} names {printable(path)}, outside SrcDir {self.root} (links resolved)")
-        if self.index != "*" and path != os.path.normpath(os.path.join(self.root, self.index)):
-            raise FileFailed(f"key {key!r} is not this job's SrcFileIndex {self.index!r}")
+        relative = key[len(self.prefix) :]
+        if "\x00" in relative or not _is_utf8(relative):
+            raise FileFailed(f"key {key!r} is no key this job lists")
+        found: list[SourceFile] = []
+        refused: list[tuple[bool, FileFailed]] = []  # (the name exists, why it is not the file)
+        for name in dict.fromkeys((relative.replace("/", os.sep), local_name_of_key(relative))):
+            path = os.path.normpath(os.path.join(self.root, name))
+            try:
+                found.append(self._listed_file(path, key))
+            except FileFailed as exc:
+                refused.append((os.path.lexists(path), exc))
+        if len(found) > 1:
+            names = " and ".join(printable(f.path) for f in found)
+            raise FileFailed(f"{names} would have the same key {key!r} (neither is listed); rename one of them")
+        if found:
+            return found[0]
+        raise max(refused, key=lambda r: r[0])[1]  # why the name that exists is not the file, if one does
+
+    def _listed_file(self, path: str, key: str) -> SourceFile:
+        """The file at path (normalised) if the listing gives it this key, else FileFailed."""
+        if not inside(path, self.root):
+            raise FileFailed(f"key {key!r} names {printable(path)}, outside SrcDir {self.root}")
+        if self.index != "*":
+            if path != os.path.normpath(os.path.join(self.root, self.index)):
+                raise FileFailed(f"key {key!r} is not this job's SrcFileIndex {self.index!r}")
+        elif path != self.root:
+            parent = os.path.dirname(path)
+            lexical = os.path.normpath(os.path.join(os.path.realpath(self.root), os.path.relpath(parent, self.root)))
+            if os.path.realpath(parent) != lexical:
+                raise FileFailed(f"key {key!r} names {printable(path)}, under a link to a directory, which the listing "
+                                 f"does not follow")  # fmt: skip
         try:
             st = os.stat(path)
         except OSError as exc:
@@ -1197,6 +1249,9 @@ def full_object_checksum(head: dict) -> tuple[str, str] | None:
 
 
 def list_objects(client, bucket: str, prefix: str, retry: RetryPolicy, page_size: int = 1000) -> Iterator[dict]:
+    """Every object under prefix.  Keys come URL-encoded (a key may hold characters XML 1.0 cannot carry): botocore
+    asks ListObjectsV2 for EncodingType=url and decodes Key itself when the answer says it was encoded, so they are
+    not decoded here again (ContinuationToken is opaque, never encoded)."""
     token = None
     while True:
         kwargs = {"Bucket": bucket, "Prefix": prefix, "MaxKeys": page_size}
@@ -1219,10 +1274,14 @@ class UnfinishedUpload:
 def list_unfinished_uploads(
     client, bucket: str, prefix: str, retry: RetryPolicy, page_size: int = 1000
 ) -> list[UnfinishedUpload]:
+    """Every unfinished upload under prefix, paged by KeyMarker and UploadIdMarker.  The keys are asked URL-encoded
+    (EncodingType=url; botocore does not ask for this listing, nor decode it) and decoded once here: as they are, a
+    key with a control character comes back altered (U+FFFD) or as XML no parser takes, and its upload could never
+    be resumed nor aborted.  The next page's KeyMarker is the decoded key (botocore encodes it in the URL)."""
     uploads: list[UnfinishedUpload] = []
     key_marker = id_marker = ""
     while True:
-        kwargs = {"Bucket": bucket, "Prefix": prefix, "MaxUploads": page_size}
+        kwargs = {"Bucket": bucket, "Prefix": prefix, "MaxUploads": page_size, "EncodingType": "url"}
         if key_marker:
             kwargs["KeyMarker"] = key_marker
         if id_marker:
@@ -1230,14 +1289,58 @@ def list_unfinished_uploads(
         page = retry.call(
             f"LIST uploads s3://{bucket}/{prefix}", functools.partial(client.list_multipart_uploads, **kwargs)
         )
+        decode = uploads_key_decoder(client, kwargs, page)
         for u in page.get("Uploads", []):
-            uploads.append(UnfinishedUpload(u["Key"], u["UploadId"], u["Initiated"].timestamp()))
+            uploads.append(UnfinishedUpload(decode(u["Key"]), u["UploadId"], u["Initiated"].timestamp()))
         if not page.get("IsTruncated"):
             return uploads
-        next_key, next_id = page.get("NextKeyMarker", ""), page.get("NextUploadIdMarker", "")
+        next_key, next_id = decode(page.get("NextKeyMarker") or ""), page.get("NextUploadIdMarker", "")
         if (next_key, next_id) == (key_marker, id_marker):
             return uploads  # a server that does not advance its markers: stop rather than loop
         key_marker, id_marker = next_key, next_id
+
+
+# The characters a URL-encoded key is written with: printable ASCII without the space (AWS writes a space as '+').
+_URL_ENCODED_KEY = re.compile(r"[!-~]*")
+
+
+def uploads_key_decoder(client, kwargs: dict, page: dict) -> Callable[[str], str]:
+    """How to read the keys of a ListMultipartUploads page asked with EncodingType=url: URL-decoded (as botocore
+    decodes ListObjectsV2: a '+' is a space) when the answer says they were encoded.  A store may say so and send
+    them as they are (SeaweedFS does, in this listing): a key no URL-encoder writes (a space, a control character,
+    U+FFFD, a letter that is not ASCII) shows it; a page that could be either way and holds a '+' or a '%' is asked
+    again without encoding, and the same keys in the answer mean they were not encoded (an encoder writes every '+'
+    and '%' of a key otherwise)."""
+    keys = [str(u["Key"]) for u in page.get("Uploads", [])]
+    if page.get("EncodingType") != "url" or not all(_URL_ENCODED_KEY.fullmatch(k) for k in keys):
+        return str
+    if not any("+" in k or "%" in k for k in [*keys, str(page.get("NextKeyMarker") or "")]):
+        return str  # decoding would change nothing
+    plain = {name: value for name, value in kwargs.items() if name != "EncodingType"}
+    try:
+        as_they_are = [u["Key"] for u in client.list_multipart_uploads(**plain).get("Uploads", [])]
+    except Exception:  # a probe: its failure (e.g. AWS's plain answer for a control character is not valid XML)
+        as_they_are = None  # says nothing against the keys having been encoded
+    return str if as_they_are == keys else urllib.parse.unquote_plus
+
+
+HEAD_REFUSED_CODES = frozenset({"AccessDenied", "AllAccessDisabled", "403", "Forbidden"})  # a HEAD's 403 has no body
+
+
+def head_destination(client, bucket: str, key: str, retry: RetryPolicy, needed_for: str, **kwargs) -> dict | None:
+    """HeadObject of a destination object, or None when there is none.  A refusal fails the one file that needed it
+    (FileFailed, naming the permission: HeadObject needs s3:GetObject), never the run."""
+    try:
+        return retry.call(f"HEAD {key}", functools.partial(client.head_object, Bucket=bucket, Key=key, **kwargs))
+    except botocore.exceptions.ClientError as exc:
+        code = error_code(exc)
+        if code in NOT_FOUND_CODES:
+            return None
+        if code in HEAD_REFUSED_CODES:
+            raise FileFailed(f"HeadObject of s3://{bucket}/{key} was refused ({describe_error(exc)}), needed "
+                             f"{needed_for}; grant the destination's profile s3:GetObject on the bucket"
+                             ) from None  # fmt: skip
+        raise
 
 
 def abort_upload(client, bucket: str, key: str, upload_id: str, retry: RetryPolicy) -> None:
@@ -1539,8 +1642,10 @@ def confirmed_same(f: SourceFile, source: Source, head_destination: Callable[...
 
 
 def head_of(client, bucket: str, key: str, retry: RetryPolicy) -> Callable[..., dict]:
-    """A HeadObject of one object, retried, to call with its extra arguments: ``head_of(...)(PartNumber=1)``."""
-    return lambda **kwargs: retry.call(f"HEAD {key}", lambda: client.head_object(Bucket=bucket, Key=key, **kwargs))
+    """A HeadObject of one destination object, to call with its extra arguments (``head_of(...)(PartNumber=1)``),
+    when a same-size object looks changed: {} if it is gone; a refusal fails that file (head_destination)."""
+    return lambda **kwargs: head_destination(client, bucket, key, retry, "to tell whether the object is this file",
+                                             **kwargs) or {}  # fmt: skip
 
 
 @dataclasses.dataclass(slots=True)
@@ -1984,19 +2089,32 @@ class Engine:
             try:
                 same = confirmed_same(f, self.source, head_of(self.client, self.bucket, f.key, self.retry))
             except Exception as exc:  # this file's question, not the run's
-                result = FileResult(f.key, f.size, "failed", failure_detail(exc, self.s.max_retry))
-                log.error("FAILED %s: %s", f.key, result.detail)
-                return result
+                interrupted = isinstance(exc, Interrupted)
+                detail = "interrupted; run the same command again to resume" if interrupted else \
+                    failure_detail(exc, self.s.max_retry)  # fmt: skip
+                if not interrupted:
+                    log.error("FAILED %s: %s", f.key, detail)
+                return FileResult(f.key, f.size, "failed", detail)
             if same:
                 stale = task.stale + ((task.upload,) if task.upload else ())
                 task = dataclasses.replace(task, action="skip", reason=same, complete=True, confirm=False,
                                            stale=stale, upload=None)  # fmt: skip
+                # Counted as work when the plan was made: it was there all along.
+                self.progress.part_done(f.key, f.size, how="found")
+                self.progress.file_finished(f.key)
             else:
                 log.info("%s: %s", f.key, task.reason)
         if task.action == "skip":
             log.info("skip %s: %s", f.key, task.reason)
-            self._abort_stale(task)
-            return FileResult(f.key, f.size, "skipped", task.reason)
+            skipped = FileResult(f.key, f.size, "skipped", task.reason)
+            try:
+                self._abort_stale(task)
+            except Interrupted:
+                skipped.status, skipped.detail = "failed", "interrupted; run the same command again to resume"
+            except Exception as exc:  # its HEAD refused or failing: this file fails, the others go on
+                skipped.status, skipped.detail = "failed", failure_detail(exc, self.s.max_retry)
+                log.error("FAILED %s: %s", f.key, skipped.detail)
+            return skipped
         # A file sent in one request gets one line (its finish line); a multipart file also says when it starts.
         log.log(logging.INFO if task.action == "multipart" else logging.DEBUG, "start %s (%s) -> s3://%s/%s",
                 self.source.describe(f), human_bytes(f.size), self.bucket, f.key)  # fmt: skip
@@ -2045,7 +2163,11 @@ class Engine:
         stale, key = list(task.stale), task.src.key
         if task.complete and stale:
             # Only uploads begun before the object was written: a later one may be another run's work in progress.
-            head = self.retry.call(f"HEAD {key}", lambda: self.client.head_object(Bucket=self.bucket, Key=key))
+            head = head_destination(self.client, self.bucket, key, self.retry, "to tell its unfinished uploads "
+                                    "begun before the object (to abort) from later ones")  # fmt: skip
+            if head is None:  # deleted since the listing: nothing tells which uploads are stale, so none is aborted
+                log.warning("%s: the object is gone since it was listed; its unfinished uploads are left", key)
+                return
             written = head["LastModified"].timestamp()
             stale = [u for u in stale if u.initiated <= written]
         for u in stale:
@@ -2169,8 +2291,12 @@ class Engine:
         except botocore.exceptions.ClientError as exc:
             if error_code(exc) != "NoSuchUpload" or attempts < 2:
                 raise
-            head = self.retry.call(f"HEAD {key}", lambda: self.client.head_object(Bucket=self.bucket, Key=key,
-                                                                                  ChecksumMode="ENABLED"))  # fmt: skip
+            head = head_destination(self.client, self.bucket, key, self.retry,
+                                    "to find whether a COMPLETE whose answer was lost made the object",
+                                    ChecksumMode="ENABLED")  # fmt: skip
+            if head is None:
+                raise FileFailed("its upload is gone (NoSuchUpload) and no object was made of it; rerun to upload it "
+                                 "again") from None  # fmt: skip
             log.info("%s: the answer to COMPLETE was lost; the object is there", key)
             require_etag(head, f"HEAD {key}")
             return head
@@ -2758,7 +2884,8 @@ class Check:
 def run_check(settings: Settings, stop: threading.Event) -> int:
     """--check: try each permission the job needs, once, before any transfer, and say which are missing.  The
     original's users met AccessDenied on ListMultipartUploads and CreateMultipartUpload mid-run; its own check wrote
-    an access_test object and left it.  This one writes no object: its multipart upload is aborted."""
+    an access_test object and left it.  This one writes no object: its multipart upload is aborted, and what it HEADs
+    and deletes is a key of its own that does not exist (check_destination)."""
     job = open_job(settings, stop)
     report.info("check: %s", job_line(job))
     checks = check_source(job) + check_destination(job)
@@ -2781,6 +2908,8 @@ def _try(what: str, action: str, profile: str, request: Callable[[], object]) ->
         code = error_code(exc)
         if code in ("AccessDenied", "AllAccessDisabled"):
             return Check(what, action, f"{code} for profile {profile}"), None
+        if code in ("403", "Forbidden"):  # a HEAD's refusal: no body, no reason
+            return Check(what, action, f"refused (HTTP 403) for profile {profile}"), None
         return Check(what, action, f"{describe_error(exc)}{fix_hint(exc)} (profile {profile})"), None
 
 
@@ -2818,18 +2947,33 @@ def check_source(job: Job) -> list[Check]:
 
 
 def check_destination(job: Job) -> list[Check]:
+    """Every action a run may ask of the destination, each tried once on a key of the check's own that does not
+    exist and never will: listings, HeadObject (a run HEADs an object to judge unfinished uploads of a complete one,
+    after a lost COMPLETE answer, and in fleet workers: 404 means allowed, 403 refused), a multipart upload created,
+    given a part, listed and aborted, and DeleteObject (a run deletes an object whose proof failed; deleting a key
+    that does not exist is answered 204 and deletes nothing, though a versioned bucket records a delete marker)."""
     s, client, bucket = job.settings, job.des_client, job.settings.des_bucket
     profile = s.des_profile
     key = f"{job.dest_prefix}s3_upload-check-{os.urandom(6).hex()}"  # a key of its own, never one of the job's
+    object_arn = arn(client, bucket, job.dest_prefix)
+
+    def head_missing_key() -> None:
+        try:
+            client.head_object(Bucket=bucket, Key=key)
+        except botocore.exceptions.ClientError as exc:
+            if error_code(exc) not in NOT_FOUND_CODES:
+                raise
+
     checks = [
         _try("list the destination", f"s3:ListBucket on {arn(client, bucket)}", profile,
              lambda: client.list_objects_v2(Bucket=bucket, Prefix=job.dest_prefix, MaxKeys=1))[0],
         _try("list unfinished uploads", f"s3:ListBucketMultipartUploads on {arn(client, bucket)}", profile,
              lambda: client.list_multipart_uploads(Bucket=bucket, Prefix=job.dest_prefix, MaxUploads=1))[0],
+        _try("HEAD an object", f"s3:GetObject on {object_arn}", profile, head_missing_key)[0],
     ]  # fmt: skip
-    put_action = f"s3:PutObject on {arn(client, bucket, job.dest_prefix)}"
+    put_action = f"s3:PutObject on {object_arn}"
     if s.server_side_encryption == "aws:kms":
-        put_action += " and kms:GenerateDataKey on the key"
+        put_action += " and kms:GenerateDataKey, kms:Decrypt on the key"
     if s.acl:
         put_action += " and s3:PutObjectAcl"
     args = {"StorageClass": s.storage_class}
@@ -2838,22 +2982,24 @@ def check_destination(job: Job) -> list[Check]:
     created, answer = _try("create a multipart upload", put_action, profile,
                            lambda: client.create_multipart_upload(Bucket=bucket, Key=key, **args))  # fmt: skip
     checks.append(created)
+    deleted = _try("delete an object", f"s3:DeleteObject on {object_arn}", profile,
+                   lambda: client.delete_object(Bucket=bucket, Key=key))[0]  # fmt: skip
     if created.error:
-        return checks
+        return [*checks, deleted]
     upload_id = answer["UploadId"]
     body = b"s3_upload --check"
     md5_b64 = md5_of(body)[1]
     checks.append(_try("upload a part", put_action, profile, lambda: client.upload_part(
         Bucket=bucket, Key=key, UploadId=upload_id, PartNumber=1, Body=body, ContentMD5=md5_b64))[0])  # fmt: skip
-    checks.append(_try("list its parts", f"s3:ListMultipartUploadParts on {arn(client, bucket, job.dest_prefix)}",
+    checks.append(_try("list its parts", f"s3:ListMultipartUploadParts on {object_arn}",
                        profile, lambda: client.list_parts(Bucket=bucket, Key=key, UploadId=upload_id))[0])  # fmt: skip
-    aborted = _try("abort it", f"s3:AbortMultipartUpload on {arn(client, bucket, job.dest_prefix)}", profile,
+    aborted = _try("abort it", f"s3:AbortMultipartUpload on {object_arn}", profile,
                    lambda: client.abort_multipart_upload(Bucket=bucket, Key=key, UploadId=upload_id))[0]  # fmt: skip
     if aborted.error:
         left = f"the check's upload of {key} is left: abort it once the permission is granted, or answer CLEAN"
         aborted = dataclasses.replace(aborted, error=f"{aborted.error} ({left})")
     checks.append(aborted)
-    return checks
+    return [*checks, deleted]
 
 
 def job_line(job: Job) -> str:
@@ -3444,13 +3590,10 @@ def destination_complete(job: Job, f: SourceFile) -> bool:
     """Is the object there and this file (the same test as a normal run's skip)?  Unfinished uploads of
     the key older than the object are leftovers of duplicate deliveries: nothing can resume them any more."""
     settings = job.settings
-    try:
-        head = job.retry.call(f"HEAD {f.key}", functools.partial(job.des_client.head_object,
-                                                                 Bucket=settings.des_bucket, Key=f.key))  # fmt: skip
-    except botocore.exceptions.ClientError as exc:
-        if error_code(exc) in NOT_FOUND_CODES:
-            return False
-        raise
+    head = head_destination(job.des_client, settings.des_bucket, f.key, job.retry,
+                            "to tell whether the object is already complete")  # fmt: skip
+    if head is None:
+        return False
     written = head["LastModified"].timestamp()
     there = DestObject(head["ContentLength"], str(head.get("ETag", "")).strip('"'), written)
     verdict, _ = listed_verdict(f, there, job.source.kind, getattr(job.source, "multipart_etags_comparable", True))

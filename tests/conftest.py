@@ -4,6 +4,7 @@ fresh buckets per test, and helpers to run the tool exactly as a user does (`pyt
 from __future__ import annotations
 
 import hashlib
+import json
 import logging
 import os
 import pathlib
@@ -27,6 +28,7 @@ SRC_KEYS = ("srcAccessKey", "srcSecretKey")
 READER_KEYS = ("readerAccessKey", "readerSecretKey")
 WRITER_KEYS = ("writerAccessKey", "writerSecretKey")
 LIMITED_KEYS = ("limitedAccessKey", "limitedSecretKey")
+NOREAD_KEYS = ("noreadAccessKey", "noreadSecretKey")
 LIMITED_BUCKET = "limited-dest"
 
 
@@ -43,6 +45,8 @@ def dst_server(tmp_path_factory):
             identity(
                 "limited", *LIMITED_KEYS, actions=tuple(f"{a}:{LIMITED_BUCKET}" for a in ("Read", "List", "Write"))
             ),
+            # Everything a run asks for, but a bucket policy (``no_get_object``) takes s3:GetObject away from it.
+            identity("noread", *NOREAD_KEYS, actions=("Read", "List", "Write")),
         ],
     )
     server.start()
@@ -173,6 +177,20 @@ class Profiles:
         if ca_bundle:
             self.ca_bundles[name] = ca_bundle
         write_profiles(self.directory, self.profiles, self.ca_bundles)
+
+
+@pytest.fixture
+def no_get_object(dst, bucket, aws_profiles, dst_server):
+    """A profile "noread" that may do all a run does on the test bucket but s3:GetObject (so HeadObject too), as an
+    IAM policy without that action gives: its identity may Read, List and Write (SeaweedFS's Read covers
+    ListMultipartUploads, which a run needs), and the bucket's policy denies it s3:GetObject.  A HEAD it makes is
+    answered 403, also for a key that does not exist."""
+    policy = {"Version": "2012-10-17", "Statement": [{
+        "Effect": "Deny", "Principal": {"AWS": "arn:aws:iam::000000000000:user/noread"}, "Action": "s3:GetObject",
+        "Resource": f"arn:aws:s3:::{bucket}/*"}]}  # fmt: skip
+    dst.put_bucket_policy(Bucket=bucket, Policy=json.dumps(policy))
+    aws_profiles.add("noread", dst_server.endpoint_url, *NOREAD_KEYS)
+    return "noread"
 
 
 @pytest.fixture

@@ -152,7 +152,7 @@ def test_check_names_each_missing_permission_and_leaves_nothing(dst, bucket, src
     write_file(src_dir / "a.txt", 10)
     everything = check_run(make_config())
     assert everything.returncode == 0, everything.stdout + everything.stderr
-    assert set(check_lines(everything.stdout).values()) == {"ok"} and len(check_lines(everything.stdout)) == 7
+    assert set(check_lines(everything.stdout).values()) == {"ok"} and len(check_lines(everything.stdout)) == 9
     assert "every permission the job needs is there" in everything.stdout
 
     reader = check_run(make_config(DesProfileName="reader"))  # may read and list, not write
@@ -169,6 +169,36 @@ def test_check_names_each_missing_permission_and_leaves_nothing(dst, bucket, src
     assert states["create a multipart upload"] == "ok" and states["abort it"] == "ok"
     assert "s3:ListBucketMultipartUploads" in writer.stdout
     # Nothing written, nothing left: no object, no unfinished upload (the check's own upload was aborted).
+    assert list_keys(dst, bucket) == {} and unfinished_uploads(dst, bucket) == []
+
+
+def test_check_tries_every_action_a_run_uses_head_object_and_delete_object_too(dst, bucket, dst_server, src_dir,
+                                                                                 make_config, aws_profiles,
+                                                                                 no_get_object):  # fmt: skip
+    """A profile without s3:GetObject passed --check, then every run stopped at its first HeadObject.  --check now
+    HEADs a key of its own that does not exist (404 when allowed; 403 when s3:GetObject is refused, as here, from
+    a bucket policy) and DELETEs that key (S3 answers 204 for a key that does not exist: nothing real is deleted)."""
+    write_file(src_dir / "a.txt", 10)
+    run = check_run(make_config(DesProfileName=no_get_object))
+    assert run.returncode == 2, run.stdout + run.stderr
+    states = check_lines(run.stdout)
+    assert [what for what, state in states.items() if state == "MISSING"] == ["HEAD an object"], run.stdout
+    assert states["delete an object"] == "ok"
+    assert re.search(r"^  MISSING\s+HEAD an object\s+s3:GetObject on arn:aws:s3:::" + bucket + r"/up/\*: refused "
+                     r"\(HTTP 403\) for profile noread$", run.stdout, flags=re.M), run.stdout  # fmt: skip
+    assert "check: 1 missing" in run.stdout
+    # DeleteObject refused: named with its permission.
+    with FaultProxy("127.0.0.1", dst_server.port).start() as proxy:
+        proxy.set(outage=True, error_status=403, error_code="AccessDenied",
+                  match=lambda r: r.operation == "DeleteObject")  # fmt: skip
+        aws_profiles.add("nodelete", proxy.endpoint_url, *DST_KEYS)
+        refused = check_run(make_config(DesProfileName="nodelete"))
+        deletes = [r.key for r in proxy.history if r.operation == "DeleteObject"]
+    assert refused.returncode == 2, refused.stdout
+    assert re.search(r"^  MISSING\s+delete an object\s+s3:DeleteObject on arn:aws:s3:::" + bucket + r"/up/\*: "
+                     r"AccessDenied for profile nodelete$", refused.stdout, flags=re.M), refused.stdout  # fmt: skip
+    [deleted] = deletes  # only the check's own key, which does not exist
+    assert re.fullmatch(r"up/s3_upload-check-[0-9a-f]{12}", deleted), deleted
     assert list_keys(dst, bucket) == {} and unfinished_uploads(dst, bucket) == []
 
 

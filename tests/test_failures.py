@@ -67,6 +67,29 @@ def test_write_denied_fails_at_once_without_retries(dst, bucket, src_dir, make_c
     assert READER_KEYS[1] not in run.output and DST_KEYS[1] not in run.output
 
 
+def test_a_refused_head_fails_its_file_and_the_other_files_go_on(dst, bucket, src_dir, make_config, no_get_object):
+    """A complete object with an unfinished upload of its key needs a HeadObject (was the upload begun before the
+    object was written?); a profile without s3:GetObject is refused it.  That file fails, named with the permission
+    to grant, and its upload is left (nothing tells whether it is stale); the next file is uploaded; exit 1.  (The
+    refusal used to stop the run there: "rerun to resume", the other files never sent.)"""
+    from test_resume import start_upload
+
+    done, new = src_dir / "done.bin", src_dir / "new.txt"
+    write_file(done, 5 * MiB + 5)
+    write_file(new, 300)
+    dst.put_object(Bucket=bucket, Key="up/done.bin", Body=done.read_bytes())
+    left = start_upload(dst, bucket, "up/done.bin", done.read_bytes(), 5 * MiB, parts=(1,))
+    run = run_tool(make_config(DesProfileName=no_get_object, MaxParallelFile=1))  # done.bin first, then new.txt
+    assert run.code == s3_upload.EXIT_FAILED, run
+    assert "Traceback" not in run.output and "rerun to resume" not in run.output
+    assert "summary: 1 uploaded, 0 skipped, 1 failed" in run.stdout, run.stdout
+    [failed] = [line for line in run.stdout.splitlines() if line.startswith("  failed: up/done.bin: ")]
+    assert "HeadObject" in failed and "grant the destination's profile s3:GetObject" in failed, failed
+    assert object_md5(dst, bucket, "up/new.txt") == md5_file(new)
+    assert object_md5(dst, bucket, "up/done.bin") == md5_file(done)
+    assert [u["UploadId"] for u in unfinished_uploads(dst, bucket)] == [left]
+
+
 def test_memory_stays_bounded_by_threads_times_chunk(dst, bucket, src_dir, make_config):
     """A 256 MiB file with 5 MiB parts and 2 threads: peak RSS stays far below the file size."""
     size = 256 * MiB

@@ -113,6 +113,19 @@ def test_slowdown_503_is_backoff_not_failure(dst, bucket, src_dir, flaky, dst_pr
     assert "InternalError (HTTP 500)" in run.stderr
 
 
+def test_a_500_with_a_code_the_tool_does_not_know_is_retried(dst, bucket, src_dir, flaky, dst_proxy):
+    """Any 5xx is the server's trouble, whatever its code: one UploadPart answered 500 with a code no list names
+    (botocore's bare "500" for an empty body is the same case) is retried and the run completes.  (Guards
+    is_retryable's status >= 500: with > 500 this answer would fail the file at once.)"""
+    write_file(src_dir / "big.bin", 2 * CHUNK + 3)
+    dst_proxy.set(outage=True, error_status=500, error_code="SomeNewServerTrouble", match=first_data_part())
+    run = run_tool(flaky(MaxRetry=2))
+    assert [(r.fault, r.status) for r in dst_proxy.history if r.fault] == [("outage", 500)]
+    retried = r"UPLOAD up/big\.bin part \d+/3 failed: SomeNewServerTrouble \(HTTP 500\).*; retry 1/2"
+    assert re.search(retried, run.stderr), run.stderr
+    assert_job_done(run, dst, bucket, src_dir)
+
+
 @pytest.mark.parametrize("where", ["request", "response"])
 def test_stalled_connection_times_out_and_is_retried(dst, bucket, src_dir, flaky, dst_proxy, where):
     """The first data part stalls (no byte passes: the body stops mid-way, or the answer never comes): the read

@@ -5,7 +5,9 @@ is left on S3 and what is left in the queues."""
 from __future__ import annotations
 
 import functools
+import hashlib
 import json
+import os
 import re
 import signal
 import subprocess
@@ -378,3 +380,155 @@ def test_sender_resends_the_messages_of_a_partly_refused_batch(src_dir, sqs, que
             break
         keys += [json.loads(m["Body"])["key"] for m in got]
     assert sorted(keys) == [f"up/f{i:02d}.txt" for i in range(12)]  # each file once: none lost, none twice
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# Sender and worker agree on every file: names with quote marks or bytes that are not UTF-8, links
+# ---------------------------------------------------------------------------------------------------------------------
+
+
+def queued_keys(sqs, queue: str) -> list[str]:
+    """The keys of the messages in the queue, read without taking them (visible again at once)."""
+    got = sqs.receive_message(QueueUrl=queue, MaxNumberOfMessages=10, VisibilityTimeout=0).get("Messages", [])
+    return sorted(json.loads(m["Body"])["key"] for m in got)
+
+
+def hand_made_message(bucket: str, key: str, size: int = 0) -> str:
+    """A message for this job as the sender writes one, for a key the sender would not queue."""
+    return json.dumps({"v": 1, "job_type": "LOCAL_TO_S3", "src_bucket": "", "src_key_or_path": "",
+                       "des_bucket": bucket, "key": key, "size": size, "mtime": 0.0, "src_etag": ""})  # fmt: skip
+
+
+def test_sender_and_worker_agree_on_names_with_quote_marks_and_bytes_that_are_not_utf8(
+    dst, bucket, src_dir, sqs, queues, fleet_config
+):
+    """A valid UTF-8 name keeps its name as key, even one holding the text "‛E9"; a byte that is not UTF-8 is written
+    ‛XX.  So "a/caf‛E9.txt" and b"b/caf\\xe9.txt" have keys that read alike, and the worker must find each from its
+    key: the literal name for the first, the decoded one for the second (it refused the first, decoding its "‛E9"
+    into a file that does not exist).  A name that is not UTF-8 and also holds a quote mark has that quote mark
+    written as its own bytes, so that its key, too, leads back to it."""
+    queue, dlq = queues
+    raw_root = os.fsencode(str(src_dir))
+    bodies = {"up/a/caf\u201bE9.txt": b"a valid UTF-8 name that holds the text of a quoted byte",
+              "up/b/caf\u201bE9.txt": b"a latin-1 name",
+              "up/c/\u201bE9\u201bE2\u201b80\u201b9BE9.txt": b"a latin-1 byte and a quote mark"}  # fmt: skip
+    names = {"up/a/caf\u201bE9.txt": "a/caf\u201bE9.txt".encode(), "up/b/caf\u201bE9.txt": b"b/caf\xe9.txt",
+             "up/c/\u201bE9\u201bE2\u201b80\u201b9BE9.txt": b"c/\xe9" + "\u201bE9.txt".encode()}  # fmt: skip
+    for key, name in names.items():
+        os.makedirs(os.path.dirname(raw_root + b"/" + name), exist_ok=True)
+        with open(raw_root + b"/" + name, "wb") as fh:
+            fh.write(bodies[key])
+    sent = run(fleet_config(), "--sqs-send", queue)
+    assert sent.returncode == 0 and "queued 3 file(s)" in sent.stdout, sent.stderr
+    assert queued_keys(sqs, queue) == sorted(names)  # the keys a normal run gives (test_integrity checks those)
+    worker = run(fleet_config("w1", SQSIdleSeconds=1), "--sqs-worker", queue)
+    assert worker.returncode == 0, worker.stderr
+    assert "3 file(s) done, 0 failed" in worker.stdout
+    assert list_keys(dst, bucket) == {key: len(body) for key, body in bodies.items()}
+    for key, body in bodies.items():
+        assert object_md5(dst, bucket, key) == hashlib.md5(body).hexdigest(), key
+    assert queue_count(sqs, queue) == 0 and queue_count(sqs, dlq) == 0
+
+
+def test_a_link_to_a_file_outside_srcdir_is_sent_by_a_worker_as_by_a_run(dst, bucket, src_dir, tmp_path, sqs, queues,
+                                                                          fleet_config, make_config):  # fmt: skip
+    """A run (os.walk) lists a link to a file and uploads its target, wherever it is: the sender queues it, and the
+    worker must send it too (it refused it: the target is outside SrcDir once links are resolved)."""
+    queue, dlq = queues
+    outside = tmp_path / "outside"
+    write_file(outside / "target.bin", CHUNK + 11)
+    (src_dir / "link.bin").symlink_to(outside / "target.bin")
+    write_file(src_dir / "plain.txt", 40)
+    assert run(fleet_config(), "--sqs-send", queue).returncode == 0
+    assert queued_keys(sqs, queue) == ["up/link.bin", "up/plain.txt"]
+    worker = run(fleet_config("w1", SQSIdleSeconds=1), "--sqs-worker", queue)
+    assert worker.returncode == 0, worker.stderr
+    assert list_keys(dst, bucket) == {"up/link.bin": CHUNK + 11, "up/plain.txt": 40}
+    assert object_md5(dst, bucket, "up/link.bin") == md5_file(outside / "target.bin")
+    assert queue_count(sqs, queue) == 0 and queue_count(sqs, dlq) == 0
+    # A normal run lists the same two files, finds both complete and sends nothing.
+    again = subprocess.run(tool_command(make_config()), cwd=src_dir.parent, stdin=subprocess.DEVNULL,
+                           capture_output=True, text=True, timeout=120)  # fmt: skip
+    assert again.returncode == 0 and "0 uploaded, 2 skipped" in again.stdout, again.stdout + again.stderr
+
+
+def test_a_worker_refuses_a_file_under_a_link_to_a_directory(dst, bucket, src_dir, tmp_path, sqs, queues,
+                                                             fleet_config):  # fmt: skip
+    """A run never enters a link to a directory (it could loop or leave SrcDir), so neither may a worker: a message
+    for SrcDir/linked/secret.txt, where linked -> a directory outside SrcDir, writes nothing and stays for the
+    dead-letter queue.  (Guards LocalSource.resolve: a lexical inside-SrcDir check alone would send the secret.)"""
+    queue, dlq = queues
+    outside = tmp_path / "outside"
+    write_file(outside / "secret.txt", 77)
+    (src_dir / "linked").symlink_to(outside, target_is_directory=True)
+    sqs.send_message(QueueUrl=queue, MessageBody=hand_made_message(bucket, "up/linked/secret.txt", 77))
+    worker = run(fleet_config("w1", SQSIdleSeconds=1), "--sqs-worker", queue)
+    assert worker.returncode == 1, worker.stdout + worker.stderr
+    assert "0 file(s) done, 1 failed" in worker.stdout
+    assert "a link to a directory" in worker.stderr and "left in the queue for another try" in worker.stderr
+    assert list_keys(dst, bucket) == {} and unfinished_uploads(dst, bucket) == []
+    assert queue_count(sqs, queue) + queue_count(sqs, dlq) == 1  # not deleted
+
+
+def test_a_worker_uploads_over_an_object_of_the_key_with_another_size(dst, bucket, src_dir, sqs, queues,
+                                                                      fleet_config):  # fmt: skip
+    """An object of the key that is not the file (other bytes, another size: an old version, a truncated copy) is
+    not complete: the worker uploads the file over it.  (Guards destination_complete's size check: without it the
+    worker takes any object of the key for complete, deletes the message and leaves the old object.)"""
+    queue, dlq = queues
+    path = src_dir / "a.bin"
+    write_file(path, CHUNK + 3)
+    dst.put_object(Bucket=bucket, Key="up/a.bin", Body=b"an older, shorter version")
+    assert run(fleet_config(), "--sqs-send", queue).returncode == 0
+    assert queued_keys(sqs, queue) == ["up/a.bin"]
+    worker = run(fleet_config("w1", SQSIdleSeconds=1), "--sqs-worker", queue)
+    assert worker.returncode == 0, worker.stderr
+    assert object_md5(dst, bucket, "up/a.bin") == md5_file(path)
+    assert "already complete" not in worker.stderr
+    assert unfinished_uploads(dst, bucket) == []
+    assert queue_count(sqs, queue) == 0 and queue_count(sqs, dlq) == 0
+
+
+def test_a_file_that_fails_keeps_its_message_and_the_next_worker_sends_it(dst, bucket, src_dir, sqs, queues,
+                                                                          fleet_config, aws_profiles,
+                                                                          dst_server):  # fmt: skip
+    """The destination refuses the file's PutObject (AccessDenied, final): the worker fails it and leaves its message
+    (not deleted: it comes back after its visibility timeout); the next worker, with the permission back, sends it.
+    (Guards work_on_message: a worker that deleted the message of a failed file would lose the file for good.)"""
+    queue, dlq = make_queues(sqs, 5)
+    write_file(src_dir / "a.txt", 321)
+    assert run(fleet_config(), "--sqs-send", queue).returncode == 0
+    with FaultProxy("127.0.0.1", dst_server.port).start() as proxy:
+        proxy.set(outage=True, error_status=403, error_code="AccessDenied",
+                  match=lambda r: r.operation == "PutObject")  # fmt: skip
+        aws_profiles.add("refusing", proxy.endpoint_url, *DST_KEYS)
+        # Idle for less than the visibility timeout: the worker meets the message once, and exits.
+        first = run(fleet_config("w1", DesProfileName="refusing", SQSIdleSeconds=1), "--sqs-worker", queue)
+        refused = sum(1 for r in proxy.history if r.operation == "PutObject")
+    assert first.returncode == 1, first.stdout + first.stderr
+    assert refused >= 1 and list_keys(dst, bucket) == {}
+    assert queue_count(sqs, queue) == 1 and queue_count(sqs, dlq) == 0  # the message is still there
+    second = run(fleet_config("w2", SQSIdleSeconds=6), "--sqs-worker", queue)  # the message is visible again in 4 s
+    assert second.returncode == 0, second.stderr
+    assert "1 file(s) done, 0 failed" in second.stdout
+    assert object_md5(dst, bucket, "up/a.txt") == md5_file(src_dir / "a.txt")
+    assert queue_count(sqs, queue) == 0 and queue_count(sqs, dlq) == 0
+
+
+def test_a_worker_refused_its_head_fails_that_message_and_names_the_permission(
+    dst, bucket, src_dir, sqs, queues, fleet_config, no_get_object
+):
+    """A worker asks HeadObject whether the object is already complete; a profile without s3:GetObject is refused
+    it: the message fails (left for another try) with the permission to grant, and the worker goes on."""
+    queue, dlq = queues
+    write_file(src_dir / "a.txt", 10)
+    write_file(src_dir / "b.txt", 20)
+    assert run(fleet_config(), "--sqs-send", queue).returncode == 0
+    worker = run(fleet_config("w1", DesProfileName=no_get_object, SQSIdleSeconds=1), "--sqs-worker", queue)
+    assert worker.returncode == 1, worker.stdout + worker.stderr
+    assert "0 file(s) done" in worker.stdout
+    refusals = [line for line in worker.stderr.splitlines() if "left in the queue for another try" in line]
+    assert len(refusals) == 2 and all("grant the destination's profile s3:GetObject" in line for line in refusals), \
+        worker.stderr  # fmt: skip
+    assert "Traceback" not in worker.stderr
+    assert list_keys(dst, bucket) == {}

@@ -9,6 +9,7 @@ import os
 import threading
 
 import botocore.exceptions
+import botocore.parsers
 import pytest
 import urllib3.exceptions
 
@@ -157,6 +158,8 @@ def test_join_key(prefix, relative, key):
         ("报告 ü.txt", "报告 ü.txt"),  # valid UTF-8 stays as it is
         (os.fsdecode(b"caf\xe9.txt"), "caf\u201bE9.txt"),  # a byte that is not UTF-8: spelt out
         (os.fsdecode(b"\xff\xfe/x\x80"), "\u201bFF\u201bFE/x\u201b80"),
+        # Not UTF-8 and holding a quote mark: that one is written as its bytes, so every ‛XX decodes back.
+        (os.fsdecode(b"\xe9" + "\u201bE9.txt".encode()), "\u201bE9\u201bE2\u201b80\u201b9BE9.txt"),
     ],
 )
 def test_key_of_local_name_and_back(name, key):
@@ -998,6 +1001,37 @@ def test_a_worker_refuses_a_key_this_job_would_not_list(tmp_path, index, key, wh
         source.resolve(key)
 
 
+def test_a_worker_finds_each_file_by_the_key_the_listing_gives_it(tmp_path):
+    """Names whose keys read alike: the literal name "caf‛E9.txt" and b"caf\\xe9.txt" (in other directories, so that
+    their keys differ) are each found from their key; both in one directory share a key: the listing refuses both,
+    and so does the worker.  A link to a file outside SrcDir is listed and resolved; a file under a link to a
+    directory is neither; a key no listing gives (a NUL, a lone surrogate) is refused, not an error of the worker."""
+    raw = os.fsencode(str(tmp_path))
+    for directory in (b"a", b"b", b"both"):
+        os.mkdir(raw + b"/" + directory)
+    for name in ("a/caf\u201bE9.txt".encode(), b"b/caf\xe9.txt", "both/caf\u201bE9.txt".encode(), b"both/caf\xe9.txt"):
+        with open(raw + b"/" + name, "wb") as fh:
+            fh.write(name)
+    outside = tmp_path.parent / f"{tmp_path.name}-outside"
+    (outside / "dir").mkdir(parents=True)
+    (outside / "target.txt").write_bytes(b"t")
+    (outside / "dir" / "inner.txt").write_bytes(b"i")
+    (tmp_path / "link.txt").symlink_to(outside / "target.txt")
+    (tmp_path / "linked").symlink_to(outside / "dir", target_is_directory=True)
+    source = local_source(tmp_path)
+    listed = {f.key: f.path for f in source.list()}
+    assert set(listed) == {"up/a/caf\u201bE9.txt", "up/b/caf\u201bE9.txt", "up/link.txt"}
+    for key, path in listed.items():
+        assert source.resolve(key).path == path
+    with pytest.raises(s3_upload.FileFailed, match=r"would have the same key 'up/both/caf\u201bE9.txt'"):
+        source.resolve("up/both/caf\u201bE9.txt")
+    with pytest.raises(s3_upload.FileFailed, match=r"under a link to a directory, which the listing does not follow"):
+        source.resolve("up/linked/inner.txt")
+    for key in ("up/a\x00.txt", "up/caf\udce9.txt"):
+        with pytest.raises(s3_upload.FileFailed, match="is no key this job lists"):
+            source.resolve(key)
+
+
 # ----------------------------------------------------------------------------------------------------------------------
 # S3Source: reads pinned to the listed version, a worker's key -> object, the source's part layout
 # ----------------------------------------------------------------------------------------------------------------------
@@ -1145,6 +1179,61 @@ def test_an_uploads_listing_whose_markers_do_not_advance_ends_instead_of_looping
     uploads = s3_upload.list_unfinished_uploads(client, "b", "up/", no_retry())
     assert [(u.key, u.upload_id) for u in uploads] == [("up/a", "u1"), ("up/a", "u1")]
     assert [kw.get("KeyMarker") for kw in client.asked("list_multipart_uploads")] == [None, "up/a"]
+
+
+def uploads_page(keys: list[str], next_key: str = "", encoding: str = "url") -> dict:
+    import datetime
+
+    initiated = datetime.datetime(2026, 1, 2, tzinfo=datetime.timezone.utc)
+    page = {"Uploads": [{"Key": k, "UploadId": f"u{n}", "Initiated": initiated} for n, k in enumerate(keys)],
+            "IsTruncated": bool(next_key), "NextKeyMarker": next_key,
+            "NextUploadIdMarker": "u9" if next_key else ""}  # fmt: skip
+    return dict(page, EncodingType=encoding) if encoding else page
+
+
+def test_unfinished_uploads_are_listed_url_encoded_and_decoded_once():
+    """As AWS encodes keys (a space as '+', '+' as %2B, a control character as %01, '/' as it is), decoded once: the
+    next page's KeyMarker is the decoded key (botocore encodes it again in the URL)."""
+    encoded = {None: uploads_page(["up/a+b.txt", "up/c%2B%2B.txt"], next_key="up/c%2B%2B.txt"),
+               "up/c++.txt": uploads_page(["up/ctl%01.bin", "up/100%25%2541.txt"])}  # fmt: skip
+    plain = {None: uploads_page(["up/a b.txt", "up/c++.txt"], next_key="up/c++.txt", encoding=""),
+             "up/c++.txt": botocore.parsers.ResponseParserError("not well-formed (invalid token)")}  # fmt: skip
+
+    def list_multipart_uploads(**kwargs):
+        return (encoded if kwargs.get("EncodingType") == "url" else plain)[kwargs.get("KeyMarker")]
+
+    client = FakeClient(list_multipart_uploads=list_multipart_uploads)
+    uploads = s3_upload.list_unfinished_uploads(client, "b", "up/", no_retry())
+    assert [u.key for u in uploads] == ["up/a b.txt", "up/c++.txt", "up/ctl\x01.bin", "up/100%%41.txt"]
+    asked = [kw for kw in client.asked("list_multipart_uploads") if kw.get("EncodingType")]
+    assert [kw.get("KeyMarker") for kw in asked] == [None, "up/c++.txt"]  # each page once, asked encoded
+
+
+def test_uploads_of_a_store_that_says_it_encoded_keys_but_did_not_are_taken_as_they_are():
+    """SeaweedFS echoes EncodingType=url in this listing but sends the keys as they are.  A key no URL-encoder
+    writes (a space, U+FFFD, a letter that is not ASCII) shows it at once; a page that could be either and holds
+    '+' or '%' is asked again without encoding: the same keys mean they were not encoded."""
+    raw = ["up/a b+c.txt", "up/\u00e9t\u00e9.txt", "up/x\ufffd.bin"]
+    client = FakeClient(list_multipart_uploads=uploads_page(raw))
+    assert [u.key for u in s3_upload.list_unfinished_uploads(client, "b", "up/", no_retry())] == raw
+    assert len(client.asked("list_multipart_uploads")) == 1
+    plain = ["up/c++.txt", "up/My%20File.pdf"]
+
+    def as_it_is(**kwargs):
+        return uploads_page(plain, encoding="url" if kwargs.get("EncodingType") else "")
+
+    client = FakeClient(list_multipart_uploads=as_it_is)
+    assert [u.key for u in s3_upload.list_unfinished_uploads(client, "b", "up/", no_retry())] == plain
+    assert [kw.get("EncodingType") for kw in client.asked("list_multipart_uploads")] == ["url", None]
+    # A store that encodes answers the plain request otherwise (here: not at all, as an XML parser refuses a control
+    # character): its keys are decoded.
+    answers = iter([uploads_page(["up/c%2B%2B.txt", "up/a%01"]), botocore.parsers.ResponseParserError("bad XML")])
+    client = FakeClient(list_multipart_uploads=lambda **kwargs: next(answers))
+    decoded = [u.key for u in s3_upload.list_unfinished_uploads(client, "b", "up/", no_retry())]
+    assert decoded == ["up/c++.txt", "up/a\x01"]
+    # Without EncodingType in the answer, nothing was encoded.
+    client = FakeClient(list_multipart_uploads=uploads_page(["up/c%2B%2B.txt"], encoding=""))
+    assert [u.key for u in s3_upload.list_unfinished_uploads(client, "b", "up/", no_retry())] == ["up/c%2B%2B.txt"]
 
 
 def test_aborting_an_upload_already_gone_is_not_an_error_but_a_refusal_is():
