@@ -55,6 +55,7 @@ from typing import Any, Callable, Iterable, Iterator, Protocol
 import boto3
 import botocore.config
 import botocore.exceptions
+import botocore.parsers
 import botocore.utils
 import urllib3.exceptions
 
@@ -227,6 +228,9 @@ CONFIG_OPTIONS: dict[str, tuple[str, tuple[type, ...]]] = {
 
 
 SECRET_OPTIONS = frozenset({"ali_access_key_secret"})  # never printed, logged or put in an error message
+PATH_OPTIONS = ("SrcDir", "SrcFileIndex", "LogDir")  # names of local paths: a NUL is in none of them
+MAX_CONCURRENCY = 1000  # MaxThread and MaxParallelFile, each: every request in flight holds a ChunkSize buffer
+MAX_SECONDS = 7 * 24 * 3600  # the float options are seconds: a week is more than any of them needs
 
 CONFIG_EXAMPLES = {
     "ChunkSize": "ChunkSize = 10 * Megabytes",
@@ -319,6 +323,19 @@ def validate_settings(s: Settings) -> None:
     for name, value in (("MaxThread", s.max_thread), ("MaxParallelFile", s.max_parallel_file)):
         if value < 1:
             raise UserError(f"{name} must be at least 1, got {value}; set a positive number")
+        if value > MAX_CONCURRENCY:
+            raise UserError(f"{name} must be at most {MAX_CONCURRENCY}, got {value}; each request in flight holds "
+                            f"a ChunkSize buffer: set e.g. {name} = 5")  # fmt: skip
+    check_memory_budget(s)
+    for name, (field, accepted) in CONFIG_OPTIONS.items():
+        seconds = getattr(s, field)
+        if float in accepted and not (math.isfinite(seconds) and seconds <= MAX_SECONDS):  # NaN passes every `<`
+            raise UserError(f"{name} must be a finite number of seconds, at most {MAX_SECONDS} (a week), got "
+                            f"{seconds!r}; e.g. {CONFIG_EXAMPLES.get(name, name + ' = 60')}")  # fmt: skip
+    for name in PATH_OPTIONS:
+        path = getattr(s, CONFIG_OPTIONS[name][0])
+        if "\0" in path:
+            raise UserError(f"{name} {path!r} holds a NUL character, which no path can; remove it")
     if s.max_retry < 0:
         raise UserError(f"MaxRetry must be 0 or more, got {s.max_retry}; set e.g. MaxRetry = 30")
     if s.retry_delay < 0:
@@ -331,9 +348,11 @@ def validate_settings(s: Settings) -> None:
             f"ChecksumMode {s.checksum_mode!r} is unknown; use 'MD5' (Content-MD5 only, works with every "
             f"S3-compatible store) or 'MD5_CRC32' (also botocore's CRC32)"
         )
-    for name, url in (("DesEndpointURL", s.des_endpoint_url), ("SrcEndpointURL", s.src_endpoint_url)):
-        if url and not url.startswith(("http://", "https://")):
-            raise UserError(f'{name} {url!r} must start with http:// or https://, or be "" for the default')
+    for name, url in (("DesEndpointURL", s.des_endpoint_url), ("SrcEndpointURL", s.src_endpoint_url),
+                      ("SQSEndpointURL", s.sqs_endpoint_url)):  # fmt: skip
+        problem = endpoint_url_problem(url) if url else ""
+        if problem:
+            raise UserError(f'{name} {url!r} {problem}; give http(s)://HOST[:PORT], or "" for the default')
     if s.copy_mode not in COPY_MODES:
         raise UserError(f"CopyMode {s.copy_mode!r} is unknown; use 'auto', 'stream' or 'server'")
     if s.addressing_style not in ADDRESSING_STYLES:
@@ -350,8 +369,6 @@ def validate_settings(s: Settings) -> None:
         raise UserError(f"SQSIdleSeconds must be more than 0, got {s.sqs_idle_seconds}; e.g. SQSIdleSeconds = 60")
     if not 1 <= s.sqs_visibility_timeout <= 43200:
         raise UserError(f"SQSVisibilityTimeout must be 1 to 43200 seconds, got {s.sqs_visibility_timeout}")
-    if s.sqs_endpoint_url and not s.sqs_endpoint_url.startswith(("http://", "https://")):
-        raise UserError(f"SQSEndpointURL {s.sqs_endpoint_url!r} must start with http:// or https://")
     if s.max_bandwidth < 0:
         raise UserError(f"MaxBandwidth must be 0 (unlimited) or bytes per second, got {s.max_bandwidth}")
     if s.storage_class not in STORAGE_CLASSES:
@@ -386,6 +403,49 @@ def validate_settings(s: Settings) -> None:
         validate_alioss(s)
 
 
+def physical_memory() -> int:
+    """This machine's memory in bytes, 0 where the system does not say."""
+    try:
+        return os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    except (AttributeError, ValueError, OSError):  # pragma: no cover - Windows, or a system without these names
+        return 0
+
+
+def check_memory_budget(s: Settings) -> None:
+    """MaxParallelFile x MaxThread parts in flight, each a ChunkSize buffer: more than the machine has would swap or
+    be killed mid-run, so it is refused before anything starts."""
+    budget, memory = s.max_parallel_file * s.max_thread * s.chunk_size, physical_memory()
+    if memory and budget > memory:
+        raise UserError(f"MaxParallelFile {s.max_parallel_file} x MaxThread {s.max_thread} x ChunkSize {s.chunk_size} "
+                        f"= {human_bytes(budget)} of part buffers, more than this machine's memory "
+                        f"({human_bytes(memory)}); lower one of them")  # fmt: skip
+
+
+def endpoint_url_problem(url: str) -> str:
+    """What is wrong with an endpoint URL for botocore ('' when nothing is): http(s)://HOST[:PORT], a path allowed.
+    Checked before a client is made: botocore refuses some of these with a bare ValueError, and others (a port over
+    65535) only at the first request."""
+    if not url.startswith(("http://", "https://")):
+        return "must start with http:// or https://"
+    try:
+        parts = urllib.parse.urlsplit(url)
+    except ValueError:  # an unclosed '[' of an IPv6 address
+        return "is not a URL (an IPv6 host goes in [brackets])"
+    try:
+        port = parts.port
+    except ValueError:  # not a number, or over 65535
+        port = 0
+    if not parts.hostname:
+        return "has no host"
+    if not (botocore.utils.is_valid_endpoint_url(url) or botocore.utils.is_valid_ipv6_endpoint_url(url)):
+        return f"has a host {parts.hostname!r} that is not a host name or IP address"
+    if port == 0:
+        return "has a port that is not a number from 1 to 65535"
+    if parts.username is not None or parts.query or parts.fragment:
+        return "holds more than a host, port and path (a user, a ?query or a #fragment)"
+    return ""
+
+
 def validate_alioss(s: Settings) -> None:
     """ALIOSS_TO_S3 reads with its own four ali_ options (SrcBucket and SrcProfileName are not used).  The secret's
     value is never part of a message."""
@@ -410,9 +470,13 @@ def validate_alioss(s: Settings) -> None:
 def oss_endpoint_url(endpoint: str) -> str:
     """ali_endpoint as a URL: "oss-cn-beijing.aliyuncs.com" -> "https://oss-cn-beijing.aliyuncs.com".  The original
     tool's OSS SDK took a bare host as http://; https is the default here, and "http://..." can still be written."""
-    parts = urllib.parse.urlsplit(endpoint if "://" in endpoint else "https://" + endpoint)
+    try:
+        parts = urllib.parse.urlsplit(endpoint if "://" in endpoint else "https://" + endpoint)
+    except ValueError:  # an unclosed '[': no host name of OSS has one
+        parts = urllib.parse.urlsplit("")
     if not re.fullmatch(r"[A-Za-z0-9.-]+(:[0-9]{1,5})?", parts.netloc) or parts.scheme not in ("http", "https") \
-            or parts.path not in ("", "/") or parts.query or parts.fragment:  # fmt: skip
+            or parts.path not in ("", "/") or parts.query or parts.fragment \
+            or endpoint_url_problem(f"{parts.scheme}://{parts.netloc}"):  # fmt: skip
         raise UserError(f"ali_endpoint {endpoint!r} is not an OSS endpoint; give the region's host, e.g. "
                         f"'oss-cn-beijing.aliyuncs.com' (https) or 'http://oss-cn-beijing.aliyuncs.com'")  # fmt: skip
     return f"{parts.scheme}://{parts.netloc}"
@@ -590,20 +654,27 @@ class Endpoints:
         self._clients: dict[str, object] = {}
 
     def sqs_client(self):
-        """The queue of the fleet mode: SQSProfileName (default: the destination's profile), SQSEndpointURL."""
-        profile = self.settings.sqs_profile or self.settings.des_profile
-        option = "SQSProfileName" if self.settings.sqs_profile else "DesProfileName"
-        config = botocore.config.Config(connect_timeout=self.settings.connect_timeout, read_timeout=60,
-                                        retries={"total_max_attempts": 1, "mode": "standard"})  # fmt: skip
-        return make_session(profile, option).client("sqs", endpoint_url=self.settings.sqs_endpoint_url or None,
-                                                    config=config)  # fmt: skip
+        """The queue of the fleet mode: SQSProfileName (default: the destination's profile), SQSEndpointURL.
+
+        The endpoint is SQSEndpointURL, else the endpoint_url of SQSProfileName's profile, else AWS's SQS endpoint of
+        the profile's region: never the destination profile's endpoint_url, which is its S3 store's (README)."""
+        s = self.settings
+        profile = s.sqs_profile or s.des_profile
+        option = "SQSProfileName" if s.sqs_profile else "DesProfileName"
+        config = botocore.config.Config(connect_timeout=s.connect_timeout, read_timeout=60,
+                                        retries={"total_max_attempts": 1, "mode": "standard"},
+                                        ignore_configured_endpoint_urls=not s.sqs_profile)  # fmt: skip
+        return new_client(make_session(profile, option), "sqs", f"{option} {profile!r}", "SQSEndpointURL",
+                          endpoint_url=s.sqs_endpoint_url or None, config=config)  # fmt: skip
 
     def client(self, profile: str, option: str, endpoint_url: str = ""):
         """The client for a profile; ``endpoint_url`` (DesEndpointURL/SrcEndpointURL) wins over the profile's."""
         key = f"{profile}|{endpoint_url}"
         if key not in self._clients:
             session = make_session(profile, option)
-            client = session.client("s3", endpoint_url=endpoint_url or None, config=self.client_config)
+            url_option = "SrcEndpointURL" if option == "SrcProfileName" else "DesEndpointURL"
+            client = new_client(session, "s3", f"{option} {profile!r}", url_option, endpoint_url=endpoint_url or None,
+                                config=self.client_config)  # fmt: skip
             # Last: botocore's own before-call handler is the one that adds the Expect header.
             client.meta.events.register_last("before-call.s3", no_expect_100_continue)
             self._clients[key] = client
@@ -620,9 +691,9 @@ class Endpoints:
             config = self.client_config.merge(botocore.config.Config(
                 s3={"addressing_style": "virtual"}, request_checksum_calculation="when_required",
                 response_checksum_validation="when_required"))  # fmt: skip
-            self._clients[url] = with_fast_timestamps(boto3.session.Session()).client(
-                "s3", endpoint_url=url, region_name=oss_signing_region(url), config=config,
-                aws_access_key_id=self.settings.ali_access_key_id,
+            self._clients[url] = new_client(
+                with_fast_timestamps(boto3.session.Session()), "s3", "ali_endpoint", "ali_endpoint", endpoint_url=url,
+                region_name=oss_signing_region(url), config=config, aws_access_key_id=self.settings.ali_access_key_id,
                 aws_secret_access_key=self.settings.ali_access_key_secret)  # fmt: skip
         return self._clients[url]
 
@@ -652,6 +723,44 @@ def no_expect_100_continue(params: dict, **_kwargs) -> None:
     params.get("headers", {}).pop("Expect", None)
 
 
+def new_client(session: boto3.Session, service: str, where: str, url_option: str, **kwargs):
+    """session.client(...), with what botocore refuses in the profile (a region, an endpoint_url) as one line that
+    names it.  ``where`` is the profile as the config names it ("DesProfileName 'x'"); ``url_option`` the option
+    that overrides the profile's endpoint_url."""
+    try:
+        client = session.client(service, **kwargs)
+    except botocore.exceptions.ConfigParseError as exc:
+        raise UserError(aws_file_error(exc)) from None
+    except botocore.exceptions.InvalidRegionError as exc:
+        raise UserError(f"{where}: region {exc.kwargs.get('region_name')!r} is not a region name; fix region in "
+                        f"~/.aws/config (or AWS_DEFAULT_REGION), e.g. region = us-east-1") from None  # fmt: skip
+    except botocore.exceptions.NoRegionError:
+        raise UserError(f"{where} has no region, which {service.upper()} needs (it signs for one); set region in "
+                        f"~/.aws/config (or AWS_DEFAULT_REGION), e.g. region = us-east-1") from None  # fmt: skip
+    except ValueError as exc:  # botocore's "Invalid endpoint: ..." for an endpoint_url it cannot use
+        text = str(exc)
+        value = text.removeprefix("Invalid endpoint: ")
+        what = f"endpoint_url {value!r} is not a URL" if value != text else f"its endpoint_url is not a URL ({text})"
+        raise UserError(f"{where}: {what}; set endpoint_url = http(s)://HOST[:PORT] in ~/.aws/config, or set "
+                        f"{url_option}") from None  # fmt: skip
+    problem = endpoint_url_problem(client.meta.endpoint_url)  # what botocore would only refuse at the first request
+    if problem:
+        raise UserError(f"{where}: endpoint_url {client.meta.endpoint_url!r} {problem}; fix endpoint_url in "
+                        f"~/.aws/config, or set {url_option}")  # fmt: skip
+    return client
+
+
+def aws_file_error(exc: botocore.exceptions.ConfigParseError) -> str:
+    """~/.aws/config or ~/.aws/credentials that configparser cannot read, in one line with the line number."""
+    error = exc.kwargs.get("error")
+    line = getattr(error, "lineno", None) or next((n for n, _ in getattr(error, "errors", [])), None)
+    where = f" (line {line})" if line else ""
+    return (
+        f"{exc.kwargs.get('path', 'an AWS config file')} cannot be parsed{where}; fix its syntax: sections are "
+        f"[profile NAME] in ~/.aws/config and [NAME] in ~/.aws/credentials, then name = value lines"
+    )
+
+
 def make_session(profile: str, option: str = "DesProfileName") -> boto3.Session:
     """A session for a named profile from ~/.aws/credentials and ~/.aws/config (region, endpoint_url, ...).
 
@@ -659,6 +768,8 @@ def make_session(profile: str, option: str = "DesProfileName") -> boto3.Session:
     ``option`` names the config option that holds the profile, for the error message."""
     try:
         return with_fast_timestamps(boto3.Session(profile_name=profile))
+    except botocore.exceptions.ConfigParseError as exc:
+        raise UserError(aws_file_error(exc)) from None
     except botocore.exceptions.ProfileNotFound:
         if profile == "default":
             return with_fast_timestamps(boto3.Session())
@@ -2599,17 +2710,21 @@ def close_logging() -> None:
             logger.removeHandler(handler)
 
 
-def ask_clean(uploads: list[UnfinishedUpload], settings: Settings, prefix: str) -> bool:
+def ask_clean(uploads: list[UnfinishedUpload], settings: Settings, prefix: str,
+              notes: dict[str, str] | None = None) -> bool:  # fmt: skip
     """The seed's prompt.  Only the answer CLEAN cleans (every upload listed); Enter, anything else or end of input
-    resumes."""
+    resumes.  ``notes``: source_notes, shown with each upload so that a person sees what CLEAN takes."""
+    notes = notes or {}
     log.warning(
-        "%d unfinished multipart upload(s) under s3://%s/%s (CLEAN aborts them all):",
+        "%d unfinished multipart upload(s) under s3://%s/%s (CLEAN aborts them all%s):",
         len(uploads),
         settings.des_bucket,
         prefix,
+        notes_summary(uploads, notes),
     )
     for u in uploads[:20]:
-        log.warning("  %s (upload %s)", u.key, short_id(u.upload_id))
+        note = notes.get(u.key, "")
+        log.warning("  %s (upload %s)%s", u.key, short_id(u.upload_id), f": {note}" if note else "")
     if len(uploads) > 20:
         log.warning("  ... and %d more (--dry-run --clean lists them all)", len(uploads) - 20)
     if settings.dont_ask_me_to_clean:
@@ -2622,6 +2737,38 @@ def ask_clean(uploads: list[UnfinishedUpload], settings: Settings, prefix: str) 
         log.info("no answer on stdin: resuming")
         return False
     return answer.strip() == "CLEAN"
+
+
+NOT_FROM_SOURCE = "not from this job's source"
+
+
+def source_notes(job: Job, uploads: list[UnfinishedUpload]) -> dict[str, str]:
+    """What a person should know of each upload CLEAN would abort, by key: '' when this job's source has the key (the
+    upload is this job's, or an earlier run's of the same file); NOT_FROM_SOURCE when it does not (S3Prefix is a
+    string, as in the original: "data" also takes "database/..."); "could not be checked (...)" when asking failed.
+    The source is asked about each key (LocalSource: a regular file inside SrcDir; S3Source: HeadObject), a few at a
+    time; it is never listed for this: unfinished uploads are few, a source can be millions of objects."""
+    keys = sorted({u.key for u in uploads})
+
+    def ask(key: str) -> str:
+        try:
+            job.source.resolve(key)
+            return ""
+        except FileFailed:
+            return NOT_FROM_SOURCE
+        except (OSError, ValueError, botocore.exceptions.BotoCoreError, botocore.exceptions.ClientError) as exc:
+            return f"could not be checked ({describe_error(exc)})"
+
+    with concurrent.futures.ThreadPoolExecutor(max(1, min(8, len(keys))), thread_name_prefix="clean") as pool:
+        return dict(zip(keys, pool.map(ask, keys), strict=True))
+
+
+def notes_summary(uploads: list[UnfinishedUpload], notes: dict[str, str]) -> str:
+    """', 2 of them not from this job's source' (and how many could not be checked), or ''."""
+    foreign = sum(1 for u in uploads if notes.get(u.key) == NOT_FROM_SOURCE)
+    unknown = sum(1 for u in uploads if notes.get(u.key, "").startswith("could not be checked"))
+    return (f", {foreign} of them {NOT_FROM_SOURCE}" if foreign else "") + \
+        (f", {unknown} of them could not be checked against the source" if unknown else "")  # fmt: skip
 
 
 def check_access(exc: BaseException, what: str) -> None:
@@ -2808,20 +2955,25 @@ def run_job(settings: Settings, stop: threading.Event, options: RunOptions = Run
     files, destination, uploads = list_job(job)
 
     # CLEAN, as in the original: every unfinished upload under the prefix, this job's or not, so that the question
-    # does not come back on the next run.
-    clean = bool(uploads) and decide_clean(uploads, job, options)
+    # does not come back on the next run; each one whose key the source does not have is marked wherever it is
+    # shown.  The source is asked once, and only if the uploads are shown.
+    notes = functools.cache(functools.partial(source_notes, job, uploads))
+    clean = bool(uploads) and decide_clean(uploads, job, options, notes)
     copy_from = choose_copy(job, files[0] if files else None)
     if options.dry_run:
         tasks = plan_files(settings, files, destination, [] if clean else uploads, source)
         if settings.job_type == "S3_TO_S3":
             report.info("copy     %s", "server-side (S3 copies the parts itself)" if copy_from else
                         "streamed through this machine")  # fmt: skip
-        print_dry_run(tasks, uploads if clean else [], des_client, settings, retry, source, bool(copy_from))
+        print_dry_run(tasks, uploads if clean else [], des_client, settings, retry, source, bool(copy_from),
+                      notes() if clean else {})  # fmt: skip
         return EXIT_OK
     started = time.monotonic()  # the transfer's time, not the time a person took to answer
     if clean:
         for u in uploads:
-            log.warning("CLEAN: aborting unfinished upload of %s (%s)", u.key, short_id(u.upload_id))
+            note = notes().get(u.key, "")
+            log.warning("CLEAN: aborting unfinished upload of %s (%s%s)", u.key, short_id(u.upload_id),
+                        f"; {note}" if note else "")  # fmt: skip
             abort_upload(des_client, settings.des_bucket, u.key, u.upload_id, retry)
         uploads = []
 
@@ -2854,8 +3006,8 @@ def run_job(settings: Settings, stop: threading.Event, options: RunOptions = Run
     code = EXIT_FAILED if failed or missing or source.listing_errors else EXIT_OK
     print_summary(results, source.listing_errors, engine.progress.sent_bytes, seconds, retry.retries, code)
     if options.report_path:
-        write_report(options.report_path, settings, results, missing, source.listing_errors, code, seconds,
-                     engine.progress.sent_bytes)  # fmt: skip
+        write_report(options.report_path, settings, dest_prefix, results, missing, source.listing_errors, code,
+                     seconds, engine.progress.sent_bytes)  # fmt: skip
     if code == EXIT_OK:  # the original's closing line, which scripts look for; never printed over a failure
         report.info("%s", mission_line(settings, time.monotonic() - options.run_started))
     return code
@@ -3036,24 +3188,30 @@ def plan_line(tasks: list[FileTask]) -> str:
     return f"{len(tasks)} file(s), {amount(tasks)}: " + (", ".join(parts) or "nothing to do")
 
 
-def decide_clean(uploads: list[UnfinishedUpload], job: Job, options: RunOptions) -> bool:
+def decide_clean(uploads: list[UnfinishedUpload], job: Job, options: RunOptions,
+                 notes: Callable[[], dict[str, str]]) -> bool:  # fmt: skip
+    """CLEAN or resume: --clean / --yes, else the prompt.  ``notes`` gives source_notes, asked only when shown."""
     settings = job.settings
     if options.clean_answer:
-        log.warning("%d unfinished multipart upload(s) under s3://%s/%s: %s", len(uploads), settings.des_bucket,
-                    job.dest_prefix, "CLEAN (--clean)" if options.clean_answer == "clean"
-                    else "resuming (--yes)")  # fmt: skip
+        log.warning("%d unfinished multipart upload(s) under s3://%s/%s: %s%s", len(uploads), settings.des_bucket,
+                    job.dest_prefix, "CLEAN (--clean)" if options.clean_answer == "clean" else "resuming (--yes)",
+                    notes_summary(uploads, notes()))  # fmt: skip
         return options.clean_answer == "clean"
     if options.dry_run and not settings.dont_ask_me_to_clean:
         log.info("dry run: not asking about %d unfinished upload(s); showing what resuming would do", len(uploads))
         return False
-    return ask_clean(uploads, settings, job.dest_prefix)
+    return ask_clean(uploads, settings, job.dest_prefix, notes())
 
 
 def print_dry_run(tasks: list[FileTask], cleaned: list[UnfinishedUpload], client, settings: Settings,
-                  retry: RetryPolicy, source, copies: bool = False) -> None:  # fmt: skip
-    """--dry-run: what a run would do, file by file; only listings are sent, nothing is written."""
+                  retry: RetryPolicy, source, copies: bool = False,
+                  notes: dict[str, str] | None = None) -> None:  # fmt: skip
+    """--dry-run: what a run would do, file by file; only listings are sent, nothing is written.  ``notes``:
+    source_notes of the uploads CLEAN aborts."""
     for u in cleaned:
-        report.info("clean    %s (abort unfinished upload %s)", u.key, short_id(u.upload_id))
+        note = (notes or {}).get(u.key, "")
+        report.info("clean    %s (abort unfinished upload %s%s)", u.key, short_id(u.upload_id),
+                    f"; {note}" if note else "")  # fmt: skip
     counts: dict[str, int] = {}
     for t in tasks:
         f = t.src
@@ -3089,13 +3247,15 @@ def print_dry_run(tasks: list[FileTask], cleaned: list[UnfinishedUpload], client
     report.info("dry run: %s; nothing was written", ", ".join(f"{n} to {v}" for v, n in counts.items()) or "no files")
 
 
-def write_report(path: str, settings: Settings, results: list[FileResult], missing: list[SourceFile],
-                 listing_errors: list[str], code: int, seconds: float, bytes_sent: int) -> None:  # fmt: skip
-    """--report: one JSON document with every file's outcome, for scripts and audits."""
+def write_report(path: str, settings: Settings, dest_prefix: str, results: list[FileResult],
+                 missing: list[SourceFile], listing_errors: list[str], code: int, seconds: float,
+                 bytes_sent: int) -> None:  # fmt: skip
+    """--report: one JSON document with every file's outcome, for scripts and audits.  ``dest_prefix`` is the job's
+    (Job.dest_prefix): where the objects went."""
     document = {
         "tool": f"s3_upload {__version__}",
         "job_type": settings.job_type,
-        "destination": f"s3://{settings.des_bucket}/{folder_prefix(settings.s3_prefix)}",
+        "destination": f"s3://{settings.des_bucket}/{dest_prefix}",
         "exit_code": code,
         "seconds": round(seconds, 3),
         "bytes_sent": bytes_sent,
@@ -3242,6 +3402,7 @@ def default_config_path() -> str:
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
         prog="s3_upload",
+        allow_abbrev=False,  # a flag is spelt out: --verify must not silently mean --verify-md5
         description="Multi-threaded, resumable, MD5-verified upload of large files to Amazon S3 (LOCAL_TO_S3) or "
         "between buckets of two accounts (S3_TO_S3) or from Aliyun OSS (ALIOSS_TO_S3). Settings come from the config "
         "module (s3_upload_config.py); the flags below override single values for one run.",
@@ -3462,18 +3623,33 @@ def open_queue(job: Job, queue_url: str):
                         f"ACCOUNT/NAME)")  # fmt: skip
     sqs = job.endpoints.sqs_client()
     try:
-        job.retry.call("SQS queue", functools.partial(sqs.get_queue_attributes, QueueUrl=queue_url,
-                                                      AttributeNames=["VisibilityTimeout"]))  # fmt: skip
+        answer = job.retry.call("SQS queue", functools.partial(sqs.get_queue_attributes, QueueUrl=queue_url,
+                                                               AttributeNames=["VisibilityTimeout"]))  # fmt: skip
     except botocore.exceptions.ClientError as exc:
         code = error_code(exc)
         if code in QUEUE_MISSING_CODES:
             raise UserError(f"queue {queue_url} does not exist; create it (see README) or fix the URL") from None
         if code in CREDENTIAL_ERROR_CODES or "AccessDenied" in code:
             raise UserError(f"queue {queue_url}: {code}; give the SQS profile (SQSProfileName) access to it") from None
-        raise
+        status = exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode", "?")
+        answer = f"HTTP {status}" if code in ("", str(status)) else f"{code} (HTTP {status})"  # "403": no code in it
+        raise UserError(not_sqs(queue_url, sqs, answer)) from None
     except botocore.exceptions.EndpointConnectionError:
         raise UserError(f"queue {queue_url}: cannot connect; check the URL and SQSEndpointURL") from None
+    except botocore.parsers.ResponseParserError:
+        raise UserError(not_sqs(queue_url, sqs, "something botocore cannot read")) from None
+    if "VisibilityTimeout" not in answer.get("Attributes", {}):  # a 200 from anything else: sends would go nowhere
+        raise UserError(not_sqs(queue_url, sqs, "without the queue's attributes"))
     return sqs
+
+
+def not_sqs(queue_url: str, sqs, answer: str) -> str:
+    """The first request to the queue got an answer SQS does not give (an S3 store's XML error, say): the endpoint
+    is not the queue's.  The answer's body is not repeated: it can be a page of XML."""
+    return (
+        f"queue {queue_url}: {sqs.meta.endpoint_url} answered {answer}, which is not SQS's answer; set "
+        f"SQSEndpointURL to the queue's SQS endpoint, or SQSProfileName to a profile for SQS"
+    )
 
 
 def send_to_queue(settings: Settings, stop: threading.Event, options: RunOptions, queue_url: str) -> int:

@@ -44,6 +44,16 @@ def error_line(run) -> str:
     return lines[0]
 
 
+class Expr:
+    """A config value written as Python source (write_config writes each value's repr)."""
+
+    def __init__(self, source: str):
+        self.source = source
+
+    def __repr__(self) -> str:
+        return self.source
+
+
 def assert_user_error(run, *words: str) -> str:
     line = error_line(run)
     for word in words:
@@ -141,6 +151,32 @@ BAD_VALUES = [
     ("ali_access_key_secret-int", dict(OSS_JOB, ali_access_key_secret=7),
      ("ali_access_key_secret", "must be str", "(value not shown)")),
     ("ali_endpoint-ftp", dict(OSS_JOB, ali_endpoint="ftp://oss.example"), ("ali_endpoint", "not an OSS endpoint")),
+    ("ali_endpoint-port-above-65535", dict(OSS_JOB, ali_endpoint="oss.example:99999"),
+     ("ali_endpoint", "'oss.example:99999'", "not an OSS endpoint")),
+    ("ali_endpoint-unclosed-bracket", dict(OSS_JOB, ali_endpoint="oss[.example"), ("ali_endpoint", "not an OSS")),
+    # Values that passed the checks above and then raised inside the tool (ValueError, a hang) or at the first request.
+    ("SrcFileIndex-NUL", {"SrcFileIndex": "a\0b"}, ("SrcFileIndex", "'a\\x00b'", "NUL", "remove it")),
+    ("LogDir-NUL", {"LogDir": "log\0"}, ("LogDir", "'log\\x00'", "NUL", "remove it")),
+    ("SrcDir-NUL", {"SrcDir": "/data\0"}, ("SrcDir", "'/data\\x00'", "NUL", "remove it")),
+    ("DesEndpointURL-no-host", {"DesEndpointURL": "http://"}, ("DesEndpointURL", "'http://'", "no host",
+                                                              "http(s)://HOST[:PORT]")),
+    ("DesEndpointURL-port-above-65535", {"DesEndpointURL": "http://127.0.0.1:99999"},
+     ("DesEndpointURL", "'http://127.0.0.1:99999'", "port", "1 to 65535")),
+    ("SrcEndpointURL-port-not-a-number", {"SrcEndpointURL": "http://s3.local:port"},
+     ("SrcEndpointURL", "'http://s3.local:port'", "port", "1 to 65535")),
+    ("SrcEndpointURL-space-in-host", {"SrcEndpointURL": "http://s3 local"}, ("SrcEndpointURL", "host")),
+    ("DesEndpointURL-unclosed-IPv6", {"DesEndpointURL": "http://[::1:8333"}, ("DesEndpointURL", "not a URL",
+                                                                            "[brackets]")),
+    ("DesEndpointURL-with-a-query", {"DesEndpointURL": "http://s3.local?x=1"}, ("DesEndpointURL", "?query")),
+    ("SQSEndpointURL-no-host", {"SQSEndpointURL": "https://"}, ("SQSEndpointURL", "'https://'", "no host")),
+    ("RetryDelay-NaN", {"RetryDelay": Expr("float('nan')")}, ("RetryDelay", "nan", "finite", "RetryDelay = 5")),
+    ("ConnectTimeout-inf", {"ConnectTimeout": Expr("float('inf')")}, ("ConnectTimeout", "inf", "finite")),
+    ("ReadTimeout-NaN", {"ReadTimeout": Expr("float('nan')")}, ("ReadTimeout", "nan", "finite")),
+    ("SQSIdleSeconds-NaN", {"SQSIdleSeconds": Expr("float('nan')")}, ("SQSIdleSeconds", "nan", "finite")),
+    ("MaxThread-above-1000", {"MaxThread": 1001}, ("MaxThread", "1001", "at most 1000")),
+    ("MaxParallelFile-above-1000", {"MaxParallelFile": 1001}, ("MaxParallelFile", "1001", "at most 1000")),
+    ("MaxThread-more-memory-than-this-machine", {"MaxThread": 1000, "MaxParallelFile": 1000, "ChunkSize": 5 * GiB},
+     ("MaxParallelFile 1000 x MaxThread 1000 x ChunkSize 5368709120", "memory", "lower")),
 ]  # fmt: skip
 
 
@@ -233,6 +269,82 @@ def test_wrong_secret_key_mentions_credentials_and_never_shows_the_secret(
     assert SECRET not in text
 
 
+def set_profile_line(aws_profiles, profile: str, option: str, value: str | None) -> None:
+    """Give a profile of ~/.aws/config another value for one of its lines (region, endpoint_url); None drops it."""
+    path = aws_profiles.directory / "config"
+    sections = path.read_text().split("\n\n")
+    for n, section in enumerate(sections):
+        if section.startswith(f"[profile {profile}]\n"):
+            lines = [f"{option} = {value}" if line.startswith(f"{option} =") else line for line in section.split("\n")]
+            sections[n] = "\n".join(line for line in lines if line != f"{option} = None")
+    path.write_text("\n\n".join(sections))
+
+
+@pytest.mark.parametrize(
+    ("option", "value", "words"),
+    [
+        ("endpoint_url", "not a url", ("DesProfileName 'odd'", "endpoint_url", "'not a url'", "~/.aws/config",
+                                       "DesEndpointURL")),
+        ("endpoint_url", "http://127.0.0.1:99999", ("DesProfileName 'odd'", "endpoint_url", "'http://127.0.0.1:99999'",
+                                                    "port", "1 to 65535", "~/.aws/config")),
+        ("region", "us east 1!", ("DesProfileName 'odd'", "region", "'us east 1!'", "~/.aws/config", "us-east-1")),
+    ],
+    ids=["endpoint-not-a-url", "endpoint-port-above-65535", "region-not-a-region"],
+)  # fmt: skip
+def test_a_bad_value_in_the_profile_is_one_line_naming_it(dst, bucket, source, make_config, aws_profiles, dst_server,
+                                                          option, value, words):  # fmt: skip
+    aws_profiles.add("odd", dst_server.endpoint_url, *DST_KEYS)
+    set_profile_line(aws_profiles, "odd", option, value)
+    for extra in ((), ("--dry-run",)):
+        run = run_tool(make_config(DesProfileName="odd"), extra=extra)
+        line = assert_user_error(run, *words)
+        assert "rerun" not in line, line  # nothing a rerun would fix
+    assert_nothing_uploaded(dst, bucket)
+
+
+def test_a_bad_endpoint_in_the_source_profile_names_src_profile_name(dst, bucket, make_config, aws_profiles):
+    aws_profiles.add("oddsrc", "http://127.0.0.1:70000", *DST_KEYS)
+    run = run_tool(make_config(JobType="S3_TO_S3", SrcBucket="some-source-bucket", SrcProfileName="oddsrc"))
+    line = assert_user_error(run, "SrcProfileName 'oddsrc'", "'http://127.0.0.1:70000'", "port", "SrcEndpointURL")
+    assert "DesProfileName" not in line
+    assert_nothing_uploaded(dst, bucket)
+
+
+@pytest.mark.parametrize("broken", ["config", "credentials"])
+def test_a_syntax_error_in_the_aws_files_is_one_line_naming_the_file(dst, bucket, source, make_config, aws_profiles,
+                                                                     broken):  # fmt: skip
+    config = make_config()
+    path = aws_profiles.directory / broken
+    path.write_text(path.read_text() + "\n[profile unclosed\nregion = us-east-1\n")
+    run = run_tool(config)
+    line = assert_user_error(run, str(path), "cannot be parsed", "fix")
+    assert "rerun" not in line, line
+    assert_nothing_uploaded(dst, bucket)
+
+
+def test_the_queue_of_a_profile_without_region_is_one_line(dst, bucket, source, make_config, aws_profiles, dst_server):
+    """A profile for an S3-compatible store often holds only endpoint_url; the queue is never behind it, so without
+    SQSEndpointURL it is AWS's SQS of the profile's region, and there is none."""
+    aws_profiles.add("storeonly", dst_server.endpoint_url, *DST_KEYS)
+    set_profile_line(aws_profiles, "storeonly", "region", None)
+    config = make_config(DesProfileName="storeonly")
+    proc = subprocess.run([*tool_command(config), "--sqs-worker", "https://sqs.us-east-1.amazonaws.com/1/q"],
+                          cwd=config.parent, stdin=subprocess.DEVNULL, capture_output=True, text=True,
+                          timeout=120)  # fmt: skip
+    assert_user_error(Run(proc), "DesProfileName 'storeonly' has no region", "SQS", "set region", "~/.aws/config")
+    assert_nothing_uploaded(dst, bucket)
+
+
+def test_sqs_profile_with_a_bad_endpoint_is_one_line(dst, bucket, source, make_config, aws_profiles):
+    aws_profiles.add("oddqueue", "http://", *DST_KEYS)
+    config = make_config(SQSProfileName="oddqueue")
+    proc = subprocess.run([*tool_command(config), "--sqs-send", "http://127.0.0.1:1/123456789012/q"],
+                          cwd=config.parent, stdin=subprocess.DEVNULL, capture_output=True, text=True,
+                          timeout=120)  # fmt: skip
+    assert_user_error(Run(proc), "SQSProfileName 'oddqueue'", "endpoint_url", "'http://'", "SQSEndpointURL")
+    assert_nothing_uploaded(dst, bucket)
+
+
 # ---------------------------------------------------------------------------------------------------------------------
 # The config file itself and the command line
 # ---------------------------------------------------------------------------------------------------------------------
@@ -315,6 +427,35 @@ def test_unknown_command_line_argument(tmp_path):
     assert "Traceback" not in proc.stdout + proc.stderr
     errors = [line for line in proc.stderr.splitlines() if "error:" in line]
     assert len(errors) == 1 and "unrecognized arguments: --confg" in errors[0], proc
+
+
+def test_an_abbreviated_flag_is_not_taken_for_a_longer_one(source, make_config):
+    """--verify is not --verify-md5, --dry not --dry-run: a flag is spelt out or refused."""
+    for flag in ("--verify", "--dry"):
+        run = run_tool(make_config(), extra=(flag,))
+        assert run.code == 2, run
+        assert "Traceback" not in run.output, run
+        errors = [line for line in run.stderr.splitlines() if "error:" in line]
+        assert len(errors) == 1 and f"unrecognized arguments: {flag}" in errors[0], run
+
+
+@pytest.mark.parametrize(
+    ("flags", "words"),
+    [
+        (("--threads", "100000000"), ("MaxThread", "100000000", "at most 1000")),
+        (("--parallel-files", "5000"), ("MaxParallelFile", "5000", "at most 1000")),
+        (("--threads", "1000", "--parallel-files", "1000", "--chunk-size", "5GiB"),
+         ("MaxParallelFile 1000 x MaxThread 1000 x ChunkSize 5368709120", "memory")),
+        (("--idle-exit", "nan"), ("SQSIdleSeconds", "nan", "finite")),
+    ],
+    ids=["threads", "parallel-files", "memory", "idle-exit-nan"],
+)  # fmt: skip
+def test_a_flag_value_out_of_bounds_is_one_line_also_with_dry_run(dst, bucket, source, make_config, flags, words):
+    """--threads 100000000 used to hang (even with --dry-run): a connection pool that large is built slot by slot."""
+    for extra in (flags, (*flags, "--dry-run")):
+        run = run_tool(make_config(), extra=extra, timeout=60)
+        assert_user_error(run, *words)
+    assert_nothing_uploaded(dst, bucket)
 
 
 # ---------------------------------------------------------------------------------------------------------------------

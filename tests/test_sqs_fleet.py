@@ -4,6 +4,7 @@ is left on S3 and what is left in the queues."""
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import hashlib
 import json
@@ -17,12 +18,14 @@ import uuid
 
 import boto3
 import pytest
+from test_config_errors import assert_user_error
 from test_resume import start_upload
 
 import s3_upload
 from conftest import (
     DST_KEYS,
     MiB,
+    Run,
     assert_tree_uploaded,
     list_keys,
     md5_file,
@@ -188,13 +191,15 @@ def data_parts(client, bucket: str, key: str) -> list[int]:
 def test_sqs_profile_name_gives_the_queue_its_own_profile(dst, bucket, src_dir, sqs, queues, fleet_config,
                                                           aws_profiles, moto_url):  # fmt: skip
     """A third profile holds the queue: SQS is reached with its endpoint and keys, S3 with the destination's (whose
-    endpoint, SeaweedFS, has no SQS: without SQSProfileName the sender is refused there and queues nothing)."""
+    endpoint, SeaweedFS, has no SQS).  Without SQSProfileName and SQSEndpointURL the sender asks AWS's SQS (which
+    this machine cannot reach, or which refuses the test's keys): one line, exit 2, nothing queued."""
     queue, dlq = queues
     aws_profiles.add("queue", moto_url, "queueAccessKey", "queueSecretKey")
     write_file(src_dir / "a.bin", CHUNK + 5)
     write_file(src_dir / "b.txt", 50)
     without = run(fleet_config(SQSEndpointURL=""), "--sqs-send", queue)
-    assert without.returncode != 0 and queue_count(sqs, queue) == 0, without.stderr
+    assert_user_error(Run(without), f"queue {queue}")
+    assert queue_count(sqs, queue) == 0
     sent = run(fleet_config(SQSEndpointURL="", SQSProfileName="queue"), "--sqs-send", queue)
     assert sent.returncode == 0 and "queued 2 file(s)" in sent.stdout, sent.stderr
     worker = run(fleet_config("w1", SQSEndpointURL="", SQSProfileName="queue", SQSIdleSeconds=1), "--sqs-worker", queue)
@@ -202,6 +207,34 @@ def test_sqs_profile_name_gives_the_queue_its_own_profile(dst, bucket, src_dir, 
     assert assert_tree_uploaded(dst, bucket, "up/", src_dir) == 2
     assert unfinished_uploads(dst, bucket) == []
     assert queue_count(sqs, queue) == 0 and queue_count(sqs, dlq) == 0
+
+
+def test_the_queue_never_inherits_the_s3_profiles_endpoint_url(aws_profiles, moto_url):
+    """The README tells users of S3-compatible stores to set endpoint_url in the destination's profile; their SQS is
+    not there.  Without SQSEndpointURL and SQSProfileName the queue is AWS's SQS of the profile's region; a profile
+    named for SQS keeps its own endpoint_url; SQSEndpointURL wins over both."""
+    settings = s3_upload.Settings(des_bucket="b", src_dir=".", des_profile="dst")  # endpoint_url: SeaweedFS
+
+    def endpoint(**changes) -> str:
+        return s3_upload.Endpoints(dataclasses.replace(settings, **changes)).sqs_client().meta.endpoint_url
+
+    assert endpoint() == "https://sqs.us-east-1.amazonaws.com"
+    aws_profiles.add("queue", moto_url, "queueAccessKey", "queueSecretKey")
+    assert endpoint(sqs_profile="queue") == moto_url
+    assert endpoint(sqs_profile="dst", sqs_endpoint_url=moto_url) == moto_url
+    assert endpoint(sqs_endpoint_url="http://127.0.0.1:9324") == "http://127.0.0.1:9324"
+
+
+@pytest.mark.parametrize("role", ["--sqs-send", "--sqs-worker"])
+def test_a_queue_endpoint_that_answers_as_s3_is_one_line(dst, bucket, src_dir, fleet_config, dst_server, role):
+    """SQSEndpointURL set to the S3 store's own port (what inheriting the profile's endpoint_url did): the store
+    answers in S3's XML, which is no queue: one line naming the queue and the options to fix, before any work."""
+    write_file(src_dir / "a.txt", 10)
+    queue = f"{dst_server.endpoint_url}/123456789012/files"
+    proc = run(fleet_config(SQSEndpointURL=dst_server.endpoint_url), role, queue)
+    line = assert_user_error(Run(proc), f"queue {queue}", "not SQS", "SQSEndpointURL", "SQSProfileName")
+    assert "<?xml" not in proc.stdout + proc.stderr and "rerun" not in line, line
+    assert list_keys(dst, bucket) == {} and unfinished_uploads(dst, bucket) == []
 
 
 def test_two_workers_racing_on_one_file(dst, bucket, src_dir, tmp_path, sqs, queues, fleet_config):

@@ -752,8 +752,11 @@ def test_settings_advanced_options_and_flags(seed_values):
         ("RetryDelay", 0),
         ("MaxThread", 1),
         ("MaxParallelFile", 1),
+        ("MaxThread", 1000),
+        ("MaxParallelFile", 1000),
         ("ConnectTimeout", 0.001),
         ("ReadTimeout", 1),
+        ("ReadTimeout", 7 * 24 * 3600),
         ("MaxBandwidth", 0),
         ("SQSIdleSeconds", 0.1),
         ("SQSVisibilityTimeout", 1),
@@ -761,7 +764,10 @@ def test_settings_advanced_options_and_flags(seed_values):
     ],
 )
 def test_settings_boundary_values_are_accepted(seed_values, name, value):
-    settings = s3_upload.settings_from_values(dict(seed_values, **{name: value}))
+    """One file, one part and 5 MiB parts in flight unless the case says otherwise: 5 GiB in all at most, which fits
+    this machine's memory (MaxParallelFile x MaxThread x ChunkSize must)."""
+    values = {**seed_values, "MaxThread": 1, "MaxParallelFile": 1, "ChunkSize": 5 * MiB, name: value}
+    settings = s3_upload.settings_from_values(values)
     assert getattr(settings, s3_upload.CONFIG_OPTIONS[name][0]) == value  # kept as given, not replaced by a default
 
 
@@ -786,6 +792,9 @@ def test_settings_boundary_values_are_accepted(seed_values, name, value):
         ("SrcFileIndex", ""),
         ("S3Prefix", None),
         ("RetryDelay", -1),
+        ("RetryDelay", float("nan")),
+        ("ReadTimeout", 7 * 24 * 3600 + 1),
+        ("MaxThread", 1001),
         ("SrcDir", ""),
         ("SrcDir", "/nonexistent/s3_upload-test-dir"),
     ],
@@ -794,6 +803,19 @@ def test_settings_bad_values_name_the_option(seed_values, name, value):
     with pytest.raises(s3_upload.UserError) as info:
         s3_upload.settings_from_values(dict(seed_values, **{name: value}))
     assert name in str(info.value)
+
+
+def test_settings_part_buffers_must_fit_this_machines_memory(seed_values, monkeypatch):
+    """MaxParallelFile x MaxThread parts in flight, a ChunkSize buffer each: at most the machine's memory (where the
+    system says how much)."""
+    monkeypatch.setattr(s3_upload, "physical_memory", lambda: GiB)
+    fits = {**seed_values, "ChunkSize": 64 * MiB, "MaxThread": 4, "MaxParallelFile": 4}  # 1 GiB exactly
+    assert s3_upload.settings_from_values(fits).max_thread == 4
+    said = r"^MaxParallelFile 4 x MaxThread 5 x ChunkSize 67108864 = 1\.2 GiB of part buffers, more than this "
+    with pytest.raises(s3_upload.UserError, match=said + r"machine's memory \(1\.0 GiB\); lower one of them$"):
+        s3_upload.settings_from_values(dict(fits, MaxThread=5))
+    monkeypatch.setattr(s3_upload, "physical_memory", lambda: 0)  # the system does not say: not checked
+    assert s3_upload.settings_from_values(dict(fits, MaxThread=5)).max_thread == 5
 
 
 def test_settings_src_dir_that_is_a_file(seed_values, tmp_path):
@@ -1326,6 +1348,40 @@ def test_clean_prompt_lists_twenty_uploads_and_counts_the_others(s3_log):
     assert lines[21] == "  ... and 5 more (--dry-run --clean lists them all)"
 
 
+def test_clean_notes_ask_the_source_about_each_key_once_and_a_failure_to_ask_is_no_verdict(s3_log):
+    """S3Prefix "data": the source has data/own.bin, not database/x; data/locked it cannot be asked about (the
+    HeadObject is refused), which says nothing either way.  The prompt shows each note and counts them."""
+    import types
+
+    asked: list[str] = []
+
+    class Source:
+        def resolve(self, key: str):
+            asked.append(key)
+            if key == "database/x":
+                raise s3_upload.FileFailed("s3://src/database/x is not in the source")
+            if key == "data/locked":
+                raise client_error("AccessDenied", 403, "Access Denied", op="HeadObject")
+            return SourceFile(key=key, size=1, mtime=0.0)
+
+    uploads = [UnfinishedUpload("data/own.bin", "id1", 0.0), UnfinishedUpload("database/x", "id2", 0.0),
+               UnfinishedUpload("data/locked", "id3", 0.0), UnfinishedUpload("database/x", "id4", 0.0)]  # fmt: skip
+    notes = s3_upload.source_notes(types.SimpleNamespace(source=Source()), uploads)
+    assert sorted(asked) == ["data/locked", "data/own.bin", "database/x"]  # once per key
+    assert notes == {"data/own.bin": "", "database/x": "not from this job's source",
+                     "data/locked": "could not be checked (AccessDenied (HTTP 403): Access Denied)"}  # fmt: skip
+    settings = Settings(des_bucket="b", src_dir=".", dont_ask_me_to_clean=True)
+    assert s3_upload.ask_clean(uploads, settings, "data", notes) is False
+    assert [r.getMessage() for r in s3_log.records][:5] == [
+        "4 unfinished multipart upload(s) under s3://b/data (CLEAN aborts them all, 2 of them not from this job's "
+        "source, 1 of them could not be checked against the source):",
+        "  data/own.bin (upload id1)",
+        "  database/x (upload id2): not from this job's source",
+        "  data/locked (upload id3): could not be checked (AccessDenied (HTTP 403): Access Denied)",
+        "  database/x (upload id4): not from this job's source",
+    ]
+
+
 # ----------------------------------------------------------------------------------------------------------------------
 # Sessions and clients: the "default" profile, ALIOSS_TO_S3's endpoint, timestamps
 # ----------------------------------------------------------------------------------------------------------------------
@@ -1436,6 +1492,28 @@ def test_a_queue_that_cannot_be_used_is_one_line_before_any_work(error, says):
     url = "https://sqs.eu-west-1.amazonaws.com/123456789012/files"
     with pytest.raises(s3_upload.UserError, match=f"^queue {url}:? {says}"):
         s3_upload.open_queue(queue_job(FakeClient(get_queue_attributes=error)), url)
+
+
+@pytest.mark.parametrize(
+    ("answer", "says"),
+    [
+        (client_error("403", 403, op="GetQueueAttributes"), "answered HTTP 403"),  # an S3 store's XML, unreadable
+        (client_error("InvalidAction", 400, op="GetQueueAttributes"), "answered InvalidAction \\(HTTP 400\\)"),
+        (botocore.parsers.ResponseParserError("Unable to parse response"), "answered something botocore cannot read"),
+        ({"ResponseMetadata": {"HTTPStatusCode": 200}}, "answered without the queue's attributes"),
+    ],
+    ids=["s3-xml", "unknown-action", "unparsable", "no-attributes"],
+)  # fmt: skip
+def test_an_endpoint_that_does_not_answer_as_sqs_is_one_line_naming_the_options(answer, says):
+    """Not the queue's endpoint (an S3 store, a web server): one line before any work, never "queued" into nowhere."""
+    import types
+
+    url = "http://127.0.0.1:8333/123456789012/files"
+    sqs = FakeClient(get_queue_attributes=answer)
+    sqs.meta = types.SimpleNamespace(endpoint_url="http://127.0.0.1:8333")
+    with pytest.raises(s3_upload.UserError, match=f"^queue {url}: http://127.0.0.1:8333 {says}, which is not SQS's "
+                                                  f"answer; set SQSEndpointURL .*, or SQSProfileName "):  # fmt: skip
+        s3_upload.open_queue(queue_job(sqs), url)
 
 
 def test_a_queue_url_without_scheme_is_refused_before_any_request():

@@ -48,10 +48,12 @@ from conftest import (
     Run,
     assert_tree_uploaded,
     list_keys,
+    md5,
     md5_file,
     modified_earlier,
     new_bucket,
     object_md5,
+    remove_bucket,
     run_tool,
     tool_command,
     unfinished_uploads,
@@ -371,6 +373,8 @@ def test_dry_run_shows_each_decision_and_writes_nothing(dst, bucket, dry_run_set
     cleaned = sorted(line.split(" (")[0] for line in lines if line.startswith("clean "))
     # CLEAN aborts every unfinished upload under the prefix, this job's or not (README, "Resume and CLEAN").
     assert cleaned == ["clean    up/other-job.bin", "clean    up/restart.bin", "clean    up/resume.bin"], run
+    marked = [line for line in lines if line.endswith("not from this job's source)")]
+    assert [line.split(" (")[0] for line in marked] == ["clean    up/other-job.bin"], run  # not in SrcDir
     assert "upload   up/resume.bin (11.0 MiB, 3 parts of 5.0 MiB)" in lines, run  # after CLEAN: from scratch
     assert lines[-1] == "dry run: 1 to skip, 4 to upload; nothing was written", run
     assert server_state(dst, bucket) == dry_run_setup
@@ -446,6 +450,48 @@ def test_yes_resumes_and_clean_restarts_without_asking(dst, bucket, src_dir, mak
     assert_usage_error(run, "not allowed with")
 
 
+def test_clean_marks_the_uploads_whose_key_this_jobs_source_does_not_have(src, src_bucket, dst, bucket, make_config,
+                                                                        src_profile):  # fmt: skip
+    """S3_TO_S3 with S3Prefix "data" lists (and CLEAN aborts) the unfinished uploads under "database/" too, as the
+    original did.  Each one whose key the source does not have is marked, in the prompt, in --dry-run, in the
+    --clean/--yes line and in the CLEAN lines, so a person sees what CLEAN takes before typing it."""
+    own = os.urandom(CHUNK + MiB)
+    src.put_object(Bucket=src_bucket, Key="data/own.bin", Body=own)
+    own_id = start_upload(dst, bucket, "data/own.bin", own, CHUNK, parts=(1,))
+    other_id = start_upload(dst, bucket, "database/x", os.urandom(CHUNK), CHUNK, parts=(1,))
+    config = make_config(JobType="S3_TO_S3", SrcBucket=src_bucket, SrcProfileName=src_profile, S3Prefix="data",
+                         DontAskMeToClean=False, CopyMode="stream")  # fmt: skip
+    before = server_state(dst, bucket)
+    note = "not from this job's source"
+
+    run = run_with(config, "--dry-run", "--clean")
+    assert run.code == 0, run
+    assert f"clean    database/x (abort unfinished upload {s3_upload.short_id(other_id)}; {note})" in \
+        run.stdout.splitlines(), run  # fmt: skip
+    assert f"clean    data/own.bin (abort unfinished upload {s3_upload.short_id(own_id)})" in run.stdout.splitlines()
+    assert "CLEAN (--clean), 1 of them " + note in run.stderr, run
+    assert server_state(dst, bucket) == before
+
+    run = run_with(config, stdin="\n")  # the prompt, answered with Enter: resume
+    assert run.code == 0, run
+    assert s3_upload.CLEAN_PROMPT in run.stdout
+    shown = [line.split(" WARNING ", 1)[-1] for line in run.stderr.splitlines()]
+    assert f"2 unfinished multipart upload(s) under s3://{bucket}/data (CLEAN aborts them all, 1 of them {note}):" \
+        in shown, run  # fmt: skip
+    assert f"  database/x (upload {s3_upload.short_id(other_id)}): {note}" in shown, run
+    assert f"  data/own.bin (upload {s3_upload.short_id(own_id)})" in shown, run
+    assert object_md5(dst, bucket, "data/own.bin") == md5(own)  # resumed and complete
+    assert [u["UploadId"] for u in unfinished_uploads(dst, bucket)] == [other_id]  # Enter resumes: nothing aborted
+
+    run = run_with(config, "--clean")
+    assert run.code == 0, run
+    assert any(line.endswith(f"CLEAN: aborting unfinished upload of database/x ({s3_upload.short_id(other_id)}; "
+                             f"{note})") for line in run.stderr.splitlines()), run  # fmt: skip
+    assert unfinished_uploads(dst, bucket) == []
+    assert list_keys(dst, bucket) == {"data/own.bin": len(own)}
+    assert object_md5(dst, bucket, "data/own.bin") == md5(own)
+
+
 # ---------------------------------------------------------------------------------------------------------------------
 # 4. --report
 # ---------------------------------------------------------------------------------------------------------------------
@@ -492,6 +538,34 @@ def test_report_lists_every_file_with_status_parts_and_etag(dst, bucket, src_dir
     for f in files.values():
         assert f["retries"] == 0 and isinstance(f["seconds"], (int, float)) and f["seconds"] >= 0
     assert assert_tree_uploaded(dst, bucket, "up/", src_dir) == 3
+
+
+def test_report_destination_is_where_the_objects_went(src, src_bucket, dst, bucket, src_dir, tmp_path, make_config,
+                                                      src_profile):  # fmt: skip
+    """LOCAL_TO_S3 writes S3Prefix "//lead//x/" as "lead/x/"; S3_TO_S3 keeps the source's keys, so "data" is the
+    destination prefix as typed (it takes data/..., data.txt and database/...)."""
+    write_file(src_dir / "a.txt", 10)
+    path = tmp_path / "local.json"
+    run = run_with(make_config(S3Prefix="//lead//x/"), "--report", str(path))
+    assert run.code == 0, run
+    assert json.loads(path.read_text())["destination"] == f"s3://{bucket}/lead/x/"
+    assert list(list_keys(dst, bucket)) == ["lead/x/a.txt"]
+    assert object_md5(dst, bucket, "lead/x/a.txt") == md5_file(src_dir / "a.txt")
+
+    other = new_bucket(dst)
+    try:
+        src.put_object(Bucket=src_bucket, Key="data.txt", Body=b"data")
+        src.put_object(Bucket=src_bucket, Key="data/b.txt", Body=b"bbb")
+        path = tmp_path / "copy.json"
+        run = run_with(make_config(JobType="S3_TO_S3", SrcBucket=src_bucket, SrcProfileName=src_profile,
+                                   S3Prefix="data", DesBucket=other), "--report", str(path))  # fmt: skip
+        assert run.code == 0, run
+        assert json.loads(path.read_text())["destination"] == f"s3://{other}/data"
+        assert list_keys(dst, other) == {"data.txt": 4, "data/b.txt": 3}
+        for key in ("data.txt", "data/b.txt"):
+            assert object_md5(dst, other, key) == object_md5(src, src_bucket, key)
+    finally:
+        remove_bucket(dst, other)
 
 
 # ---------------------------------------------------------------------------------------------------------------------
