@@ -1821,6 +1821,7 @@ class FileResult:
     retries: int = 0
     expected_etag: str = ""  # computed here from the part MD5s
     etag_is_md5: bool = True  # False for KMS or SSE-C objects, whose ETag cannot be checked
+    etag_known: bool = True  # the ETag S3 should have is known here (False: parts copied by S3 itself)
     bytes_copied: int = 0  # copied by S3 itself (CopyMode), never through this machine
     proof: str = ""  # what proves the object equal to its source: see Shape
 
@@ -2138,6 +2139,7 @@ class CopyParts:
             result.expected_etag = f.etag
             if not shape.checksum:
                 result.proof = PROOF_ETAG
+        result.etag_known = bool(result.expected_etag)
         return answer
 
     def part(self, f: SourceFile, upload_id: str, number: int, offset: int, length: int, shape: Shape,
@@ -2344,7 +2346,7 @@ class Engine:
         result.etag, result.expected_etag, result.etag_is_md5 = etag, expected, etag_is_md5(completed)
         # Parts copied by S3 carry the store's ETags (not always their MD5s): the object's ETag is checked against
         # our digests when every part's MD5 is known here, against the source's when the layout is the source's.
-        known = not any(p.copied for p in parts)
+        result.etag_known = known = not any(p.copied for p in parts)
         if result.etag_is_md5 and known and etag != expected:
             why = f"ETag mismatch after complete: S3 has {etag}, computed from our parts {expected}"
             raise self._discard(f.key, why)
@@ -2553,22 +2555,39 @@ class Engine:
     # -- 6. Verify ------------------------------------------------------------------------------------------------
 
     def _verify_by_reread(self, f: SourceFile, shape: Shape, result: FileResult) -> bool:
-        """ifVerifyMD5: read the whole source again, recompute the ETag; on mismatch delete the object."""
-        if not shape.multipart:
-            digest = md5_of(self.retry.call(f"READ {f.key}", lambda: self.source.read(f, 0, f.size)))[0]
-            expected = digest.hex()
-        else:
-            digests = []
-            for number, offset, length in shape.plan.parts():
-                data = self.retry.call(
-                    f"VERIFY {f.key} part {number}", functools.partial(self.source.read, f, offset, length)
-                )
-                digests.append(hashlib.md5(data).digest())
-            expected = multipart_etag(digests)
-        uploaded = result.etag if result.etag_is_md5 else result.expected_etag
-        if expected == uploaded:
-            log.info("verified %s: re-read ETag %s matches", f.key, expected)
-            return True
+        """ifVerifyMD5: read the whole source again and recompute the ETag.  It is compared with what the completion
+        itself accepted: S3's ETag when it is built from the MD5s of our parts; what was sent when S3's is no MD5
+        (KMS, SSE-C); nothing more when S3 copied the parts itself and its copies carry ETags of the store's own (the
+        pinned copy stays the proof).  A difference is S3's fault only while the source is still the version sent:
+        then the object is deleted and the file sent again (False); a source changed since fails the file and the
+        object, which holds the version listed, is kept."""
+        try:
+            if not shape.multipart:
+                digest = md5_of(self.retry.call(f"READ {f.key}", lambda: self.source.read(f, 0, f.size)))[0]
+                expected = digest.hex()
+            else:
+                digests = []
+                for number, offset, length in shape.plan.parts():
+                    data = self.retry.call(
+                        f"VERIFY {f.key} part {number}", functools.partial(self.source.read, f, offset, length)
+                    )
+                    digests.append(hashlib.md5(data).digest())
+                expected = multipart_etag(digests)
+            if result.etag_is_md5 and result.etag_known:
+                uploaded = result.etag
+            elif not result.bytes_copied:
+                uploaded = result.expected_etag
+            else:
+                log.info("verified %s: the source re-read is the version S3 copied (ETag %s); the copy's ETag is the "
+                         "store's own: proven by %s", f.key, expected, result.proof)  # fmt: skip
+                return True
+            if expected == uploaded:
+                log.info("verified %s: re-read ETag %s matches", f.key, expected)
+                return True
+            self._check_unchanged(f)
+        except SourceChanged:
+            raise SourceChanged(f"{self.source.describe(f)} changed after it was uploaded: its object holds the "
+                                f"version listed and was kept; rerun to upload the new version") from None  # fmt: skip
         log.error(
             "verify %s: source ETag %s but S3 has %s; deleting it and uploading again", f.key, expected, result.etag
         )
