@@ -36,6 +36,7 @@ import difflib
 import functools
 import hashlib
 import importlib.util
+import itertools
 import json
 import logging
 import math
@@ -978,8 +979,9 @@ class SourceFacts:
 
     attributes: dict
     checksum: tuple[str, str] | None = None  # a full-object checksum: (algorithm, base64 value), e.g. ("CRC32", ...)
-    part_size: int = 0  # a multipart source's own part size, when its parts are of one size (the last may be less)
+    part_size: int = 0  # a multipart source's own part size (its largest part when they are not of one size)
     parts: int = 0  # and its number of parts
+    part_ends: tuple[int, ...] = ()  # where each of its parts ends, when they are not of one size
 
 
 class Source(Protocol):
@@ -1307,29 +1309,30 @@ class S3Source:
         if checksum or not etag_is_md5(head) or not re.fullmatch(r"[0-9a-f]{32}-[0-9]+", f.etag):
             return SourceFacts(attributes, checksum)
         parts = int(f.etag.rsplit("-", 1)[1])
-        part_size = self._uniform_part_size(f, parts)
-        return SourceFacts(attributes, None, part_size, parts if part_size else 0)
+        part_size, ends = self._layout(f, parts)
+        return SourceFacts(attributes, None, part_size, parts if part_size else 0, ends)
 
-    def _uniform_part_size(self, f: SourceFile, parts: int) -> int:
-        """The size of every part but the last, if the source's parts are of one size (0 if not, or unknown): the
-        first part's size from HeadObject(PartNumber=1), its count must fit, and the other parts looked at (all of
-        them up to 32 parts, else the second, the last but one and the last) must agree."""
+    def _layout(self, f: SourceFile, parts: int) -> tuple[int, tuple[int, ...]]:
+        """The source's own part layout: (the size of every part but the last, ()) when its parts are of one size,
+        (the largest part's size, where each part ends) when they are not, (0, ()) when unknown.  Every part's size
+        is asked (HeadObject with PartNumber, 16 at a time): a layout guessed from a few parts could be wrong, and
+        the copy's ETag would then never equal the source's."""
         try:
             first = self._head(f, PartNumber=1)
         except botocore.exceptions.ClientError:
-            return 0  # a store without HeadObject per part: no layout to copy
+            return 0, ()  # a store without HeadObject per part: no layout to copy
         size = int(first.get("ContentLength", 0))
-        if int(first.get("PartsCount", 0) or 0) != parts or size <= 0 or math.ceil(f.size / size) != parts:
-            return 0
-        if parts > 32:
-            looked_at = sorted({2, parts - 1, parts})
-        else:
-            looked_at = list(range(2, parts + 1))
-        for number in looked_at:
-            expected = min(size, f.size - (number - 1) * size)
-            if int(self._head(f, PartNumber=number).get("ContentLength", -1)) != expected:
-                return 0
-        return size
+        if int(first.get("PartsCount", 0) or 0) != parts or size <= 0:
+            return 0, ()
+        with concurrent.futures.ThreadPoolExecutor(min(16, max(parts - 1, 1)), thread_name_prefix="layout") as pool:
+            rest = list(pool.map(lambda n: int(self._head(f, PartNumber=n).get("ContentLength", -1)),
+                                 range(2, parts + 1)))  # fmt: skip
+        sizes = [size, *rest]
+        if sum(sizes) != f.size or min(sizes) <= 0:
+            return 0, ()
+        if all(n == size for n in sizes[:-1]) and sizes[-1] <= size:
+            return size, ()
+        return max(sizes), tuple(itertools.accumulate(sizes))
 
     def etag_facts(self, f: SourceFile) -> tuple[bool, int]:
         """Whether the object's ETag is an MD5 (not with KMS or SSE-C), and its first part's size (the whole
@@ -1498,17 +1501,22 @@ def list_upload_parts(client, bucket: str, key: str, upload_id: str, retry: Retr
 
 @dataclasses.dataclass(frozen=True, slots=True)
 class ChunkPlan:
-    """How one file is cut into parts: every part ``part_size`` bytes but the last."""
+    """How one file is cut into parts: every part ``part_size`` bytes but the last; or, to keep the layout of a
+    multipart source whose parts are not of one size, where each part ends (``ends``; ``part_size`` its largest)."""
 
     size: int
     part_size: int
+    ends: tuple[int, ...] = ()
 
     @property
     def part_count(self) -> int:
-        return max(1, math.ceil(self.size / self.part_size))
+        return len(self.ends) if self.ends else max(1, math.ceil(self.size / self.part_size))
 
     def part_range(self, number: int) -> tuple[int, int]:
         """(offset, length) of part ``number`` (1-based)."""
+        if self.ends:
+            offset = self.ends[number - 2] if number > 1 else 0
+            return offset, self.ends[number - 1] - offset
         offset = (number - 1) * self.part_size
         return offset, min(self.part_size, self.size - offset)
 
@@ -1556,8 +1564,9 @@ def marker_body(identity: str, plan: ChunkPlan, checksum: tuple[str, str] | None
     """The marker's bytes: the source version, the part layout, and the full-object checksum the upload was created
     with (an upload made without one cannot be completed with one)."""
     algorithm = checksum[0] if checksum else "none"
+    layout = f"part_ends_md5 {hashlib.md5(repr(plan.ends).encode()).hexdigest()}\n" if plan.ends else ""
     return (f"s3_upload resume marker 2 (parts 9999 and 10000 are this marker, not data)\nsource {identity}\n"
-            f"size {plan.size}\npart_size {plan.part_size}\nchecksum {algorithm}\n").encode()  # fmt: skip
+            f"size {plan.size}\npart_size {plan.part_size}\n{layout}checksum {algorithm}\n").encode()  # fmt: skip
 
 
 def legacy_marker_body(identity: str, plan: ChunkPlan, checksum: tuple[str, str] | None = None) -> bytes:
@@ -1655,7 +1664,8 @@ def shape_of(task: FileTask, facts: SourceFacts, settings: Settings, copies: boo
     else:
         # Streamed, the copy's ETag must equal the source's.  Copied by S3, the parts' ETags are the store's (on AWS
         # their MD5s, elsewhere not always): an equal ETag proves the copy, another one says nothing against it.
-        return Shape(ChunkPlan(f.size, size), True, same_layout=True, proof=PROOF_SERVER if copies else PROOF_ETAG)
+        plan = ChunkPlan(f.size, size, facts.part_ends)
+        return Shape(plan, True, same_layout=True, proof=PROOF_SERVER if copies else PROOF_ETAG)
     log.info("%s: the source's %d parts of %s are %s: copied in ChunkSize parts, proven by part MD5s", f.key, count,
              human_bytes(size), why)  # fmt: skip
     return plain

@@ -3,6 +3,8 @@ source profile, UploadPart to the destination profile; every object downloaded f
 
 from __future__ import annotations
 
+import hashlib
+import json
 import os
 
 import botocore.config
@@ -141,3 +143,32 @@ def test_source_replaced_since_its_upload_began_restarts(src, dst, bucket, sourc
     assert run.bytes_sent == OBJECTS["data/big.bin"]
     assert_copied(src, source_objects, dst, bucket, ["data/big.bin"])
     assert unfinished_uploads(dst, bucket) == []
+
+
+def test_a_source_whose_parts_are_not_of_one_size_is_copied_in_its_own_layout(src, dst, bucket, src_bucket,
+                                                                              s3_config, tmp_path):  # fmt: skip
+    """33 parts of 6 MiB, but part 10 is 7 MiB and part 20 is 5 MiB: the first, second and last parts (and the
+    total) look like one size.  Every part's size is asked, the copy keeps that very layout, and its ETag equals the
+    source's (it used to be cut in 6 MiB parts, fail its ETag proof and be deleted on every run)."""
+    sizes = [6 * MiB] * 33
+    sizes[9], sizes[19] = 7 * MiB, 5 * MiB
+    body = os.urandom(sum(sizes))
+    upload = src.create_multipart_upload(Bucket=src_bucket, Key="data/odd.bin")["UploadId"]
+    parts, offset = [], 0
+    for number, size in enumerate(sizes, start=1):
+        etag = src.upload_part(Bucket=src_bucket, Key="data/odd.bin", UploadId=upload, PartNumber=number,
+                               Body=body[offset : offset + size])["ETag"]  # fmt: skip
+        parts.append({"PartNumber": number, "ETag": etag})
+        offset += size
+    source_etag = src.complete_multipart_upload(Bucket=src_bucket, Key="data/odd.bin", UploadId=upload,
+                                                MultipartUpload={"Parts": parts})["ETag"]  # fmt: skip
+    report = tmp_path / "report.json"
+    run = run_tool(s3_config(SrcFileIndex="odd.bin", ChunkSize=8 * MiB, MaxThread=8), extra=["--report", str(report)])
+    assert run.code == 0, run
+    assert object_md5(dst, bucket, "data/odd.bin") == hashlib.md5(body).hexdigest()
+    assert dst.head_object(Bucket=bucket, Key="data/odd.bin")["ETag"] == source_etag
+    [copied] = json.loads(report.read_text())["files"]
+    assert copied["proof"] == "ETag equal to the source"
+    assert unfinished_uploads(dst, bucket) == []
+    again = run_tool(s3_config(SrcFileIndex="odd.bin", ChunkSize=8 * MiB))
+    assert again.code == 0 and again.bytes_sent == 0, again

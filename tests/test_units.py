@@ -1565,3 +1565,12 @@ def test_without_config_the_one_beside_the_script_is_used_else_the_current_direc
     monkeypatch.setattr(s3_upload, "__file__", str(tmp_path / "site-packages" / "s3_upload.py"))
     monkeypatch.chdir(tmp_path)
     assert s3_upload.default_config_path() == str(tmp_path / "s3_upload_config.py")
+
+
+def test_chunk_plan_of_an_explicit_layout_keeps_each_part_where_the_source_has_it():
+    plan = s3_upload.ChunkPlan(20, 8, ends=(6, 14, 20))
+    assert plan.part_count == 3
+    assert list(plan.parts()) == [(1, 0, 6), (2, 6, 8), (3, 14, 6)]
+    # The marker names the layout: another one with the same size and largest part is another layout.
+    other = s3_upload.ChunkPlan(20, 8, ends=(8, 14, 20))
+    assert s3_upload.marker_body("id", plan) != s3_upload.marker_body("id", other)
