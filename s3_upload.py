@@ -2311,16 +2311,22 @@ class Engine:
             why = f"ETag mismatch after PUT: S3 has {result.etag}, the MD5 of the source is {result.expected_etag}"
             raise self._discard(f.key, why)
         if shape.checksum:
-            self._check_checksum(f, shape, resp)
+            self._check_checksum(f, shape, resp, result)
 
-    def _check_checksum(self, f: SourceFile, shape: Shape, resp: dict) -> None:
-        """A checksum in S3's answer must be the source's (S3 checked the bytes against the one we gave it; a store
-        that answers with another value did not): otherwise the object is deleted and the file fails."""
+    def _check_checksum(self, f: SourceFile, shape: Shape, resp: dict, result: FileResult) -> None:
+        """The full-object checksum S3 keeps must be the source's: S3 checked the bytes against the one we gave it (a
+        store that keeps another value did not: the object is deleted and the file fails).  A store that keeps none
+        (asked once more with HeadObject when its answer says nothing) checked nothing: the file is then proven by
+        what else proves it, and never said proven by the checksum."""
         assert shape.checksum is not None
         algorithm, value = shape.checksum
-        answered = resp.get(f"Checksum{algorithm}")
+        answered = resp.get(f"Checksum{algorithm}") or head_of(self.client, self.bucket, f.key, self.retry)(
+            ChecksumMode="ENABLED").get(f"Checksum{algorithm}")  # fmt: skip
         if answered and answered != value:
             raise self._discard(f.key, f"the copy's {algorithm} {answered} is not the source's {value}", ProofFailed)
+        if not answered and result.proof == shape.proof:
+            result.proof = PROOF_SERVER if self.mover.copies else PROOF_PARTS
+            log.info("%s: the store keeps no %s of the object: proven by %s", f.key, algorithm, result.proof)
 
     def _multipart(self, task: FileTask, shape: Shape, facts: SourceFacts, result: FileResult) -> None:
         f, plan = task.src, shape.plan
@@ -2334,6 +2340,13 @@ class Engine:
                 human_bytes(plan.part_size),
             )
         upload_id, existing, proven, new = self._resume_or_create(task, shape, facts)
+        if existing and not proven and shape.checksum:
+            # Resumed from an upload made without this tool's marker (the original, another tool): whether it was
+            # created with the checksum's algorithm is unknown, and S3 checks a full-object checksum only then.
+            log.info("%s: the upload was made by another tool: proven by part MD5s, not by the source's %s", f.key,
+                     shape.checksum[0])  # fmt: skip
+            shape = dataclasses.replace(shape, checksum=None, proof=PROOF_PARTS)
+            result.proof = shape.proof
         try:
             parts = self._send_parts(f, shape, upload_id, existing, proven, marker=new)
             self._check_unchanged(f)
@@ -2361,7 +2374,7 @@ class Engine:
             why = f"ETag mismatch after complete: S3 has {etag}, computed from our parts {expected}"
             raise self._discard(f.key, why)
         if shape.checksum:
-            self._check_checksum(f, shape, completed)
+            self._check_checksum(f, shape, completed, result)
         if shape.same_layout and etag == f.etag:
             result.proof = PROOF_ETAG
         elif shape.same_layout and not self.mover.copies:

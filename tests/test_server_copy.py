@@ -380,3 +380,22 @@ def test_verify_accepts_what_the_completion_accepts_for_a_server_side_copy(plain
     assert object_md5(dst, bucket, "data/big.bin") == md5(body)
     assert object_md5(dst, bucket, "data/small.txt") == md5(b"small")
     assert unfinished_uploads(dst, bucket) == []
+
+
+def test_a_resumed_upload_made_without_a_checksum_is_not_said_proven_by_one(plain, dst, bucket, same_store, tmp_path):
+    """The source keeps a full-object CRC32, but the upload being resumed was made without a checksum algorithm (as
+    the original tool or another one leaves it): S3 checks no full-object checksum in such an upload, so the file is
+    proven by its part MD5s, and said so (it used to be said proven by the CRC32)."""
+    source, proxy, make = same_store
+    body = os.urandom(2 * CHUNK + 3)
+    plain.put_object(Bucket=source, Key="data/big.bin", Body=body, ChecksumAlgorithm="CRC32")
+    upload = dst.create_multipart_upload(Bucket=bucket, Key="data/big.bin")["UploadId"]  # no algorithm, no marker
+    dst.upload_part(Bucket=bucket, Key="data/big.bin", UploadId=upload, PartNumber=1, Body=body[:CHUNK])
+    report = tmp_path / "r.json"
+    run = run_tool(make(CopyMode="stream"), extra=["--report", str(report)])
+    assert run.code == 0, run
+    assert "has 1 of 3 parts on S3" in run.stderr
+    assert report_files(report)["data/big.bin"]["proof"] == "part MD5s"
+    assert "full-object CRC32" not in run.stdout
+    assert object_md5(dst, bucket, "data/big.bin") == md5(body)
+    assert unfinished_uploads(dst, bucket) == []
