@@ -30,6 +30,7 @@ import base64
 import binascii
 import collections
 import concurrent.futures
+import contextlib
 import dataclasses
 import datetime
 import difflib
@@ -2183,6 +2184,9 @@ class Engine:
         self.bucket = settings.des_bucket
         self.progress = progress or Progress()  # also the count of bytes sent, for the summary
         self.throttle = Throttle(settings.max_bandwidth, stop)
+        self._finishing_lock = threading.Lock()
+        self._finishing_keys: dict[str, int] = {}  # key -> requests in flight that make its object
+        self.completed_after_stop: list[str] = []
         self.mover: StreamParts | CopyParts = StreamParts(self)
         self.copy_from(copy_from)
 
@@ -2304,7 +2308,8 @@ class Engine:
     def _put(self, f: SourceFile, shape: Shape, facts: SourceFacts, result: FileResult) -> None:
         """Files smaller than one chunk (zero bytes included) go up in one request: PutObject with Content-MD5 (and
         the source's full-object checksum, if it has one), or CopyObject inside one store."""
-        resp = self.mover.put(f, self.object_args(facts), shape, result)
+        with self._finishing(f.key):
+            resp = self.mover.put(f, self.object_args(facts), shape, result)
         result.parts = 1
         result.etag, result.etag_is_md5 = require_etag(resp, "PUT"), etag_is_md5(resp)
         if result.expected_etag and result.etag_is_md5 and result.etag != result.expected_etag:
@@ -2423,7 +2428,8 @@ class Engine:
             return resp
 
         try:
-            return self.retry.call(f"COMPLETE {key}", complete)
+            with self._finishing(key):
+                return self.retry.call(f"COMPLETE {key}", complete)
         except botocore.exceptions.ClientError as exc:
             if error_code(exc) != "NoSuchUpload" or attempts < 2:
                 raise
@@ -2650,12 +2656,45 @@ class Engine:
                 while thread.is_alive():
                     thread.join(0.2)
         except BaseException:
-            # Ctrl-C reaches only this thread: tell the workers; requests in flight are not waited for.
+            # Ctrl-C reaches only this thread: tell the workers; requests in flight are not waited for, but those that
+            # make an object (PutObject, CompleteMultipartUpload) are: S3 finishes them anyway, and a person must not
+            # believe such a file unfinished.
             self.stop.set()
+            self._report_finishing()
             raise
         if errors:
             raise errors[0]
         return results
+
+    @contextlib.contextmanager
+    def _finishing(self, key: str) -> Iterator[None]:
+        """Around the request that makes a file's object: a stop waits for it and names the file it completed."""
+        with self._finishing_lock:
+            self._finishing_keys[key] = self._finishing_keys.get(key, 0) + 1
+        try:
+            yield
+            if self.stop.is_set():
+                with self._finishing_lock:
+                    self.completed_after_stop.append(key)
+        finally:
+            with self._finishing_lock:
+                self._finishing_keys[key] -= 1
+                if not self._finishing_keys[key]:
+                    del self._finishing_keys[key]
+
+    def _report_finishing(self) -> None:
+        """After a stop: wait (at most ReadTimeout) for the requests that make objects, then name what they made and
+        what was still on its way."""
+        deadline = time.monotonic() + self.s.read_timeout
+        while self._finishing_keys and time.monotonic() < deadline:
+            time.sleep(0.05)
+        with self._finishing_lock:
+            done, pending = list(self.completed_after_stop), sorted(self._finishing_keys)
+        if done:
+            log.warning("interrupted: completed meanwhile: %s", ", ".join(done))
+        if pending:
+            log.warning("interrupted: still completing: %s (the next run finds each complete, or completes it)",
+                        ", ".join(pending))  # fmt: skip
 
 
 # ----------------------------------------------------------------------------------------------------------------------

@@ -10,6 +10,7 @@ import random
 import re
 import signal
 import subprocess
+import threading
 import time
 
 import pytest
@@ -412,6 +413,40 @@ def test_ctrl_c_stops_quickly_and_the_rerun_resumes(dst, bucket, src_dir, flaky,
     assert "resume up/big.bin: upload" in rerun.stderr
     assert 0 < rerun.bytes_sent <= (12 - kept) * CHUNK  # the parts sent before Ctrl-C are not sent again
     assert object_md5(dst, bucket, "up/big.bin") == md5_file(src_dir / "big.bin")
+    assert unfinished_uploads(dst, bucket) == []
+
+
+def test_ctrl_c_while_a_file_completes_names_the_file_completed_meanwhile(dst, bucket, src_dir, flaky, dst_proxy):
+    """Ctrl-C lands while CompleteMultipartUpload is on its way: S3 completes the object all the same.  The tool waits
+    for that answer (it is one request, not the transfer) and its interrupt message says the file was completed, so
+    nobody believes it unfinished."""
+    path = src_dir / "big.bin"
+    write_file(path, 2 * CHUNK + 1)
+    arrived, go_on = threading.Event(), threading.Event()
+
+    def hold_the_completion(request) -> bool:
+        if request.operation == "CompleteMultipartUpload":
+            arrived.set()
+            go_on.wait(30)  # held here, in the proxy, until the tool has had its Ctrl-C
+        return False
+
+    dst_proxy.set(match=hold_the_completion)
+    config = flaky()
+    proc = subprocess.Popen(tool_command(config), cwd=config.parent, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True, preexec_fn=ctrl_c_as_on_a_terminal)  # fmt: skip
+    try:
+        assert arrived.wait(60), "no CompleteMultipartUpload reached the server"
+        proc.send_signal(signal.SIGINT)
+        time.sleep(0.5)  # let the signal land first; the order does not change what must be said
+        go_on.set()
+        out, err = proc.communicate(timeout=60)
+    finally:
+        go_on.set()
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 130, out + err
+    assert object_md5(dst, bucket, "up/big.bin") == md5_file(path)
+    assert re.search(r"interrupted: .*completed meanwhile: up/big\.bin", err), err
     assert unfinished_uploads(dst, bucket) == []
 
 
