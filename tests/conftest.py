@@ -376,6 +376,21 @@ def list_keys(client, bucket: str, prefix: str = "") -> dict[str, int]:
     return keys
 
 
+def load_report(path) -> dict:
+    """A --report file (JSON Lines: a header, a line per file, per missing object and per listing error, a summary)
+    as one dict: the header's fields, the summary's, "files" (the file lines, in key order), "missing" (keys) and
+    "listing_errors"."""
+    import json
+
+    lines = [json.loads(line) for line in pathlib.Path(path).read_text(encoding="utf-8").splitlines() if line]
+    document = dict(lines[0], **lines[-1]["summary"])
+    entries = lines[1:-1]
+    document["files"] = sorted((e for e in entries if e.get("status") not in (None, "missing")), key=lambda e: e["key"])
+    document["missing"] = [e["key"] for e in entries if e.get("status") == "missing"]
+    document["listing_errors"] = [e["listing_error"] for e in entries if "listing_error" in e]
+    return document
+
+
 def unfinished_uploads(client, bucket: str) -> list[dict]:
     return client.list_multipart_uploads(Bucket=bucket).get("Uploads", [])
 
@@ -492,7 +507,9 @@ def leave_unfinished(make, aws_profiles, dst_server, fail_part: int = 2, **overr
         proxy.set(outage=True, error_status=500, error_code="InternalError",
                   match=lambda r: r.operation == "UploadPart" and r.part_number == fail_part)  # fmt: skip
         aws_profiles.add("interrupted", proxy.endpoint_url, *DST_KEYS)
-        run = run_tool(make(**{"DesProfileName": "interrupted", "MaxThread": 1, "MaxRetry": 0, **overrides}))
+        run = run_tool(
+            make(**{"DesProfileName": "interrupted", "MaxThread": 1, "MaxParallelFile": 1, "MaxRetry": 0, **overrides})
+        )
     assert run.code == 1, run
     return run
 

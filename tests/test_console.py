@@ -62,7 +62,7 @@ def test_bar_after_a_resume_shows_the_rate_sent_in_binary_units(dst, bucket, src
     write_file(src_dir / "big.bin", 6 * CHUNK)
     leave_unfinished(make_config, aws_profiles, dst_server, fail_part=4)  # parts 1-3 (15 MiB) on S3
     cap = 4 * MiB
-    config = make_config(MaxBandwidth=cap, MaxThread=1)
+    config = make_config(MaxBandwidth=cap, MaxThread=1, MaxParallelFile=1)
     code, out = run_on_terminal([*tool_command(config), "--progress", "bar"], config.parent)
     assert code == 0, out
     renders = re.findall(r"(\d+\.\d) MiB of 30\.0 MiB \(\d+%; 15\.0 MiB of it found on S3\) (\d+\.\d) MiB/s ETA", out)

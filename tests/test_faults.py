@@ -157,7 +157,7 @@ def test_outage_longer_than_retries_fails_cleanly_then_resumes(dst, bucket, src_
         return first["done"] > 2
 
     dst_proxy.set(outage=True, error_status=503, error_code="ServiceUnavailable", match=after_two_parts)
-    config = flaky(MaxRetry=2, MaxThread=1)
+    config = flaky(MaxRetry=2, MaxThread=1, MaxParallelFile=1)
     run = run_tool(config)
     assert run.code == 1, run
     assert "1 failed" in run.stdout and "up/big.bin" in run.stdout
@@ -387,7 +387,7 @@ def data_parts(client, bucket: str, key: str) -> list[int]:
 def test_ctrl_c_stops_quickly_and_the_rerun_resumes(dst, bucket, src_dir, flaky, dst_proxy):
     write_file(src_dir / "big.bin", 12 * CHUNK)
     dst_proxy.set(bandwidth=2 * MiB)  # the whole upload would take 30 s: stopping must not wait for it
-    config = flaky(MaxThread=1)
+    config = flaky(MaxThread=1, MaxParallelFile=1)
     proc = start_and_wait_for_data(config, dst, bucket, "up/big.bin")  # SIGINT lands mid-transfer
     sent = time.monotonic()
     proc.send_signal(signal.SIGINT)
@@ -502,7 +502,7 @@ def test_local_file_cut_short_mid_upload_fails_and_its_upload_is_aborted(dst, bu
         return False
 
     dst_proxy.set(match=truncate_during_part_1)
-    run = run_tool(flaky(MaxThread=1))
+    run = run_tool(flaky(MaxThread=1, MaxParallelFile=1))
     assert run.code == 1, run
     assert f"failed: up/big.bin: {path} is shorter than when listed (read 10 of {CHUNK} bytes at {CHUNK})" in run.stdout
     assert "READ up/big.bin part 2 failed" not in run.stderr  # not retried
