@@ -2121,7 +2121,11 @@ class Engine:
                 if reuse is not None and is_md5_hex(reuse.etag):
                     self.progress.part_done(f.key, length, how="found")
                     return PartResult(number, reuse.etag, binascii.unhexlify(reuse.etag), 0)
-            return self.mover.part(f, upload_id, number, offset, length, shape, listed, failed)
+            try:
+                return self.mover.part(f, upload_id, number, offset, length, shape, listed, failed)
+            except BaseException:
+                failed.set()  # now, not once the file thread wakes: the part queued next here must not start
+                raise
 
         results: list[PartResult] = []
         with concurrent.futures.ThreadPoolExecutor(self.s.max_thread, thread_name_prefix="part") as pool:

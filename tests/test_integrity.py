@@ -616,5 +616,29 @@ def test_a_part_that_fails_for_good_stops_its_siblings_retries(dst, bucket, src_
     assert "retry 2/5" not in run.stderr
 
 
+def test_a_part_that_fails_for_good_stops_the_parts_queued_behind_it():
+    """One thread (MaxThread=1): part 2 is refused for good; part 3, queued behind it on the same thread, is never
+    started, whenever the file's own thread gets to see the failure (on a busy machine it used to be sent first)."""
+    settings = s3_upload.Settings(des_bucket="b", src_dir=".", max_thread=1)
+    stop = s3_upload.threading.Event()
+    source = s3_upload.types.SimpleNamespace(verify_existing_parts=False)
+    engine = s3_upload.Engine(settings, source, None, s3_upload.RetryPolicy(0, 0, stop), stop)
+    started = []
+
+    class Mover:
+        def part(self, f, upload_id, number, offset, length, shape, listed, cancel):
+            started.append(number)
+            if number == 2:
+                raise s3_upload.botocore.exceptions.ClientError({"Error": {"Code": "AccessDenied"}}, "UploadPart")
+            return s3_upload.PartResult(number, "0" * 32, bytes(16), length)
+
+    engine.mover = Mover()
+    f = s3_upload.SourceFile("k", 3 * CHUNK, 0.0)
+    shape = s3_upload.Shape(s3_upload.ChunkPlan(3 * CHUNK, CHUNK), multipart=True)
+    with pytest.raises(s3_upload.botocore.exceptions.ClientError):
+        engine._send_parts(f, shape, "upload-id", {}, proven=True)
+    assert started == [1, 2]
+
+
 if sys.platform != "linux":  # pragma: no cover
     pytestmark = pytest.mark.skip("these tests use Linux file names and permissions")
