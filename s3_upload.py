@@ -3019,7 +3019,11 @@ class Engine:
                 if reuse is not None and is_md5_hex(reuse.etag):
                     self.progress.part_done(f.key, length, how="found")
                     return PartResult(number, reuse.etag, binascii.unhexlify(reuse.etag), 0)
-            return self.mover.part(f, upload_id, number, offset, length, shape, listed, failed)
+            try:
+                return self.mover.part(f, upload_id, number, offset, length, shape, listed, failed)
+            except BaseException:
+                failed.set()  # now, not once the file thread wakes: the part queued next here must not start
+                raise
 
         if marker:
             markers = [functools.partial(self._send_marker, f, upload_id, shape, n, failed) for n in MARKER_PARTS]

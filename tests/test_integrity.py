@@ -12,6 +12,7 @@ import os
 import pathlib
 import subprocess
 import sys
+import time
 
 import pytest
 from test_resume import start_upload
@@ -605,10 +606,23 @@ def test_a_part_that_fails_for_good_stops_its_siblings_retries(dst, bucket, src_
     write_file(src_dir / "big.bin", 2 * CHUNK)
     with FaultProxy("127.0.0.1", dst_server.port).start() as flaky, \
             FaultProxy("127.0.0.1", flaky.port).start() as refusing:  # fmt: skip
+
+        def part_1_failed() -> bool:
+            return any(r.query.get("partNumber") == "1" and r.status == 500 for r in flaky.history)
+
+        def part_2_once_part_1_failed(request) -> bool:
+            # Refused only once part 1 got its 500, so that part 1 is in its backoff then, however the two threads
+            # are scheduled (a refusal 3 s late would let part 1 try again).
+            if request.operation != "UploadPart" or request.query.get("partNumber") != "2":
+                return False
+            deadline = time.monotonic() + 60
+            while not part_1_failed() and time.monotonic() < deadline:
+                time.sleep(0.01)
+            return True
+
         flaky.set(outage=True, error_status=500, error_code="InternalError",
                   match=lambda r: r.operation == "UploadPart" and r.query.get("partNumber") == "1")  # fmt: skip
-        refusing.set(outage=True, error_status=403, error_code="AccessDenied",
-                     match=lambda r: r.operation == "UploadPart" and r.query.get("partNumber") == "2")  # fmt: skip
+        refusing.set(outage=True, error_status=403, error_code="AccessDenied", match=part_2_once_part_1_failed)
         aws_profiles.add("chain", refusing.endpoint_url, *DST_KEYS)
         run = run_tool(make_config(DesProfileName="chain", MaxThread=2, MaxRetry=5, RetryDelay=3), timeout=300)
         part_1_tries = sum(1 for r in flaky.history if r.operation == "UploadPart" and r.query["partNumber"] == "1")
@@ -616,6 +630,30 @@ def test_a_part_that_fails_for_good_stops_its_siblings_retries(dst, bucket, src_
     assert "AccessDenied" in run.stdout
     assert part_1_tries <= 2, part_1_tries
     assert "retry 2/5" not in run.stderr
+
+
+def test_a_part_that_fails_for_good_stops_the_parts_queued_behind_it():
+    """One thread (MaxThread=1): part 2 is refused for good; part 3, queued behind it on the same thread, is never
+    started, whenever the file's own thread gets to see the failure (on a busy machine it used to be sent first)."""
+    settings = s3_upload.Settings(des_bucket="b", src_dir=".", max_thread=1)
+    stop = s3_upload.threading.Event()
+    source = s3_upload.types.SimpleNamespace(verify_existing_parts=False)
+    engine = s3_upload.Engine(settings, source, None, s3_upload.RetryPolicy(0, 0, stop), stop)
+    started = []
+
+    class Mover:
+        def part(self, f, upload_id, number, offset, length, shape, listed, cancel):
+            started.append(number)
+            if number == 2:
+                raise s3_upload.botocore.exceptions.ClientError({"Error": {"Code": "AccessDenied"}}, "UploadPart")
+            return s3_upload.PartResult(number, "0" * 32, bytes(16), length)
+
+    engine.mover = Mover()
+    f = s3_upload.SourceFile("k", 3 * CHUNK, 0.0)
+    shape = s3_upload.Shape(s3_upload.ChunkPlan(3 * CHUNK, CHUNK), multipart=True)
+    with pytest.raises(s3_upload.botocore.exceptions.ClientError):
+        engine._send_parts(f, shape, "upload-id", {}, proven=True)
+    assert started == [1, 2]
 
 
 if sys.platform != "linux":  # pragma: no cover

@@ -57,6 +57,7 @@ from conftest import (
     run_tool,
     tool_command,
     unfinished_uploads,
+    wait_until,
     write_file,
 )
 from faultproxy import FaultProxy
@@ -210,12 +211,12 @@ def test_log_progress_counts_bytes_files_in_flight_and_logs_lines(caplog, monkey
         assert (progress.done_bytes, progress.sent_bytes) == (2 * CHUNK, CHUNK)
 
         progress.file_finished("up/big.bin")
-        deadline = time.monotonic() + 5
-        while time.monotonic() < deadline:
-            lines = [r.getMessage() for r in caplog.records if r.getMessage().startswith("progress: ")]
-            if any("files 1/2" in m for m in lines):
-                break
-            time.sleep(0.02)
+
+        def progress_lines() -> list[str]:
+            return [r.getMessage() for r in caplog.records if r.getMessage().startswith("progress: ")]
+
+        wait_until(lambda: any("files 1/2" in m for m in progress_lines()), "a progress line after the first file")
+        lines = progress_lines()
         assert any("files 1/2, in flight: up/small.txt 0/1" in m for m in lines), lines
         assert all(r.levelno == logging.INFO for r in caplog.records if r.getMessage().startswith("progress: "))
 
