@@ -54,11 +54,12 @@ import time
 import traceback
 import types
 import urllib.parse
-from typing import Any, Callable, Iterable, Iterator, Protocol
+from typing import Any, Callable, Iterable, Iterator, NamedTuple, Protocol
 
 import boto3
 import botocore.config
 import botocore.exceptions
+import botocore.handlers
 import botocore.parsers
 import botocore.utils
 import urllib3.exceptions
@@ -708,7 +709,7 @@ class Endpoints:
                                 config=self.client_config)  # fmt: skip
             # Last: botocore's own before-call handler is the one that adds the Expect header.
             client.meta.events.register_last("before-call.s3", no_expect_100_continue)
-            client.meta.events.register("before-parse.s3.ListObjectsV2", keep_raw_listing)
+            take_raw_listings(client)
             self._clients[key] = client
         return self._clients[key]
 
@@ -727,7 +728,7 @@ class Endpoints:
                 with_fast_timestamps(boto3.session.Session()), "s3", "ali_endpoint", "ali_endpoint", endpoint_url=url,
                 region_name=oss_signing_region(url), config=config, aws_access_key_id=self.settings.ali_access_key_id,
                 aws_secret_access_key=self.settings.ali_access_key_secret)  # fmt: skip
-            client.meta.events.register("before-parse.s3.ListObjectsV2", keep_raw_listing)
+            take_raw_listings(client)
             self._clients[url] = client
         return self._clients[url]
 
@@ -900,7 +901,7 @@ class RetryPolicy:
 # ----------------------------------------------------------------------------------------------------------------------
 
 
-@dataclasses.dataclass(frozen=True, slots=True)  # one per file or part: millions of them
+@dataclasses.dataclass(slots=True)  # one per file: millions of them (a frozen dataclass takes 3 times as long to make)
 class SourceFile:
     key: str  # destination key (S3_TO_S3: also the source key)
     size: int
@@ -1448,9 +1449,14 @@ def full_object_checksum(head: dict) -> tuple[str, str] | None:
 # ----------------------------------------------------------------------------------------------------------------------
 
 
-# One object of a listing: (key, size, ETag unquoted, LastModified in epoch seconds).  A plain tuple: a listing of ten
-# million objects makes ten million of them, one at a time.
-Listed = tuple[str, int, str, float]
+class Listed(NamedTuple):
+    """An object of the destination (or of an S3 source), as its listing or a HeadObject shows it.  A tuple: a listing
+    of ten million objects makes ten million of them, one at a time."""
+
+    key: str
+    size: int
+    etag: str  # unquoted
+    written: float  # LastModified, epoch seconds
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -1467,6 +1473,12 @@ class ListPage:
 # about 8.  botocore still builds, signs, sends and retries the request and turns error answers into exceptions; only
 # the body of a 200 answer is taken away from it (keep_raw_listing) and parsed here.
 _CONTENTS = re.compile(rb"<Contents>(.*?)</Contents>", re.S)
+# The order AWS, SeaweedFS and moto write: Key, LastModified, ETag, maybe ChecksumAlgorithm/ChecksumType, Size.  One
+# pattern for all four fields is 4 times as fast as finding each; an answer in another order takes the general path.
+_CONTENTS_IN_ORDER = re.compile(
+    rb"<Contents><Key>([^<]*)</Key><LastModified>([^<]*)</LastModified><ETag>([^<]*)</ETag>"
+    rb"(?:<Checksum[A-Za-z]*>[^<]*</Checksum[A-Za-z]*>)*<Size>([0-9]+)</Size>"
+)
 _FIELD = re.compile(rb"<(Key|Size|ETag|LastModified)>([^<]*)</")
 _COMMON_PREFIX = re.compile(rb"<CommonPrefixes>\s*<Prefix>([^<]*)</Prefix>")
 _TRUNCATED = re.compile(rb"<IsTruncated>\s*true\s*</IsTruncated>")
@@ -1475,12 +1487,26 @@ _raw_listing = threading.local()  # set around a listing whose body this thread 
 _timestamps: dict[bytes, float] = {}  # LastModified text -> epoch seconds: objects written together share them
 
 
-def keep_raw_listing(response_dict: dict, customized_response_dict: dict, **_kwargs) -> None:
-    """before-parse handler of ListObjectsV2: the body of a 200 answer goes to the caller as RawBody, and botocore
-    parses an empty result instead, when this thread asked for it (list_page)."""
-    if getattr(_raw_listing, "wanted", False) and response_dict.get("status_code") == 200:
+def keep_raw_listing(operation_model, response_dict: dict, customized_response_dict: dict, **_kwargs) -> None:
+    """before-parse handler (registered first: before botocore's own, which parses every S3 body whole to look for an
+    error in a 200 answer): the body of a 200 ListObjectsV2 answer goes to the caller as RawBody, and botocore parses
+    an empty result instead, when this thread asked for it (list_page).  An error in a 200 answer (its root element
+    is Error) is left to botocore."""
+    wanted = getattr(_raw_listing, "wanted", False) and operation_model.name == "ListObjectsV2"
+    if wanted and response_dict.get("status_code") == 200 and b"<ListBucketResult" in response_dict["body"][:512]:
         customized_response_dict["RawBody"] = response_dict["body"]
         response_dict["body"] = b"<ListBucketResult></ListBucketResult>"
+
+
+def take_raw_listings(client) -> None:
+    """Register keep_raw_listing on a client, ahead of botocore's own check of 200 answers (which parses every body
+    whole: some 8 us per listed object)."""
+    check_200 = getattr(botocore.handlers, "_handle_200_error", None)
+    if check_200 is not None:
+        client.meta.events.unregister("before-parse.s3.*", check_200)
+    client.meta.events.register_first("before-parse.s3.*", keep_raw_listing)
+    if check_200 is not None:
+        client.meta.events.register_first("before-parse.s3.*", check_200)
 
 
 def _listed_text(raw: bytes, url_encoded: bool) -> str:
@@ -1489,9 +1515,13 @@ def _listed_text(raw: bytes, url_encoded: bool) -> str:
     text = raw.decode("utf-8")
     if "&" in text:
         text = html.unescape(text)
-    if url_encoded:
+    if url_encoded and ("%" in text or "+" in text):
         text = urllib.parse.unquote_plus(text)
     return text
+
+
+def _etag_text(raw: bytes) -> str:
+    return raw.replace(b"&quot;", b"").replace(b"&#34;", b"").strip(b'"').decode("ascii", "replace")
 
 
 def _epoch(text: bytes) -> float:
@@ -1506,12 +1536,17 @@ def _epoch(text: bytes) -> float:
 def parse_list_page(body: bytes) -> ListPage:
     """A ListObjectsV2 answer (the XML body) as a ListPage."""
     url = b"<EncodingType>url</EncodingType>" in body
-    objects = []
-    for block in _CONTENTS.finditer(body):
-        fields = dict(_FIELD.findall(block.group(1)))
-        etag = fields.get(b"ETag", b"").replace(b"&quot;", b"").replace(b"&#34;", b"").strip(b'"')
-        objects.append((_listed_text(fields[b"Key"], url), int(fields[b"Size"]), etag.decode("ascii", "replace"),
-                        _epoch(fields.get(b"LastModified", b""))))  # fmt: skip
+    in_order = _CONTENTS_IN_ORDER.findall(body)
+    if len(in_order) == body.count(b"<Contents>"):
+        objects = [Listed(_listed_text(key, url), int(size), _etag_text(etag), _epoch(modified))
+                   for key, modified, etag, size in in_order]  # fmt: skip
+    else:
+        objects = []
+        for block in _CONTENTS.finditer(body):
+            fields = dict(_FIELD.findall(block.group(1)))
+            objects.append(Listed(_listed_text(fields[b"Key"], url), int(fields[b"Size"]),
+                                  _etag_text(fields.get(b"ETag", b"")),
+                                  _epoch(fields.get(b"LastModified", b""))))  # fmt: skip
     prefixes = [_listed_text(p, url) for p in _COMMON_PREFIX.findall(body)]
     token = _NEXT_TOKEN.search(body)
     return ListPage(
@@ -1543,7 +1578,7 @@ def list_page(client, bucket: str, prefix: str, retry: RetryPolicy, token: str =
 
 def parsed_list_page(answer: dict) -> ListPage:
     """A ListPage from botocore's own parse (a client without keep_raw_listing, e.g. a test's)."""
-    objects = [(o["Key"], o["Size"], o.get("ETag", "").strip('"'), o["LastModified"].timestamp())
+    objects = [Listed(o["Key"], o["Size"], o.get("ETag", "").strip('"'), o["LastModified"].timestamp())
                for o in answer.get("Contents", [])]  # fmt: skip
     return ListPage(objects, [p["Prefix"] for p in answer.get("CommonPrefixes", [])], bool(answer.get("IsTruncated")),
                     answer.get("NextContinuationToken", ""))  # fmt: skip
@@ -1682,7 +1717,7 @@ def list_upload_parts(client, bucket: str, key: str, upload_id: str, retry: Retr
 # ----------------------------------------------------------------------------------------------------------------------
 
 
-@dataclasses.dataclass(frozen=True, slots=True)
+@dataclasses.dataclass(slots=True)  # one per file planned (frozen dataclasses take 3 times as long to make)
 class ChunkPlan:
     """How one file is cut into parts: every part ``part_size`` bytes but the last; or, to keep the layout of a
     multipart source whose parts are not of one size, where each part ends (``ends``; ``part_size`` its largest)."""
@@ -1871,15 +1906,6 @@ def examine_upload(client, bucket: str, task: FileTask, source: Source, retry: R
     return check, data
 
 
-@dataclasses.dataclass(frozen=True, slots=True)
-class DestObject:
-    """An object of the destination, as its listing (or a HeadObject) shows it."""
-
-    size: int
-    etag: str  # unquoted
-    written: float  # LastModified, epoch seconds
-
-
 # How a skip was decided: the original skipped every object of the same size; a same-size change is caught where
 # what S3 keeps can tell.  The closing block counts the skips by these reasons.
 SAME_ETAG = "already at the destination (same size and ETag)"
@@ -1902,7 +1928,7 @@ def etag_part_count(etag: str) -> int:
     return int(count) if is_md5_hex(digest) and count.isdigit() else -1
 
 
-def listed_verdict(f: SourceFile, there: DestObject, kind: str, multipart_etags: bool = True) -> tuple[str, str]:
+def listed_verdict(f: SourceFile, there: Listed, kind: str, multipart_etags: bool = True) -> tuple[str, str]:
     """Is the object ``there`` this file, from the listings alone?  ("skip", how it was decided), ("send", why), or
     ("confirm", why it looks changed): then one HeadObject settles it (confirmed_same), in the file's own worker.
 
@@ -2039,8 +2065,9 @@ class March:
             f = self.job.source.only()
             head = head_destination(self.job.des_client, self.job.settings.des_bucket, f.key, self.job.retry,
                                     "to tell whether the object is already there")  # fmt: skip
-            yield f, None if head is None else (f.key, head["ContentLength"], str(head.get("ETag", "")).strip('"'),
-                                                head["LastModified"].timestamp())  # fmt: skip
+            there = None if head is None else Listed(f.key, head["ContentLength"], str(head.get("ETag", "")).strip('"'),
+                                                     head["LastModified"].timestamp())  # fmt: skip
+            yield f, there
             return
         self._pending.append(top)
         threads = [threading.Thread(target=self._work, name=f"lister-{n}", daemon=True) for n in range(self.listers)]
@@ -2116,11 +2143,8 @@ def plan_task(settings: Settings, f: SourceFile, there: Listed | None, uploads: 
     """What to do for one file, from the destination object of its key (None: there is none) and the unfinished
     uploads of its key."""
     whole = ChunkPlan(size=f.size, part_size=max(f.size, 1))
-    of_key = sorted(uploads, key=lambda u: u.initiated)
-    if there is not None:
-        verdict, reason = listed_verdict(f, DestObject(there[1], there[2], there[3]), kind, multipart_etags)
-    else:
-        verdict, reason = "send", ""
+    of_key = sorted(uploads, key=lambda u: u.initiated) if uploads else uploads
+    verdict, reason = listed_verdict(f, there, kind, multipart_etags) if there is not None else ("send", "")
     if verdict == "skip":
         return FileTask(f, "skip", whole, reason, stale=tuple(of_key), complete=True)
     if settings.ignore_small_file and f.size < settings.chunk_size:
@@ -2143,7 +2167,7 @@ def plan_stream(settings: Settings, matched: Iterable[tuple[SourceFile, Listed |
         yield plan_task(settings, f, there, by_key.get(f.key, []), source.kind, multipart_etags)
 
 
-def plan_files(settings: Settings, files: list[SourceFile], destination: dict[str, DestObject],
+def plan_files(settings: Settings, files: list[SourceFile], destination: dict[str, Listed],
                uploads: list[UnfinishedUpload], source: Source | None = None) -> list[FileTask]:  # fmt: skip
     """plan_stream over files in any order and the destination as a dict (a fleet worker's one file; tests)."""
     by_key: dict[str, list[UnfinishedUpload]] = {}
@@ -2151,8 +2175,8 @@ def plan_files(settings: Settings, files: list[SourceFile], destination: dict[st
         by_key.setdefault(u.key, []).append(u)
     kind = source.kind if source is not None else "s3"
     multipart_etags = getattr(source, "multipart_etags_comparable", True)
-    listed = {key: (key, d.size, d.etag, d.written) for key, d in destination.items()}
-    return [plan_task(settings, f, listed.get(f.key), by_key.get(f.key, []), kind, multipart_etags) for f in files]
+    return [plan_task(settings, f, destination.get(f.key), by_key.get(f.key, []), kind, multipart_etags)
+            for f in files]  # fmt: skip
 
 
 # ----------------------------------------------------------------------------------------------------------------------
@@ -3205,6 +3229,7 @@ class Engine:
 # ----------------------------------------------------------------------------------------------------------------------
 
 
+@functools.lru_cache(maxsize=4096)  # sizes repeat: a dry run of millions of files says each one's
 def human_bytes(n: float) -> str:
     for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
         if round(abs(n), 1) < 1024 or unit == "TiB":
@@ -3782,15 +3807,20 @@ class PlanTally:
     """What the plan holds, counted as it is made: how many files and bytes to upload, resume and skip."""
 
     def __init__(self):
-        self.counts: collections.Counter[str] = collections.Counter()
-        self.sizes: collections.Counter[str] = collections.Counter()
+        self.counts = dict.fromkeys(("upload", "resume", "there", "ignored"), 0)
+        self.sizes = dict(self.counts)
 
     def add(self, t: FileTask) -> None:
-        group = ("upload" if t.upload is None else "resume") if t.action != "skip" else \
-            "there" if t.complete else "ignored"  # fmt: skip
-        for name in (group, "all"):
-            self.counts[name] += 1
-            self.sizes[name] += t.src.size
+        if t.action != "skip":
+            group = "upload" if t.upload is None else "resume"
+        else:
+            group = "there" if t.complete else "ignored"
+        self.counts[group] += 1
+        self.sizes[group] += t.src.size
+
+    @property
+    def files(self) -> int:
+        return sum(self.counts.values())
 
     def counted(self, tasks: Iterable[FileTask]) -> Iterator[FileTask]:
         """The tasks, each counted as it passes; the plan's line logged once the listing is done."""
@@ -3801,6 +3831,7 @@ class PlanTally:
 
     def line(self) -> str:
         n, size = self.counts, self.sizes
+        everything = human_bytes(sum(size.values()))
         parts = [f"{n['upload']} to upload ({human_bytes(size['upload'])})"] if n["upload"] else []
         if n["resume"]:
             parts.append(f"{n['resume']} to resume ({human_bytes(size['resume'])}, parts already on S3 are not sent "
@@ -3809,7 +3840,7 @@ class PlanTally:
             parts.append(f"{n['there']} to skip (already at the destination)")
         if n["ignored"]:
             parts.append(f"{n['ignored']} to skip (smaller than ChunkSize, IgnoreSmallFile)")
-        return f"{n['all']} file(s), {human_bytes(size['all'])}: " + (", ".join(parts) or "nothing to do")
+        return f"{self.files} file(s), {everything}: " + (", ".join(parts) or "nothing to do")
 
 
 def decide_clean(uploads: list[UnfinishedUpload], job: Job, options: RunOptions,
@@ -4347,7 +4378,7 @@ def send_to_queue(settings: Settings, stop: threading.Event, options: RunOptions
             batch = []
     if batch:
         send_batch(job, sqs, queue_url, batch, stop)
-    skipped = tally.counts["all"] - queued
+    skipped = tally.files - queued
     if options.dry_run:
         report.info("dry run: %d message(s) would be queued, %d file(s) skipped; nothing was sent", queued, skipped)
     else:
@@ -4454,7 +4485,7 @@ def destination_complete(job: Job, f: SourceFile) -> bool:
     if head is None:
         return False
     written = head["LastModified"].timestamp()
-    there = DestObject(head["ContentLength"], str(head.get("ETag", "")).strip('"'), written)
+    there = Listed(f.key, head["ContentLength"], str(head.get("ETag", "")).strip('"'), written)
     verdict, _ = listed_verdict(f, there, job.source.kind, getattr(job.source, "multipart_etags_comparable", True))
     if verdict == "send":
         return False

@@ -162,7 +162,7 @@ def child(count: int, data_dir: str, variant: str) -> dict:
 
     with phase(figures, "list"):
         files = list(s3_upload.walk_source(source))
-    destination = {f.key: s3_upload.DestObject(f.size, "", f.mtime + 1) for f in files} if variant == "skip" else {}
+    destination = {f.key: s3_upload.Listed(f.key, f.size, "", f.mtime + 1) for f in files} if variant == "skip" else {}
     with phase(figures, "plan"):
         tasks = s3_upload.plan_files(settings, files, destination, [], source)
     with phase(figures, "run"):

@@ -68,11 +68,11 @@ PARSER_KEYS = [*(f"d/{n}" for n in TRICKY_NAMES), "d/sub/x", "d/control\x01char"
 
 def raw_and_parsed(client, bucket: str, **kwargs) -> tuple[s3_upload.ListPage, dict]:
     """One ListObjectsV2 answer parsed by the lean parser (the body taken as the tool takes it) and by botocore."""
-    client.meta.events.register("before-parse.s3.ListObjectsV2", s3_upload.keep_raw_listing)
+    s3_upload.take_raw_listings(client)
     retry = s3_upload.RetryPolicy(0, 0, s3_upload.threading.Event())
     page = s3_upload.list_page(client, bucket, kwargs.pop("Prefix", ""), retry, kwargs.pop("token", ""),
                                kwargs.pop("Delimiter", ""), page_size=kwargs.pop("MaxKeys", 1000))  # fmt: skip
-    client.meta.events.unregister("before-parse.s3.ListObjectsV2", s3_upload.keep_raw_listing)
+    client.meta.events.unregister("before-parse.s3.*", s3_upload.keep_raw_listing)
     return page, kwargs
 
 
@@ -164,3 +164,25 @@ def test_a_directory_of_the_source_with_only_subdirectories_is_walked(dst, bucke
     run = run_tool(make_config())
     assert run.code == 0, run
     assert list(list_keys(dst, bucket)) == ["up/only/deeper/deepest/f.bin"]
+
+
+def test_the_lean_parser_reads_fields_in_any_order_and_decodes_each_key_once():
+    """The usual order (Key, LastModified, ETag, Size) is read by one pattern; an answer with another order by the
+    general one; XML entities, then the URL encoding (a '+' is a space, as S3 writes it), each resolved once."""
+    in_order = (b"<Contents><Key>q%26x%2Bplus+space</Key><LastModified>2026-01-01T00:00:00.000Z</LastModified>"
+                b"<ETag>&quot;e1&quot;</ETag><ChecksumAlgorithm>CRC64NVME</ChecksumAlgorithm><Size>7</Size>"
+                b"</Contents>")  # fmt: skip
+    other = (b"<Contents><Size>9</Size><Key>%25literal</Key><ETag>\"e2-3\"</ETag>"
+             b"<LastModified>2026-01-01T00:00:01.000Z</LastModified></Contents>")  # fmt: skip
+    for contents, count in ((in_order, 1), (in_order + other, 2)):
+        body = (b"<ListBucketResult><EncodingType>url</EncodingType><IsTruncated>true</IsTruncated>" + contents +
+                b"<NextContinuationToken>t&amp;1</NextContinuationToken></ListBucketResult>")  # fmt: skip
+        page = s3_upload.parse_list_page(body)
+        assert page.truncated and page.token == "t&1"
+        assert page.objects[0] == ("q&x+plus space", 7, "e1", 1767225600.0)
+        assert len(page.objects) == count
+    assert page.objects[1] == ("%literal", 9, "e2-3", 1767225601.0)
+    plain = s3_upload.parse_list_page(b"<ListBucketResult><Contents><Key>a&amp;b+c%20</Key><LastModified>"
+                                      b"2026-01-01T00:00:00.000Z</LastModified><ETag>x</ETag><Size>1</Size>"
+                                      b"</Contents></ListBucketResult>")  # fmt: skip
+    assert plain.objects[0][0] == "a&b+c%20" and not plain.truncated  # not URL-encoded: taken as it is

@@ -377,9 +377,9 @@ def settings(**kw) -> Settings:
     return Settings(des_bucket="bucket", src_dir="/tmp", chunk_size=CHUNK, **kw)
 
 
-def there(size: int) -> s3_upload.DestObject:
+def there(size: int) -> s3_upload.Listed:
     """An object of the destination listing with this size (and the same empty ETag as the sources here)."""
-    return s3_upload.DestObject(size, "", T)
+    return s3_upload.Listed("", size, "", T)
 
 
 @pytest.mark.parametrize(
