@@ -12,12 +12,15 @@ Three jobs share one engine:
 The user edits ``s3_upload_config.py`` and runs ``python3 s3_upload.py``.  The script reads like the data flows:
 
   1. Settings   the config module, validated once, frozen
-  2. Endpoints  one boto3 session per profile
-  3. Sources    LocalSource / S3Source behind one small interface
-  4. Plan       ChunkPlan per file; skip / put / multipart (resume or restart) decided from S3 listings
-  5. Transfer   a pool of files, each with its own pool of parts; every request retried with linear backoff
-  6. Verify     the multipart ETag recomputed from our own part digests; optional full re-read
-  7. Report     logging, the CLEAN prompt, the final comparison and summary, exit codes
+  2. Endpoints  one boto3 session per profile; one retry policy for every request
+  3. List       LocalSource / S3Source behind one small interface; ListObjectsV2 read by a lean parser
+  4. Match      both sides walked directory by directory, each directory's files matched in lock step (March)
+  5. Plan       per file, as the listing goes: skip / put / multipart (resume or restart), the part layout
+  6. Move       MaxParallelFile file threads; one budget of MaxParallelFile x MaxThread requests for every part
+  7. Prove      the ETag from our own part digests, the source's checksum or ETag, S3's pinned copy; ifVerifyMD5
+  8. Report     logging, the CLEAN prompt, the dry run, the final comparison, the closing block, --report
+  9. Run a job  the command line, --check, and run_job, which ties the sections together
+  10. Fleet     an SQS queue of files, and workers on many machines running each through the same engine
 
 S3 is the only state: a rerun (on this machine or another) resumes from ListMultipartUploads and ListParts.
 The module is importable; ``main(argv)`` returns the exit code.
@@ -260,9 +263,16 @@ CONFIG_OPTIONS: dict[str, tuple[str, tuple[type, ...]]] = {
 
 
 SECRET_OPTIONS = frozenset({"ali_access_key_secret"})  # never printed, logged or put in an error message
+
+
 PATH_OPTIONS = ("SrcDir", "SrcFileIndex", "LogDir")  # names of local paths: a NUL is in none of them
+
+
 MAX_CONCURRENCY = 1000  # MaxThread and MaxParallelFile, each: every request in flight holds a ChunkSize buffer
+
+
 MAX_SECONDS = 7 * 24 * 3600  # the float options are seconds: a week is more than any of them needs
+
 
 CONFIG_EXAMPLES = {
     "ChunkSize": "ChunkSize = 10 * Megabytes",
@@ -533,8 +543,9 @@ def key_prefix(settings: Settings) -> str:
 
 
 # ----------------------------------------------------------------------------------------------------------------------
-# 2. Endpoints
+# 2. Endpoints: one client per profile, one retry policy for every request
 # ----------------------------------------------------------------------------------------------------------------------
+
 
 # Errors that no retry can fix: fail the file (or the run) at once.
 FATAL_ERROR_CODES = frozenset(
@@ -566,7 +577,11 @@ FATAL_ERROR_CODES = frozenset(
         "KMS.AccessDeniedException",
     }
 )
+
+
 NOT_FOUND_CODES = frozenset({"404", "NoSuchKey", "NotFound"})  # HEAD answers a missing key with a bare 404
+
+
 CREDENTIAL_ERROR_CODES = frozenset(
     {
         "InvalidAccessKeyId",
@@ -591,11 +606,15 @@ RETRYABLE_ERROR_CODES = frozenset({
     "SlowDown", "Throttling", "ThrottlingException", "RequestTimeout", "RequestTimeTooSkewed", "InternalError",
     "ServiceUnavailable", "BadDigest", "IncompleteBody", "OperationAborted",
 })  # fmt: skip
+
+
 # Errors of this machine or of the request itself: waiting will not fix them.
 FINAL_LOCAL_ERRORS = (
     botocore.exceptions.NoCredentialsError, botocore.exceptions.PartialCredentialsError,
     botocore.exceptions.ParamValidationError, botocore.exceptions.SSLError,
 )  # fmt: skip
+
+
 # Connection reset, read timeout, incomplete body, endpoint unreachable.  Other OSErrors (a local file that is
 # missing or unreadable) will not heal by waiting.
 TRANSIENT_ERRORS = (botocore.exceptions.BotoCoreError, urllib3.exceptions.HTTPError, ConnectionError, TimeoutError)
@@ -832,11 +851,6 @@ def with_fast_timestamps(session: boto3.Session) -> boto3.Session:
     return session
 
 
-# ----------------------------------------------------------------------------------------------------------------------
-# Retry policy
-# ----------------------------------------------------------------------------------------------------------------------
-
-
 class Interrupted(Exception):
     """The run is stopping (Ctrl-C): abandon work quietly, S3 keeps what is done."""
 
@@ -897,7 +911,7 @@ class RetryPolicy:
 
 
 # ----------------------------------------------------------------------------------------------------------------------
-# 3. Sources
+# 3. List: the sources, and the listings of S3
 # ----------------------------------------------------------------------------------------------------------------------
 
 
@@ -955,7 +969,11 @@ def folder_prefix(prefix: str) -> str:
 # a name that is not UTF-8, a quote mark of its own is written as its UTF-8 bytes (‛E2‛80‛9B), so that decoding every
 # ‛XX of such a key gives back exactly that name.
 BYTE_QUOTE = "\u201b"
+
+
 _QUOTED_BYTE = re.compile(BYTE_QUOTE + "([89A-F][0-9A-F])")
+
+
 _QUOTED_BYTES = {BYTE_QUOTE: "".join(f"{BYTE_QUOTE}{b:02X}" for b in BYTE_QUOTE.encode())}
 
 
@@ -1444,11 +1462,6 @@ def full_object_checksum(head: dict) -> tuple[str, str] | None:
     return None
 
 
-# ----------------------------------------------------------------------------------------------------------------------
-# S3 listings (all paginated)
-# ----------------------------------------------------------------------------------------------------------------------
-
-
 class Listed(NamedTuple):
     """An object of the destination (or of an S3 source), as its listing or a HeadObject shows it.  A tuple: a listing
     of ten million objects makes ten million of them, one at a time."""
@@ -1473,17 +1486,31 @@ class ListPage:
 # about 8.  botocore still builds, signs, sends and retries the request and turns error answers into exceptions; only
 # the body of a 200 answer is taken away from it (keep_raw_listing) and parsed here.
 _CONTENTS = re.compile(rb"<Contents>(.*?)</Contents>", re.S)
+
+
 # The order AWS, SeaweedFS and moto write: Key, LastModified, ETag, maybe ChecksumAlgorithm/ChecksumType, Size.  One
 # pattern for all four fields is 4 times as fast as finding each; an answer in another order takes the general path.
 _CONTENTS_IN_ORDER = re.compile(
     rb"<Contents><Key>([^<]*)</Key><LastModified>([^<]*)</LastModified><ETag>([^<]*)</ETag>"
     rb"(?:<Checksum[A-Za-z]*>[^<]*</Checksum[A-Za-z]*>)*<Size>([0-9]+)</Size>"
 )
+
+
 _FIELD = re.compile(rb"<(Key|Size|ETag|LastModified)>([^<]*)</")
+
+
 _COMMON_PREFIX = re.compile(rb"<CommonPrefixes>\s*<Prefix>([^<]*)</Prefix>")
+
+
 _TRUNCATED = re.compile(rb"<IsTruncated>\s*true\s*</IsTruncated>")
+
+
 _NEXT_TOKEN = re.compile(rb"<NextContinuationToken>([^<]*)</NextContinuationToken>")
+
+
 _raw_listing = threading.local()  # set around a listing whose body this thread parses itself
+
+
 _timestamps: dict[bytes, float] = {}  # LastModified text -> epoch seconds: objects written together share them
 
 
@@ -1713,7 +1740,207 @@ def list_upload_parts(client, bucket: str, key: str, upload_id: str, retry: Retr
 
 
 # ----------------------------------------------------------------------------------------------------------------------
-# 4. Plan
+# 4. Match: both sides walked directory by directory, in lock step
+# ----------------------------------------------------------------------------------------------------------------------
+
+
+def walk_source(source: Source, quiet: bool = False) -> Iterator[SourceFile]:
+    """Every file of a source, one directory after the other (deep first), without the destination."""
+    top = source.top()
+    if top is None:
+        yield source.only()
+        return
+    pending = [top]
+    while pending:
+        for item in source.list_dir(pending.pop(), quiet):
+            if isinstance(item, tuple):
+                pending.append(item)
+            else:
+                yield item
+
+
+class LockStep:
+    """The destination's listing of one directory, in key order, walked in lock step with the source's files of that
+    directory (in the same order): match() gives each file the object of its key, or None.  Memory: one object.  The
+    listing is asked for its first page only when the first file comes."""
+
+    def __init__(self, objects: Iterable[Listed]):
+        self._objects = iter(objects)
+        self._current: Listed | None = None
+        self._started = False
+
+    def match(self, f: SourceFile) -> Listed | None:
+        if not self._started:
+            self._current, self._started = next(self._objects, None), True
+        while self._current is not None and self._current[0] < f.key:
+            self._current = next(self._objects, None)
+        return self._current if self._current is not None and self._current[0] == f.key else None
+
+
+def match_sorted(files: Iterable[SourceFile], objects: Iterable[Listed]) -> Iterator[tuple[SourceFile, Listed | None]]:
+    """Two listings of one directory in key order walked in lock step (LockStep)."""
+    step = LockStep(objects)
+    for f in files:
+        yield f, step.match(f)
+
+
+LISTERS = 16  # directories listed at once: each has a page of the source or of the destination in flight
+
+
+MARCH_WINDOW = 10_000  # matched files waiting for the plan: the listing never runs further ahead
+
+
+MARCH_BATCH = 250  # matched files handed to the plan at once (one hand-over between threads costs ~10 us)
+
+
+class March:
+    """Both sides of a job walked directory by directory, as rclone's march does: each directory of the source
+    (S3: a prefix listed with Delimiter '/') is listed with the same directory of the destination, and their files
+    are matched in lock step (match_sorted).  Within one directory every store lists names in the same order; across
+    directories they do not (AWS lists 'a-c' before 'a/x', SeaweedFS after), so no order is assumed between them.
+
+    LISTERS directories are listed at once; the files matched wait in a window of MARCH_WINDOW for the plan to take
+    them.  Memory: that window, the directories not yet listed, and one page (a local directory's names) per lister.
+    Iterating gives (file, destination object or None) as the listings go, in no particular order."""
+
+    def __init__(self, job: Job, quiet: bool = False, listers: int = LISTERS):
+        self.job, self.quiet, self.listers = job, quiet, listers
+        self._lock = threading.Condition()
+        self._pending: list[Dir] = []
+        self._busy = 0
+        self._stopped = False
+        self._out: queue.Queue = queue.Queue(maxsize=MARCH_WINDOW // MARCH_BATCH)
+
+    def __iter__(self) -> Iterator[tuple[SourceFile, Listed | None]]:
+        top = self.job.source.top()
+        if top is None:  # SrcFileIndex: one file
+            f = self.job.source.only()
+            head = head_destination(self.job.des_client, self.job.settings.des_bucket, f.key, self.job.retry,
+                                    "to tell whether the object is already there")  # fmt: skip
+            there = None if head is None else Listed(f.key, head["ContentLength"], str(head.get("ETag", "")).strip('"'),
+                                                     head["LastModified"].timestamp())  # fmt: skip
+            yield f, there
+            return
+        self._pending.append(top)
+        threads = [threading.Thread(target=self._work, name=f"lister-{n}", daemon=True) for n in range(self.listers)]
+        for thread in threads:
+            thread.start()
+        try:
+            while (batch := self._out.get()) is not None:
+                if isinstance(batch, BaseException):
+                    raise batch
+                yield from batch
+        finally:
+            with self._lock:
+                self._stopped = True
+                self._lock.notify_all()
+
+    def _work(self) -> None:
+        while True:
+            with self._lock:
+                while not self._pending and self._busy and not self._stopped:
+                    self._lock.wait()
+                if self._stopped or not self._pending:  # nothing left to list, and nobody listing
+                    if not self._stopped:
+                        self._stopped = True
+                        self._put(None)
+                    self._lock.notify_all()
+                    return
+                directory = self._pending.pop()  # the newest: deep first, so the directories waiting stay few
+                self._busy += 1
+            try:
+                self._one(directory)
+            except BaseException as exc:  # the walk stops; the plan raises it
+                with self._lock:
+                    self._stopped = True
+                self._put(exc)
+            finally:
+                with self._lock:
+                    self._busy -= 1
+                    self._lock.notify_all()
+
+    def _put(self, item) -> None:
+        while True:
+            with contextlib.suppress(queue.Full):
+                self._out.put(item, timeout=0.5)
+                return
+            if self._stopped and item is not None and not isinstance(item, BaseException):
+                return  # nobody takes it any more
+
+    def _one(self, directory: Dir) -> None:
+        job = self.job
+        bucket, prefix = job.settings.des_bucket, directory[1]
+        objects = guarded(iter_objects(job.des_client, bucket, prefix, job.retry, delimiter="/"), job.des_what,
+                          check_access)  # fmt: skip
+        step = LockStep(objects)
+        batch: list[tuple[SourceFile, Listed | None]] = []
+        for item in guarded(job.source.list_dir(directory, self.quiet), job.src_what, job.check_source):
+            if self._stopped:
+                return
+            if isinstance(item, tuple):
+                with self._lock:
+                    self._pending.append(item)
+                    self._lock.notify()
+            else:
+                batch.append((item, step.match(item)))
+                if len(batch) == MARCH_BATCH:
+                    self._put(batch)
+                    batch = []
+        if batch:
+            self._put(batch)
+
+
+@dataclasses.dataclass
+class Listings:
+    """A job's listings, begun: the unfinished uploads (whole: they are few), and the source walked with the
+    destination (March), whose access was proven by a first request to each side before any question."""
+
+    uploads: list[UnfinishedUpload]
+    pairs: Iterable[tuple[SourceFile, Listed | None]]
+    first: SourceFile | None  # a file of the source (CopyMode's sample), if it has one
+
+
+def guarded(items: Iterable, what: str, check: Callable[[BaseException, str], None]) -> Iterator:
+    """A listing whose failure (at any page) is, where it can be, one line the user can act on (exit 2)."""
+    try:
+        yield from items
+    except (botocore.exceptions.BotoCoreError, botocore.exceptions.ClientError) as exc:
+        check(exc, what)
+        raise
+
+
+def open_listings(job: Job) -> Listings:
+    """The unfinished uploads, and one request to each side (a refusal is a user error, exit 2).  The three do not
+    depend on each other: on a long link each costs round trips, so they overlap."""
+    settings = job.settings
+
+    def source_sample() -> SourceFile | None:
+        if job.source.top() is None:
+            return job.source.only()
+        return next(guarded(job.source.sample(), job.src_what, job.check_source), None)
+
+    def unfinished() -> list[UnfinishedUpload]:
+        try:
+            return list_unfinished_uploads(job.des_client, settings.des_bucket, job.dest_prefix, job.retry)
+        except (botocore.exceptions.BotoCoreError, botocore.exceptions.ClientError) as exc:
+            check_access(exc, job.des_what)
+            raise
+
+    def first_object() -> None:
+        try:
+            list_page(job.des_client, settings.des_bucket, job.dest_prefix, job.retry, page_size=1)
+        except (botocore.exceptions.BotoCoreError, botocore.exceptions.ClientError) as exc:
+            check_access(exc, job.des_what)
+            raise
+
+    with concurrent.futures.ThreadPoolExecutor(3, thread_name_prefix="list") as pool:
+        sample, probe, listed = pool.submit(source_sample), pool.submit(first_object), pool.submit(unfinished)
+        first, _ = sample.result(), probe.result()
+        return Listings(listed.result(), March(job), first)
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+# 5. Plan: what to do for each file, decided from the listings
 # ----------------------------------------------------------------------------------------------------------------------
 
 
@@ -1860,7 +2087,11 @@ class Shape:
 
 
 PROOF_PARTS = "part MD5s"  # each part checked by Content-MD5 (or S3's copy of it), the ETag by their digests
+
+
 PROOF_ETAG = "ETag equal to the source"
+
+
 PROOF_SERVER = "S3's own copy of the listed version"  # UploadPartCopy / CopyObject pinned by CopySourceIfMatch
 
 
@@ -1909,7 +2140,11 @@ def examine_upload(client, bucket: str, task: FileTask, source: Source, retry: R
 # How a skip was decided: the original skipped every object of the same size; a same-size change is caught where
 # what S3 keeps can tell.  The closing block counts the skips by these reasons.
 SAME_ETAG = "already at the destination (same size and ETag)"
+
+
 SAME_TIME = "already at the destination (same size, not modified since the object was written)"
+
+
 SAME_RECORDED_MTIME = "already at the destination (same size, and the mtime recorded with the object)"
 
 
@@ -1996,148 +2231,6 @@ class FileTask:
     confirm: bool = False
 
 
-def walk_source(source: Source, quiet: bool = False) -> Iterator[SourceFile]:
-    """Every file of a source, one directory after the other (deep first), without the destination."""
-    top = source.top()
-    if top is None:
-        yield source.only()
-        return
-    pending = [top]
-    while pending:
-        for item in source.list_dir(pending.pop(), quiet):
-            if isinstance(item, tuple):
-                pending.append(item)
-            else:
-                yield item
-
-
-class LockStep:
-    """The destination's listing of one directory, in key order, walked in lock step with the source's files of that
-    directory (in the same order): match() gives each file the object of its key, or None.  Memory: one object.  The
-    listing is asked for its first page only when the first file comes."""
-
-    def __init__(self, objects: Iterable[Listed]):
-        self._objects = iter(objects)
-        self._current: Listed | None = None
-        self._started = False
-
-    def match(self, f: SourceFile) -> Listed | None:
-        if not self._started:
-            self._current, self._started = next(self._objects, None), True
-        while self._current is not None and self._current[0] < f.key:
-            self._current = next(self._objects, None)
-        return self._current if self._current is not None and self._current[0] == f.key else None
-
-
-def match_sorted(files: Iterable[SourceFile], objects: Iterable[Listed]) -> Iterator[tuple[SourceFile, Listed | None]]:
-    """Two listings of one directory in key order walked in lock step (LockStep)."""
-    step = LockStep(objects)
-    for f in files:
-        yield f, step.match(f)
-
-
-LISTERS = 16  # directories listed at once: each has a page of the source or of the destination in flight
-MARCH_WINDOW = 10_000  # matched files waiting for the plan: the listing never runs further ahead
-MARCH_BATCH = 250  # matched files handed to the plan at once (one hand-over between threads costs ~10 us)
-
-
-class March:
-    """Both sides of a job walked directory by directory, as rclone's march does: each directory of the source
-    (S3: a prefix listed with Delimiter '/') is listed with the same directory of the destination, and their files
-    are matched in lock step (match_sorted).  Within one directory every store lists names in the same order; across
-    directories they do not (AWS lists 'a-c' before 'a/x', SeaweedFS after), so no order is assumed between them.
-
-    LISTERS directories are listed at once; the files matched wait in a window of MARCH_WINDOW for the plan to take
-    them.  Memory: that window, the directories not yet listed, and one page (a local directory's names) per lister.
-    Iterating gives (file, destination object or None) as the listings go, in no particular order."""
-
-    def __init__(self, job: Job, quiet: bool = False, listers: int = LISTERS):
-        self.job, self.quiet, self.listers = job, quiet, listers
-        self._lock = threading.Condition()
-        self._pending: list[Dir] = []
-        self._busy = 0
-        self._stopped = False
-        self._out: queue.Queue = queue.Queue(maxsize=MARCH_WINDOW // MARCH_BATCH)
-
-    def __iter__(self) -> Iterator[tuple[SourceFile, Listed | None]]:
-        top = self.job.source.top()
-        if top is None:  # SrcFileIndex: one file
-            f = self.job.source.only()
-            head = head_destination(self.job.des_client, self.job.settings.des_bucket, f.key, self.job.retry,
-                                    "to tell whether the object is already there")  # fmt: skip
-            there = None if head is None else Listed(f.key, head["ContentLength"], str(head.get("ETag", "")).strip('"'),
-                                                     head["LastModified"].timestamp())  # fmt: skip
-            yield f, there
-            return
-        self._pending.append(top)
-        threads = [threading.Thread(target=self._work, name=f"lister-{n}", daemon=True) for n in range(self.listers)]
-        for thread in threads:
-            thread.start()
-        try:
-            while (batch := self._out.get()) is not None:
-                if isinstance(batch, BaseException):
-                    raise batch
-                yield from batch
-        finally:
-            with self._lock:
-                self._stopped = True
-                self._lock.notify_all()
-
-    def _work(self) -> None:
-        while True:
-            with self._lock:
-                while not self._pending and self._busy and not self._stopped:
-                    self._lock.wait()
-                if self._stopped or not self._pending:  # nothing left to list, and nobody listing
-                    if not self._stopped:
-                        self._stopped = True
-                        self._put(None)
-                    self._lock.notify_all()
-                    return
-                directory = self._pending.pop()  # the newest: deep first, so the directories waiting stay few
-                self._busy += 1
-            try:
-                self._one(directory)
-            except BaseException as exc:  # the walk stops; the plan raises it
-                with self._lock:
-                    self._stopped = True
-                self._put(exc)
-            finally:
-                with self._lock:
-                    self._busy -= 1
-                    self._lock.notify_all()
-
-    def _put(self, item) -> None:
-        while True:
-            with contextlib.suppress(queue.Full):
-                self._out.put(item, timeout=0.5)
-                return
-            if self._stopped and item is not None and not isinstance(item, BaseException):
-                return  # nobody takes it any more
-
-    def _one(self, directory: Dir) -> None:
-        job = self.job
-        bucket, prefix = job.settings.des_bucket, directory[1]
-        objects = guarded(iter_objects(job.des_client, bucket, prefix, job.retry, delimiter="/"), job.des_what,
-                          check_access)  # fmt: skip
-        step = LockStep(objects)
-        batch: list[tuple[SourceFile, Listed | None]] = []
-        for item in guarded(job.source.list_dir(directory, self.quiet), job.src_what, job.check_source):
-            if self._stopped:
-                return
-            if isinstance(item, tuple):
-                with self._lock:
-                    self._pending.append(item)
-                    self._lock.notify()
-            else:
-                batch.append((item, step.match(item)))
-                if len(batch) == MARCH_BATCH:
-                    self._put(batch)
-                    batch = []
-        if batch:
-            self._put(batch)
-
-
 def plan_task(settings: Settings, f: SourceFile, there: Listed | None, uploads: list[UnfinishedUpload], kind: str,
               multipart_etags: bool = True) -> FileTask:  # fmt: skip
     """What to do for one file, from the destination object of its key (None: there is none) and the unfinished
@@ -2179,8 +2272,48 @@ def plan_files(settings: Settings, files: list[SourceFile], destination: dict[st
             for f in files]  # fmt: skip
 
 
+class PlanTally:
+    """What the plan holds, counted as it is made: how many files and bytes to upload, resume and skip."""
+
+    def __init__(self):
+        self.counts = dict.fromkeys(("upload", "resume", "there", "ignored"), 0)
+        self.sizes = dict(self.counts)
+
+    def add(self, t: FileTask) -> None:
+        if t.action != "skip":
+            group = "upload" if t.upload is None else "resume"
+        else:
+            group = "there" if t.complete else "ignored"
+        self.counts[group] += 1
+        self.sizes[group] += t.src.size
+
+    @property
+    def files(self) -> int:
+        return sum(self.counts.values())
+
+    def counted(self, tasks: Iterable[FileTask]) -> Iterator[FileTask]:
+        """The tasks, each counted as it passes; the plan's line logged once the listing is done."""
+        for t in tasks:
+            self.add(t)
+            yield t
+        log.info("plan: %s", self.line())
+
+    def line(self) -> str:
+        n, size = self.counts, self.sizes
+        everything = human_bytes(sum(size.values()))
+        parts = [f"{n['upload']} to upload ({human_bytes(size['upload'])})"] if n["upload"] else []
+        if n["resume"]:
+            parts.append(f"{n['resume']} to resume ({human_bytes(size['resume'])}, parts already on S3 are not sent "
+                         f"again)")  # fmt: skip
+        if n["there"]:
+            parts.append(f"{n['there']} to skip (already at the destination)")
+        if n["ignored"]:
+            parts.append(f"{n['ignored']} to skip (smaller than ChunkSize, IgnoreSmallFile)")
+        return f"{self.files} file(s), {everything}: " + (", ".join(parts) or "nothing to do")
+
+
 # ----------------------------------------------------------------------------------------------------------------------
-# 5. Transfer
+# 6. Move: the file threads, the one budget of requests, the part movers
 # ----------------------------------------------------------------------------------------------------------------------
 
 
@@ -2761,7 +2894,7 @@ class Engine:
                     f = now
                     task = dataclasses.replace(task, src=now, upload=None)
                     continue
-                if not self.s.verify_md5 or self._verify_by_reread(f, shape, result):
+                if not self.s.verify_md5 or verify_by_reread(self, f, shape, result):
                     break
                 if attempt == MAX_FILE_ATTEMPTS:
                     raise FileFailed(f"ETag still differs after {MAX_FILE_ATTEMPTS} attempts")
@@ -2818,24 +2951,9 @@ class Engine:
         result.etag, result.etag_is_md5 = require_etag(resp, "PUT"), etag_is_md5(resp)
         if result.expected_etag and result.etag_is_md5 and result.etag != result.expected_etag:
             why = f"ETag mismatch after PUT: S3 has {result.etag}, the MD5 of the source is {result.expected_etag}"
-            raise self._discard(f.key, why)
+            raise discard(self, f.key, why)
         if shape.checksum:
-            self._check_checksum(f, shape, resp, result)
-
-    def _check_checksum(self, f: SourceFile, shape: Shape, resp: dict, result: FileResult) -> None:
-        """The full-object checksum S3 keeps must be the source's: S3 checked the bytes against the one we gave it (a
-        store that keeps another value did not: the object is deleted and the file fails).  A store that keeps none
-        (asked once more with HeadObject when its answer says nothing) checked nothing: the file is then proven by
-        what else proves it, and never said proven by the checksum."""
-        assert shape.checksum is not None
-        algorithm, value = shape.checksum
-        answered = resp.get(f"Checksum{algorithm}") or head_of(self.client, self.bucket, f.key, self.retry)(
-            ChecksumMode="ENABLED").get(f"Checksum{algorithm}")  # fmt: skip
-        if answered and answered != value:
-            raise self._discard(f.key, f"the copy's {algorithm} {answered} is not the source's {value}", ProofFailed)
-        if not answered and result.proof == shape.proof:
-            result.proof = PROOF_SERVER if self.mover.copies else PROOF_PARTS
-            log.info("%s: the store keeps no %s of the object: proven by %s", f.key, algorithm, result.proof)
+            check_checksum(self, f, shape, resp, result)
 
     def _multipart(self, task: FileTask, shape: Shape, facts: SourceFacts, result: FileResult) -> None:
         f, plan = task.src, shape.plan
@@ -2881,27 +2999,14 @@ class Engine:
         result.etag_known = known = not any(p.copied for p in parts)
         if result.etag_is_md5 and known and etag != expected:
             why = f"ETag mismatch after complete: S3 has {etag}, computed from our parts {expected}"
-            raise self._discard(f.key, why)
+            raise discard(self, f.key, why)
         if shape.checksum:
-            self._check_checksum(f, shape, completed, result)
+            check_checksum(self, f, shape, completed, result)
         if shape.same_layout and etag == f.etag:
             result.proof = PROOF_ETAG
         elif shape.same_layout and not self.mover.copies:
             why = f"the copy's ETag {etag} is not the source's {f.etag} although its parts were cut as the source's"
-            raise self._discard(f.key, why, ProofFailed)
-
-    def _discard(self, key: str, why: str, failure: type[FileFailed] = FileFailed) -> FileFailed:
-        """The object at key is not the one computed here (a store that does not check Content-MD5 kept a damaged
-        part, the answer itself is wrong, or a proof failed): delete it, so that no later run takes it for complete
-        by its key and size, and fail the file."""
-        try:
-            self.retry.call(f"DELETE {key}", lambda: self.client.delete_object(Bucket=self.bucket, Key=key))
-        except Interrupted:
-            raise
-        except Exception as exc:
-            return failure(f"{why}; deleting it failed ({describe_error(exc)}): delete s3://{self.bucket}/{key} "
-                           f"yourself, or the next run takes it for complete")  # fmt: skip
-        return failure(f"{why}; the object was deleted, the next run uploads it again")
+            raise discard(self, f.key, why, ProofFailed)
 
     def _complete(self, key: str, upload_id: str, parts: list[PartResult], checksum: tuple[str, str] | None) -> dict:
         """CompleteMultipartUpload with our own part list (the data parts: never the marker), and the source's
@@ -3078,46 +3183,6 @@ class Engine:
 
     # -- 6. Verify ------------------------------------------------------------------------------------------------
 
-    def _verify_by_reread(self, f: SourceFile, shape: Shape, result: FileResult) -> bool:
-        """ifVerifyMD5: read the whole source again and recompute the ETag.  It is compared with what the completion
-        itself accepted: S3's ETag when it is built from the MD5s of our parts; what was sent when S3's is no MD5
-        (KMS, SSE-C); nothing more when S3 copied the parts itself and its copies carry ETags of the store's own (the
-        pinned copy stays the proof).  A difference is S3's fault only while the source is still the version sent:
-        then the object is deleted and the file sent again (False); a source changed since fails the file and the
-        object, which holds the version listed, is kept."""
-        try:
-            if not shape.multipart:
-                digest = md5_of(self.retry.call(f"READ {f.key}", lambda: self.source.read(f, 0, f.size)))[0]
-                expected = digest.hex()
-            else:
-                digests = []
-                for number, offset, length in shape.plan.parts():
-                    data = self.retry.call(
-                        f"VERIFY {f.key} part {number}", functools.partial(self.source.read, f, offset, length)
-                    )
-                    digests.append(hashlib.md5(data).digest())
-                expected = multipart_etag(digests)
-            if result.etag_is_md5 and result.etag_known:
-                uploaded = result.etag
-            elif not result.bytes_copied:
-                uploaded = result.expected_etag
-            else:
-                log.info("verified %s: the source re-read is the version S3 copied (ETag %s); the copy's ETag is the "
-                         "store's own: proven by %s", f.key, expected, result.proof)  # fmt: skip
-                return True
-            if expected == uploaded:
-                log.info("verified %s: re-read ETag %s matches", f.key, expected)
-                return True
-            self._check_unchanged(f)
-        except SourceChanged:
-            raise SourceChanged(f"{self.source.describe(f)} changed after it was uploaded: its object holds the "
-                                f"version listed and was kept; rerun to upload the new version") from None  # fmt: skip
-        log.error(
-            "verify %s: source ETag %s but S3 has %s; deleting it and uploading again", f.key, expected, result.etag
-        )
-        self.retry.call(f"DELETE {f.key}", lambda: self.client.delete_object(Bucket=self.bucket, Key=f.key))
-        return False
-
     # -- the file pool --------------------------------------------------------------------------------------------
 
     def run(self, tasks: Iterable[FileTask], record: Callable[[FileResult], None] | None = None) -> list[FileResult]:
@@ -3225,7 +3290,81 @@ class Engine:
 
 
 # ----------------------------------------------------------------------------------------------------------------------
-# 7. Report and main
+# 7. Prove: what makes a finished object equal to its source (checked at completion, and by ifVerifyMD5)
+# ----------------------------------------------------------------------------------------------------------------------
+
+
+def check_checksum(e: Engine, f: SourceFile, shape: Shape, resp: dict, result: FileResult) -> None:
+    """The full-object checksum S3 keeps must be the source's: S3 checked the bytes against the one we gave it (a
+    store that keeps another value did not: the object is deleted and the file fails).  A store that keeps none
+    (asked once more with HeadObject when its answer says nothing) checked nothing: the file is then proven by
+    what else proves it, and never said proven by the checksum."""
+    assert shape.checksum is not None
+    algorithm, value = shape.checksum
+    answered = resp.get(f"Checksum{algorithm}") or head_of(e.client, e.bucket, f.key, e.retry)(
+        ChecksumMode="ENABLED").get(f"Checksum{algorithm}")  # fmt: skip
+    if answered and answered != value:
+        raise discard(e, f.key, f"the copy's {algorithm} {answered} is not the source's {value}", ProofFailed)
+    if not answered and result.proof == shape.proof:
+        result.proof = PROOF_SERVER if e.mover.copies else PROOF_PARTS
+        log.info("%s: the store keeps no %s of the object: proven by %s", f.key, algorithm, result.proof)
+
+
+def discard(e: Engine, key: str, why: str, failure: type[FileFailed] = FileFailed) -> FileFailed:
+    """The object at key is not the one computed here (a store that does not check Content-MD5 kept a damaged
+    part, the answer itself is wrong, or a proof failed): delete it, so that no later run takes it for complete
+    by its key and size, and fail the file."""
+    try:
+        e.retry.call(f"DELETE {key}", lambda: e.client.delete_object(Bucket=e.bucket, Key=key))
+    except Interrupted:
+        raise
+    except Exception as exc:
+        return failure(f"{why}; deleting it failed ({describe_error(exc)}): delete s3://{e.bucket}/{key} "
+                       f"yourself, or the next run takes it for complete")  # fmt: skip
+    return failure(f"{why}; the object was deleted, the next run uploads it again")
+
+
+def verify_by_reread(e: Engine, f: SourceFile, shape: Shape, result: FileResult) -> bool:
+    """ifVerifyMD5: read the whole source again and recompute the ETag.  It is compared with what the completion
+    itself accepted: S3's ETag when it is built from the MD5s of our parts; what was sent when S3's is no MD5
+    (KMS, SSE-C); nothing more when S3 copied the parts itself and its copies carry ETags of the store's own (the
+    pinned copy stays the proof).  A difference is S3's fault only while the source is still the version sent:
+    then the object is deleted and the file sent again (False); a source changed since fails the file and the
+    object, which holds the version listed, is kept."""
+    try:
+        if not shape.multipart:
+            digest = md5_of(e.retry.call(f"READ {f.key}", lambda: e.source.read(f, 0, f.size)))[0]
+            expected = digest.hex()
+        else:
+            digests = []
+            for number, offset, length in shape.plan.parts():
+                data = e.retry.call(
+                    f"VERIFY {f.key} part {number}", functools.partial(e.source.read, f, offset, length)
+                )
+                digests.append(hashlib.md5(data).digest())
+            expected = multipart_etag(digests)
+        if result.etag_is_md5 and result.etag_known:
+            uploaded = result.etag
+        elif not result.bytes_copied:
+            uploaded = result.expected_etag
+        else:
+            log.info("verified %s: the source re-read is the version S3 copied (ETag %s); the copy's ETag is the "
+                     "store's own: proven by %s", f.key, expected, result.proof)  # fmt: skip
+            return True
+        if expected == uploaded:
+            log.info("verified %s: re-read ETag %s matches", f.key, expected)
+            return True
+        e._check_unchanged(f)
+    except SourceChanged:
+        raise SourceChanged(f"{e.source.describe(f)} changed after it was uploaded: its object holds the "
+                            f"version listed and was kept; rerun to upload the new version") from None  # fmt: skip
+    log.error("verify %s: source ETag %s but S3 has %s; deleting it and uploading again", f.key, expected, result.etag)
+    e.retry.call(f"DELETE {f.key}", lambda: e.client.delete_object(Bucket=e.bucket, Key=f.key))
+    return False
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+# 8. Report: logging, the CLEAN question, the dry run, the closing block, --report
 # ----------------------------------------------------------------------------------------------------------------------
 
 
@@ -3380,484 +3519,6 @@ def notes_summary(uploads: list[UnfinishedUpload], notes: dict[str, str]) -> str
         (f", {unknown} of them could not be checked against the source" if unknown else "")  # fmt: skip
 
 
-def check_access(exc: BaseException, what: str) -> None:
-    """Turn a failure of the first listing into one line the user can act on (exit code 2)."""
-    code = error_code(exc)
-    if isinstance(exc, botocore.exceptions.NoCredentialsError):
-        raise UserError(
-            f"no credentials for {what}; set aws_access_key_id/aws_secret_access_key for the profile "
-            f"in ~/.aws/credentials"
-        ) from None
-    if code in CREDENTIAL_ERROR_CODES:
-        raise UserError(
-            f"{what}: the profile's credentials were refused ({code}); check its access key and "
-            f"secret in ~/.aws/credentials"
-        ) from None
-    if code == "NoSuchBucket":
-        raise UserError(f"{what}: the bucket does not exist; check the bucket name and the profile's region") from None
-    if code in ("AccessDenied", "AllAccessDisabled"):
-        raise UserError(
-            f"{what}: access denied; grant this profile s3:ListBucket, s3:GetObject, s3:PutObject "
-            f"and s3:ListBucketMultipartUploads (or AmazonS3FullAccess)"
-        ) from None
-    if code in ("PermanentRedirect", "AuthorizationHeaderMalformed", "IllegalLocationConstraintException"):
-        raise UserError(f"{what}: the bucket is in another region ({code}); set that region in the profile") from None
-    if isinstance(exc, botocore.exceptions.SSLError):
-        raise UserError(
-            f"{what}: TLS failed ({exc}); if the endpoint uses a private CA, set ca_bundle = /path/to/ca.pem in the "
-            f"profile (~/.aws/config) or AWS_CA_BUNDLE"
-        ) from None
-    if isinstance(exc, botocore.exceptions.EndpointConnectionError):
-        raise UserError(
-            f"{what}: cannot connect to {exc.kwargs.get('endpoint_url', 'the endpoint')}; check the "
-            f"network and the profile's region/endpoint_url"
-        ) from None
-
-
-def check_oss_access(exc: BaseException, what: str) -> None:
-    """check_access for the OSS source, whose keys and region are ali_ options of the config, not a profile."""
-    code = error_code(exc)
-    if code in CREDENTIAL_ERROR_CODES:
-        raise UserError(f"{what}: the OSS credentials were refused ({code}); check ali_access_key_id and "
-                        f"ali_access_key_secret in the config") from None  # fmt: skip
-    if code == "NoSuchBucket":
-        raise UserError(f"{what}: the bucket does not exist; check ali_SrcBucket, and that ali_endpoint is its "
-                        f"region's endpoint") from None  # fmt: skip
-    if code in ("AccessDenied", "AllAccessDisabled", "PermanentRedirect", "IllegalLocationConstraintException"):
-        raise UserError(f"{what}: {code}; give the RAM user of ali_access_key_id oss:ListObjects and oss:GetObject "
-                        f"on ali_SrcBucket, and check that ali_endpoint is the bucket's region") from None  # fmt: skip
-    if isinstance(exc, botocore.exceptions.EndpointConnectionError):
-        raise UserError(f"{what}: cannot connect; check ali_endpoint and the network") from None
-
-
-@dataclasses.dataclass(frozen=True)
-class RunOptions:
-    """How to run, from the command line (never from the config): see parse_args."""
-
-    dry_run: bool = False
-    clean_answer: str = ""  # "" ask (or DontAskMeToClean), "resume" (--yes), "clean" (--clean)
-    report_path: str = ""
-    progress: str = "auto"  # "auto" | "bar" | "log" | "none"
-    sqs_send: str = ""  # queue URL: queue the files instead of transferring them
-    sqs_worker: str = ""  # queue URL: transfer the files queued there
-    forever: bool = False  # a worker keeps polling an empty queue
-    run_started: float = dataclasses.field(default_factory=time.monotonic)  # for the closing line's time
-
-
-@dataclasses.dataclass
-class Job:
-    """The endpoints and the source of one configured job, shared by a normal run, the SQS sender and workers."""
-
-    settings: Settings
-    retry: RetryPolicy
-    endpoints: Endpoints
-    des_client: Any
-    source: Source
-    src_what: str
-    des_what: str
-    dest_prefix: str
-    copy_from: str | None = None  # CopyMode's choice once made: the source bucket (server-side copy) or ''
-
-    def check_source(self, exc: BaseException, what: str) -> None:
-        """A failure to list the source as one line the user can act on, where it is one (UserError)."""
-        if self.settings.job_type == "ALIOSS_TO_S3":
-            check_oss_access(exc, what)
-        check_access(exc, what)
-
-
-def open_job(settings: Settings, stop: threading.Event) -> Job:
-    retry = RetryPolicy(settings.max_retry, settings.retry_delay, stop)
-    endpoints = Endpoints(settings)
-    des_client = endpoints.client(settings.des_profile, "DesProfileName", settings.des_endpoint_url)
-    source: Source
-    if settings.job_type == "LOCAL_TO_S3":
-        source = LocalSource(settings)
-        src_what = f"SrcDir {settings.src_dir}"
-    elif settings.job_type == "S3_TO_S3":
-        src_client = endpoints.client(settings.src_profile, "SrcProfileName", settings.src_endpoint_url)
-        source = S3Source(settings, src_client, retry)
-        src_what = f"source s3://{settings.src_bucket} (profile {settings.src_profile})"
-    else:
-        oss_url = oss_endpoint_url(settings.ali_endpoint)
-        if "://" not in settings.ali_endpoint:
-            log.info("ali_endpoint %r has no scheme: using %s", settings.ali_endpoint, oss_url)
-        source = S3Source(settings, endpoints.oss_client(), retry)
-        src_what = f"source oss://{settings.ali_src_bucket} (ali_endpoint {oss_url})"
-    des_what = f"destination s3://{settings.des_bucket} (profile {settings.des_profile})"
-    if settings.job_type == "LOCAL_TO_S3":
-        dest_prefix = key_prefix(settings)
-        if dest_prefix != folder_prefix(settings.s3_prefix):
-            log.warning("S3Prefix %r is written as %r (keys never start with '/' or hold '//' here)",
-                        settings.s3_prefix, dest_prefix)  # fmt: skip
-    else:
-        dest_prefix = settings.s3_prefix  # destination keys equal source keys: the same prefix, as typed
-    return Job(settings, retry, endpoints, des_client, source, src_what, des_what, dest_prefix)
-
-
-@dataclasses.dataclass
-class Listings:
-    """A job's listings, begun: the unfinished uploads (whole: they are few), and the source walked with the
-    destination (March), whose access was proven by a first request to each side before any question."""
-
-    uploads: list[UnfinishedUpload]
-    pairs: Iterable[tuple[SourceFile, Listed | None]]
-    first: SourceFile | None  # a file of the source (CopyMode's sample), if it has one
-
-
-def guarded(items: Iterable, what: str, check: Callable[[BaseException, str], None]) -> Iterator:
-    """A listing whose failure (at any page) is, where it can be, one line the user can act on (exit 2)."""
-    try:
-        yield from items
-    except (botocore.exceptions.BotoCoreError, botocore.exceptions.ClientError) as exc:
-        check(exc, what)
-        raise
-
-
-def open_listings(job: Job) -> Listings:
-    """The unfinished uploads, and one request to each side (a refusal is a user error, exit 2).  The three do not
-    depend on each other: on a long link each costs round trips, so they overlap."""
-    settings = job.settings
-
-    def source_sample() -> SourceFile | None:
-        if job.source.top() is None:
-            return job.source.only()
-        return next(guarded(job.source.sample(), job.src_what, job.check_source), None)
-
-    def unfinished() -> list[UnfinishedUpload]:
-        try:
-            return list_unfinished_uploads(job.des_client, settings.des_bucket, job.dest_prefix, job.retry)
-        except (botocore.exceptions.BotoCoreError, botocore.exceptions.ClientError) as exc:
-            check_access(exc, job.des_what)
-            raise
-
-    def first_object() -> None:
-        try:
-            list_page(job.des_client, settings.des_bucket, job.dest_prefix, job.retry, page_size=1)
-        except (botocore.exceptions.BotoCoreError, botocore.exceptions.ClientError) as exc:
-            check_access(exc, job.des_what)
-            raise
-
-    with concurrent.futures.ThreadPoolExecutor(3, thread_name_prefix="list") as pool:
-        sample, probe, listed = pool.submit(source_sample), pool.submit(first_object), pool.submit(unfinished)
-        first, _ = sample.result(), probe.result()
-        return Listings(listed.result(), March(job), first)
-
-
-def choose_copy(job: Job, sample: SourceFile | None) -> str:
-    """CopyMode: the source bucket when S3 copies the parts itself (UploadPartCopy, CopyObject), '' when they stream
-    through this machine.  "auto" copies server-side when both buckets are behind one endpoint and the destination's
-    profile can read the source (a HeadObject of one source object with its credentials); "server" requires it;
-    "stream" never tries.  Decided once, logged once."""
-    s = job.settings
-    if s.job_type != "S3_TO_S3" or s.copy_mode == "stream":
-        if s.job_type == "S3_TO_S3":
-            log.info("copy: streamed through this machine (CopyMode = 'stream')")
-        return ""
-    source = job.source
-    assert isinstance(source, S3Source)
-    why = ""
-    if source.client.meta.endpoint_url != job.des_client.meta.endpoint_url:
-        why = "the source and the destination are different endpoints (partitions, accounts or stores)"
-    elif sample is not None:
-        try:
-            job.retry.call("HEAD the source with the destination's profile", lambda: job.des_client.head_object(
-                Bucket=source.bucket, Key=sample.key, IfMatch=f'"{sample.etag}"'))  # fmt: skip
-        except botocore.exceptions.ClientError as exc:
-            why = f"the destination's profile cannot read the source ({error_code(exc) or 'refused'})"
-    if why and s.copy_mode == "server":
-        raise UserError(f"CopyMode = 'server' but {why}; grant the destination's profile s3:GetObject on the source "
-                        f"bucket, or set CopyMode = 'auto' to stream")  # fmt: skip
-    if why:
-        log.info("copy: streamed through this machine (%s)", why)
-        return ""
-    log.info("copy: server-side, S3 copies every part itself (UploadPartCopy): no byte passes through this machine")
-    return source.bucket
-
-
-def run_job(settings: Settings, stop: threading.Event, options: RunOptions = RunOptions()) -> int:
-    """The pipeline, as the data flows: list (both sides as sorted streams) -> match -> plan -> move -> prove ->
-    report.  The transfer starts with the first pages of the listings, never after them."""
-    job = open_job(settings, stop)
-    retry, des_client, source, dest_prefix = job.retry, job.des_client, job.source, job.dest_prefix
-    log.info("job: %s", job_line(job))
-    listings = open_listings(job)
-    uploads = listings.uploads
-
-    # CLEAN, as in the original: every unfinished upload under the prefix, this job's or not, so that the question
-    # does not come back on the next run; each one whose key the source does not have is marked wherever it is
-    # shown.  The source is asked once, and only if the uploads are shown.  Asked before any byte moves.
-    notes = functools.cache(functools.partial(source_notes, job, uploads))
-    clean = bool(uploads) and decide_clean(uploads, job, options, notes)
-    copy_from = choose_copy(job, listings.first)
-    tally = PlanTally()
-    tasks = tally.counted(plan_stream(settings, listings.pairs, [] if clean else uploads, source))
-    if options.dry_run:
-        if settings.job_type == "S3_TO_S3":
-            report.info("copy     %s", "server-side (S3 copies the parts itself)" if copy_from else
-                        "streamed through this machine")  # fmt: skip
-        print_dry_run(tasks, uploads if clean else [], des_client, settings, retry, source, bool(copy_from),
-                      notes() if clean else {})  # fmt: skip
-        return EXIT_OK
-    started = time.monotonic()  # the transfer's time, not the time a person took to answer
-    if clean:
-        for u in uploads:
-            note = notes().get(u.key, "")
-            log.warning("CLEAN: aborting unfinished upload of %s (%s%s)", u.key, short_id(u.upload_id),
-                        f"; {note}" if note else "")  # fmt: skip
-            abort_upload(des_client, settings.des_bucket, u.key, u.upload_id, retry)
-
-    progress = make_progress(options.progress)
-    report_file = ReportWriter(options.report_path, settings, dest_prefix) if options.report_path else None
-    outcome = Outcome(report_file)
-    engine = Engine(settings, source, des_client, retry, stop, progress, copy_from)
-    progress.begin()
-    try:
-        engine.run(tasks, outcome.record)
-    finally:
-        progress.close()
-    if stop.is_set():
-        raise KeyboardInterrupt
-    outcome.retries = retry.retries
-    compare_with_destination(job, outcome)
-    seconds = time.monotonic() - started
-    code = EXIT_FAILED if outcome.failed or outcome.missing or source.listing_errors else EXIT_OK
-    print_summary(outcome, source.listing_errors, engine.progress.sent_bytes, seconds, code)
-    if report_file is not None:
-        report_file.finish(outcome, source.listing_errors, code, seconds, engine.progress.sent_bytes)
-    if code == EXIT_OK:  # the original's closing line, which scripts look for; never printed over a failure
-        report.info("%s", mission_line(settings, time.monotonic() - options.run_started))
-    return code
-
-
-def compare_with_destination(job: Job, outcome: Outcome) -> None:
-    """The seed's final comparison: list the source and the destination again and look for every source file in
-    the destination (its key, its size), the two listings walked in lock step."""
-    settings = job.settings
-    for f, there in March(job, quiet=True):
-        if (there is None or there[1] != f.size) and not _ignored(settings, f):
-            outcome.missing.add(f"{f.key} ({human_bytes(f.size)})")
-            if outcome.report_file is not None:
-                outcome.report_file.missing(f)
-    if outcome.missing:
-        report.info("%d source file(s) are not in the destination:", len(outcome.missing))
-        for line in outcome.missing:
-            report.info("  %s", line)
-        if outcome.missing.untold:
-            report.info("  ... and %d more (--report names every one)", outcome.missing.untold)
-    else:
-        report.info("All source files are in destination s3://%s/%s", settings.des_bucket, job.dest_prefix)
-
-
-def mission_line(settings: Settings, seconds: float) -> str:
-    """The original's closing line: MISSION ACCOMPLISHED - Time: 0H:1M:23S - FROM: <source> TO <bucket>/<prefix>,
-    the run's whole time unpadded, S3Prefix as typed."""
-    hours, rest = divmod(int(seconds), 3600)
-    minutes, secs = divmod(rest, 60)
-    if settings.job_type == "LOCAL_TO_S3":
-        source = settings.src_dir[:-1] if settings.src_dir.endswith(("/", "\\")) else settings.src_dir
-    else:
-        source = f"{source_bucket(settings)}/{settings.s3_prefix}"
-    return (f"MISSION ACCOMPLISHED - Time: {hours}H:{minutes}M:{secs}S - FROM: {source} TO "
-            f"{settings.des_bucket}/{settings.s3_prefix}")  # fmt: skip
-
-
-@dataclasses.dataclass(frozen=True)
-class Check:
-    what: str  # what was tried, e.g. "list unfinished uploads"
-    action: str  # the IAM permission it needs, and on what
-    error: str = ""  # '' when it worked
-
-
-def run_check(settings: Settings, stop: threading.Event) -> int:
-    """--check: try each permission the job needs, once, before any transfer, and say which are missing.  The
-    original's users met AccessDenied on ListMultipartUploads and CreateMultipartUpload mid-run; its own check wrote
-    an access_test object and left it.  This one writes no object: its multipart upload is aborted, and what it HEADs
-    and deletes is a key of its own that does not exist (check_destination)."""
-    job = open_job(settings, stop)
-    report.info("check: %s", job_line(job))
-    checks = check_source(job) + check_destination(job)
-    for c in checks:
-        report.info("  %-8s %-28s %s%s", "ok" if not c.error else "MISSING", c.what, c.action,
-                    f": {c.error}" if c.error else "")  # fmt: skip
-    missing = [c for c in checks if c.error]
-    if not missing:
-        report.info("check: every permission the job needs is there")
-        return EXIT_OK
-    report.info("check: %d missing; grant each to the profile named (or fix what is said), then run --check again",
-                len(missing))  # fmt: skip
-    return EXIT_USAGE
-
-
-def _try(what: str, action: str, profile: str, request: Callable[[], object]) -> tuple[Check, Any]:
-    try:
-        return Check(what, action), request()
-    except (botocore.exceptions.BotoCoreError, botocore.exceptions.ClientError) as exc:
-        code = error_code(exc)
-        if code in ("AccessDenied", "AllAccessDisabled"):
-            return Check(what, action, f"{code} for profile {profile}"), None
-        if code in ("403", "Forbidden"):  # a HEAD's refusal: no body, no reason
-            return Check(what, action, f"refused (HTTP 403) for profile {profile}"), None
-        return Check(what, action, f"{describe_error(exc)}{fix_hint(exc)} (profile {profile})"), None
-
-
-def arn(client, bucket: str, key: str = "") -> str:
-    partition = getattr(client.meta, "partition", "aws") or "aws"
-    return f"arn:{partition}:s3:::{bucket}" + (f"/{key}*" if key else "")
-
-
-def check_source(job: Job) -> list[Check]:
-    s = job.settings
-    if s.job_type == "LOCAL_TO_S3":
-        root = os.path.abspath(s.src_dir)
-        try:
-            with os.scandir(root) as entries:
-                next(entries, None)
-            return [Check("read SrcDir", root)]
-        except OSError as exc:
-            return [Check("read SrcDir", root, f"{exc.strerror}; give this user read and execute permission")]
-    source = job.source
-    assert isinstance(source, S3Source)
-    client, bucket, prefix = source.client, source.bucket, source.list_prefix
-    profile = s.src_profile if s.job_type == "S3_TO_S3" else "of ali_access_key_id"
-    listed, page = _try("list the source", f"s3:ListBucket on {arn(client, bucket)}", profile,
-                        lambda: client.list_objects_v2(Bucket=bucket, Prefix=prefix, MaxKeys=1))  # fmt: skip
-    read_action = f"s3:GetObject on {arn(client, bucket, prefix)}"
-    objects = (page or {}).get("Contents", [])
-    if listed.error:
-        return [listed, Check("read an object", read_action, "not tried: the source cannot be listed")]
-    if not objects:
-        return [listed, Check("read an object", read_action + " (nothing under the prefix to try)")]
-    key = objects[0]["Key"]
-    read, _ = _try("read an object", read_action, profile,
-                   lambda: client.get_object(Bucket=bucket, Key=key, Range="bytes=0-0")["Body"].read())  # fmt: skip
-    return [listed, read]
-
-
-def check_destination(job: Job) -> list[Check]:
-    """Every action a run may ask of the destination, each tried once on a key of the check's own that does not
-    exist and never will: listings, HeadObject (a run HEADs an object to judge unfinished uploads of a complete one,
-    after a lost COMPLETE answer, and in fleet workers: 404 means allowed, 403 refused), a multipart upload created,
-    given a part, listed and aborted, and DeleteObject (a run deletes an object whose proof failed; deleting a key
-    that does not exist is answered 204 and deletes nothing, though a versioned bucket records a delete marker)."""
-    s, client, bucket = job.settings, job.des_client, job.settings.des_bucket
-    profile = s.des_profile
-    key = f"{job.dest_prefix}s3_upload-check-{os.urandom(6).hex()}"  # a key of its own, never one of the job's
-    object_arn = arn(client, bucket, job.dest_prefix)
-
-    def head_missing_key() -> None:
-        try:
-            client.head_object(Bucket=bucket, Key=key)
-        except botocore.exceptions.ClientError as exc:
-            if error_code(exc) not in NOT_FOUND_CODES:
-                raise
-
-    checks = [
-        _try("list the destination", f"s3:ListBucket on {arn(client, bucket)}", profile,
-             lambda: client.list_objects_v2(Bucket=bucket, Prefix=job.dest_prefix, MaxKeys=1))[0],
-        _try("list unfinished uploads", f"s3:ListBucketMultipartUploads on {arn(client, bucket)}", profile,
-             lambda: client.list_multipart_uploads(Bucket=bucket, Prefix=job.dest_prefix, MaxUploads=1))[0],
-        _try("HEAD an object", f"s3:GetObject on {object_arn}", profile, head_missing_key)[0],
-    ]  # fmt: skip
-    put_action = f"s3:PutObject on {object_arn}"
-    if s.server_side_encryption == "aws:kms":
-        put_action += " and kms:GenerateDataKey, kms:Decrypt on the key"
-    if s.acl:
-        put_action += " and s3:PutObjectAcl"
-    args = {"StorageClass": s.storage_class}
-    args.update({name: value for name, value in (("ServerSideEncryption", s.server_side_encryption),
-                 ("SSEKMSKeyId", s.sse_kms_key_id), ("ACL", s.acl)) if value})  # fmt: skip
-    created, answer = _try("create a multipart upload", put_action, profile,
-                           lambda: client.create_multipart_upload(Bucket=bucket, Key=key, **args))  # fmt: skip
-    checks.append(created)
-    deleted = _try("delete an object", f"s3:DeleteObject on {object_arn}", profile,
-                   lambda: client.delete_object(Bucket=bucket, Key=key))[0]  # fmt: skip
-    if created.error:
-        return [*checks, deleted]
-    upload_id = answer["UploadId"]
-    body = b"s3_upload --check"
-    md5_b64 = md5_of(body)[1]
-    checks.append(_try("upload a part", put_action, profile, lambda: client.upload_part(
-        Bucket=bucket, Key=key, UploadId=upload_id, PartNumber=1, Body=body, ContentMD5=md5_b64))[0])  # fmt: skip
-    checks.append(_try("list its parts", f"s3:ListMultipartUploadParts on {object_arn}",
-                       profile, lambda: client.list_parts(Bucket=bucket, Key=key, UploadId=upload_id))[0])  # fmt: skip
-    aborted = _try("abort it", f"s3:AbortMultipartUpload on {object_arn}", profile,
-                   lambda: client.abort_multipart_upload(Bucket=bucket, Key=key, UploadId=upload_id))[0]  # fmt: skip
-    if aborted.error:
-        left = f"the check's upload of {key} is left: abort it once the permission is granted, or answer CLEAN"
-        aborted = dataclasses.replace(aborted, error=f"{aborted.error} ({left})")
-    checks.append(aborted)
-    return [*checks, deleted]
-
-
-def job_line(job: Job) -> str:
-    """Where from, where to: the first thing a person is told."""
-    s = job.settings
-    target = f"s3://{s.des_bucket}/{job.dest_prefix} (profile {s.des_profile})"
-    if s.job_type == "LOCAL_TO_S3":
-        source = os.path.abspath(s.src_dir)
-    elif s.job_type == "S3_TO_S3":
-        source = f"s3://{s.src_bucket}/{s.s3_prefix} (profile {s.src_profile})"
-    else:
-        source = f"oss://{s.ali_src_bucket}/{s.s3_prefix} ({oss_endpoint_url(s.ali_endpoint)})"
-    one = "" if s.src_file_index == "*" else f", only {s.src_file_index}"
-    return f"{s.job_type} {source} -> {target}{one}"
-
-
-class PlanTally:
-    """What the plan holds, counted as it is made: how many files and bytes to upload, resume and skip."""
-
-    def __init__(self):
-        self.counts = dict.fromkeys(("upload", "resume", "there", "ignored"), 0)
-        self.sizes = dict(self.counts)
-
-    def add(self, t: FileTask) -> None:
-        if t.action != "skip":
-            group = "upload" if t.upload is None else "resume"
-        else:
-            group = "there" if t.complete else "ignored"
-        self.counts[group] += 1
-        self.sizes[group] += t.src.size
-
-    @property
-    def files(self) -> int:
-        return sum(self.counts.values())
-
-    def counted(self, tasks: Iterable[FileTask]) -> Iterator[FileTask]:
-        """The tasks, each counted as it passes; the plan's line logged once the listing is done."""
-        for t in tasks:
-            self.add(t)
-            yield t
-        log.info("plan: %s", self.line())
-
-    def line(self) -> str:
-        n, size = self.counts, self.sizes
-        everything = human_bytes(sum(size.values()))
-        parts = [f"{n['upload']} to upload ({human_bytes(size['upload'])})"] if n["upload"] else []
-        if n["resume"]:
-            parts.append(f"{n['resume']} to resume ({human_bytes(size['resume'])}, parts already on S3 are not sent "
-                         f"again)")  # fmt: skip
-        if n["there"]:
-            parts.append(f"{n['there']} to skip (already at the destination)")
-        if n["ignored"]:
-            parts.append(f"{n['ignored']} to skip (smaller than ChunkSize, IgnoreSmallFile)")
-        return f"{self.files} file(s), {everything}: " + (", ".join(parts) or "nothing to do")
-
-
-def decide_clean(uploads: list[UnfinishedUpload], job: Job, options: RunOptions,
-                 notes: Callable[[], dict[str, str]]) -> bool:  # fmt: skip
-    """CLEAN or resume: --clean / --yes, else the prompt.  ``notes`` gives source_notes, asked only when shown."""
-    settings = job.settings
-    if options.clean_answer:
-        log.warning("%d unfinished multipart upload(s) under s3://%s/%s: %s%s", len(uploads), settings.des_bucket,
-                    job.dest_prefix, "CLEAN (--clean)" if options.clean_answer == "clean" else "resuming (--yes)",
-                    notes_summary(uploads, notes()))  # fmt: skip
-        return options.clean_answer == "clean"
-    if options.dry_run and not settings.dont_ask_me_to_clean:
-        log.info("dry run: not asking about %d unfinished upload(s); showing what resuming would do", len(uploads))
-        return False
-    return ask_clean(uploads, settings, job.dest_prefix, notes())
-
-
 def print_dry_run(tasks: Iterable[FileTask], cleaned: list[UnfinishedUpload], client, settings: Settings,
                   retry: RetryPolicy, source, copies: bool = False,
                   notes: dict[str, str] | None = None) -> None:  # fmt: skip
@@ -3988,19 +3649,27 @@ def read_report(path: str) -> tuple[dict, list[dict], dict]:
     return lines[0], lines[1:-1], lines[-1].get("summary", {})
 
 
-def check_report_path(path: str) -> None:
-    """--report is checked before anything is transferred: a typo must not cost the report of a long run."""
-    directory = os.path.dirname(os.path.abspath(path))
-    if os.path.isdir(path):
-        raise UserError(f"--report {path} is a directory; give a file name, e.g. {os.path.join(path, 'report.json')}")
-    if not os.path.isdir(directory):
-        raise UserError(f"--report {path}: the directory {directory} does not exist; create it or choose another path")
-    if not os.access(directory, os.W_OK):
-        raise UserError(f"--report {path}: this user cannot write in {directory}; choose another path")
-
-
 def _ignored(settings: Settings, f: SourceFile) -> bool:
     return settings.ignore_small_file and f.size < settings.chunk_size
+
+
+def compare_with_destination(job: Job, outcome: Outcome) -> None:
+    """The seed's final comparison: list the source and the destination again and look for every source file in
+    the destination (its key, its size), the two listings walked in lock step."""
+    settings = job.settings
+    for f, there in March(job, quiet=True):
+        if (there is None or there[1] != f.size) and not _ignored(settings, f):
+            outcome.missing.add(f"{f.key} ({human_bytes(f.size)})")
+            if outcome.report_file is not None:
+                outcome.report_file.missing(f)
+    if outcome.missing:
+        report.info("%d source file(s) are not in the destination:", len(outcome.missing))
+        for line in outcome.missing:
+            report.info("  %s", line)
+        if outcome.missing.untold:
+            report.info("  ... and %d more (--report names every one)", outcome.missing.untold)
+    else:
+        report.info("All source files are in destination s3://%s/%s", settings.des_bucket, job.dest_prefix)
 
 
 EXIT_MEANINGS = {
@@ -4041,6 +3710,392 @@ def print_summary(outcome: Outcome, listing_errors: Tally, bytes_sent: int, seco
     if listing_errors.untold:
         report.info("  failed to list: %d more (the log names every one)", listing_errors.untold)
     report.info("exit code %d: %s", code, EXIT_MEANINGS[code])
+
+
+def mission_line(settings: Settings, seconds: float) -> str:
+    """The original's closing line: MISSION ACCOMPLISHED - Time: 0H:1M:23S - FROM: <source> TO <bucket>/<prefix>,
+    the run's whole time unpadded, S3Prefix as typed."""
+    hours, rest = divmod(int(seconds), 3600)
+    minutes, secs = divmod(rest, 60)
+    if settings.job_type == "LOCAL_TO_S3":
+        source = settings.src_dir[:-1] if settings.src_dir.endswith(("/", "\\")) else settings.src_dir
+    else:
+        source = f"{source_bucket(settings)}/{settings.s3_prefix}"
+    return (f"MISSION ACCOMPLISHED - Time: {hours}H:{minutes}M:{secs}S - FROM: {source} TO "
+            f"{settings.des_bucket}/{settings.s3_prefix}")  # fmt: skip
+
+
+def job_line(job: Job) -> str:
+    """Where from, where to: the first thing a person is told."""
+    s = job.settings
+    target = f"s3://{s.des_bucket}/{job.dest_prefix} (profile {s.des_profile})"
+    if s.job_type == "LOCAL_TO_S3":
+        source = os.path.abspath(s.src_dir)
+    elif s.job_type == "S3_TO_S3":
+        source = f"s3://{s.src_bucket}/{s.s3_prefix} (profile {s.src_profile})"
+    else:
+        source = f"oss://{s.ali_src_bucket}/{s.s3_prefix} ({oss_endpoint_url(s.ali_endpoint)})"
+    one = "" if s.src_file_index == "*" else f", only {s.src_file_index}"
+    return f"{s.job_type} {source} -> {target}{one}"
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+# 9. Run a job: the command line, --check, and the pipeline that ties the sections together
+# ----------------------------------------------------------------------------------------------------------------------
+
+
+def check_access(exc: BaseException, what: str) -> None:
+    """Turn a failure of the first listing into one line the user can act on (exit code 2)."""
+    code = error_code(exc)
+    if isinstance(exc, botocore.exceptions.NoCredentialsError):
+        raise UserError(
+            f"no credentials for {what}; set aws_access_key_id/aws_secret_access_key for the profile "
+            f"in ~/.aws/credentials"
+        ) from None
+    if code in CREDENTIAL_ERROR_CODES:
+        raise UserError(
+            f"{what}: the profile's credentials were refused ({code}); check its access key and "
+            f"secret in ~/.aws/credentials"
+        ) from None
+    if code == "NoSuchBucket":
+        raise UserError(f"{what}: the bucket does not exist; check the bucket name and the profile's region") from None
+    if code in ("AccessDenied", "AllAccessDisabled"):
+        raise UserError(
+            f"{what}: access denied; grant this profile s3:ListBucket, s3:GetObject, s3:PutObject "
+            f"and s3:ListBucketMultipartUploads (or AmazonS3FullAccess)"
+        ) from None
+    if code in ("PermanentRedirect", "AuthorizationHeaderMalformed", "IllegalLocationConstraintException"):
+        raise UserError(f"{what}: the bucket is in another region ({code}); set that region in the profile") from None
+    if isinstance(exc, botocore.exceptions.SSLError):
+        raise UserError(
+            f"{what}: TLS failed ({exc}); if the endpoint uses a private CA, set ca_bundle = /path/to/ca.pem in the "
+            f"profile (~/.aws/config) or AWS_CA_BUNDLE"
+        ) from None
+    if isinstance(exc, botocore.exceptions.EndpointConnectionError):
+        raise UserError(
+            f"{what}: cannot connect to {exc.kwargs.get('endpoint_url', 'the endpoint')}; check the "
+            f"network and the profile's region/endpoint_url"
+        ) from None
+
+
+def check_oss_access(exc: BaseException, what: str) -> None:
+    """check_access for the OSS source, whose keys and region are ali_ options of the config, not a profile."""
+    code = error_code(exc)
+    if code in CREDENTIAL_ERROR_CODES:
+        raise UserError(f"{what}: the OSS credentials were refused ({code}); check ali_access_key_id and "
+                        f"ali_access_key_secret in the config") from None  # fmt: skip
+    if code == "NoSuchBucket":
+        raise UserError(f"{what}: the bucket does not exist; check ali_SrcBucket, and that ali_endpoint is its "
+                        f"region's endpoint") from None  # fmt: skip
+    if code in ("AccessDenied", "AllAccessDisabled", "PermanentRedirect", "IllegalLocationConstraintException"):
+        raise UserError(f"{what}: {code}; give the RAM user of ali_access_key_id oss:ListObjects and oss:GetObject "
+                        f"on ali_SrcBucket, and check that ali_endpoint is the bucket's region") from None  # fmt: skip
+    if isinstance(exc, botocore.exceptions.EndpointConnectionError):
+        raise UserError(f"{what}: cannot connect; check ali_endpoint and the network") from None
+
+
+@dataclasses.dataclass(frozen=True)
+class RunOptions:
+    """How to run, from the command line (never from the config): see parse_args."""
+
+    dry_run: bool = False
+    clean_answer: str = ""  # "" ask (or DontAskMeToClean), "resume" (--yes), "clean" (--clean)
+    report_path: str = ""
+    progress: str = "auto"  # "auto" | "bar" | "log" | "none"
+    sqs_send: str = ""  # queue URL: queue the files instead of transferring them
+    sqs_worker: str = ""  # queue URL: transfer the files queued there
+    forever: bool = False  # a worker keeps polling an empty queue
+    run_started: float = dataclasses.field(default_factory=time.monotonic)  # for the closing line's time
+
+
+@dataclasses.dataclass
+class Job:
+    """The endpoints and the source of one configured job, shared by a normal run, the SQS sender and workers."""
+
+    settings: Settings
+    retry: RetryPolicy
+    endpoints: Endpoints
+    des_client: Any
+    source: Source
+    src_what: str
+    des_what: str
+    dest_prefix: str
+    copy_from: str | None = None  # CopyMode's choice once made: the source bucket (server-side copy) or ''
+
+    def check_source(self, exc: BaseException, what: str) -> None:
+        """A failure to list the source as one line the user can act on, where it is one (UserError)."""
+        if self.settings.job_type == "ALIOSS_TO_S3":
+            check_oss_access(exc, what)
+        check_access(exc, what)
+
+
+def open_job(settings: Settings, stop: threading.Event) -> Job:
+    retry = RetryPolicy(settings.max_retry, settings.retry_delay, stop)
+    endpoints = Endpoints(settings)
+    des_client = endpoints.client(settings.des_profile, "DesProfileName", settings.des_endpoint_url)
+    source: Source
+    if settings.job_type == "LOCAL_TO_S3":
+        source = LocalSource(settings)
+        src_what = f"SrcDir {settings.src_dir}"
+    elif settings.job_type == "S3_TO_S3":
+        src_client = endpoints.client(settings.src_profile, "SrcProfileName", settings.src_endpoint_url)
+        source = S3Source(settings, src_client, retry)
+        src_what = f"source s3://{settings.src_bucket} (profile {settings.src_profile})"
+    else:
+        oss_url = oss_endpoint_url(settings.ali_endpoint)
+        if "://" not in settings.ali_endpoint:
+            log.info("ali_endpoint %r has no scheme: using %s", settings.ali_endpoint, oss_url)
+        source = S3Source(settings, endpoints.oss_client(), retry)
+        src_what = f"source oss://{settings.ali_src_bucket} (ali_endpoint {oss_url})"
+    des_what = f"destination s3://{settings.des_bucket} (profile {settings.des_profile})"
+    if settings.job_type == "LOCAL_TO_S3":
+        dest_prefix = key_prefix(settings)
+        if dest_prefix != folder_prefix(settings.s3_prefix):
+            log.warning("S3Prefix %r is written as %r (keys never start with '/' or hold '//' here)",
+                        settings.s3_prefix, dest_prefix)  # fmt: skip
+    else:
+        dest_prefix = settings.s3_prefix  # destination keys equal source keys: the same prefix, as typed
+    return Job(settings, retry, endpoints, des_client, source, src_what, des_what, dest_prefix)
+
+
+def choose_copy(job: Job, sample: SourceFile | None) -> str:
+    """CopyMode: the source bucket when S3 copies the parts itself (UploadPartCopy, CopyObject), '' when they stream
+    through this machine.  "auto" copies server-side when both buckets are behind one endpoint and the destination's
+    profile can read the source (a HeadObject of one source object with its credentials); "server" requires it;
+    "stream" never tries.  Decided once, logged once."""
+    s = job.settings
+    if s.job_type != "S3_TO_S3" or s.copy_mode == "stream":
+        if s.job_type == "S3_TO_S3":
+            log.info("copy: streamed through this machine (CopyMode = 'stream')")
+        return ""
+    source = job.source
+    assert isinstance(source, S3Source)
+    why = ""
+    if source.client.meta.endpoint_url != job.des_client.meta.endpoint_url:
+        why = "the source and the destination are different endpoints (partitions, accounts or stores)"
+    elif sample is not None:
+        try:
+            job.retry.call("HEAD the source with the destination's profile", lambda: job.des_client.head_object(
+                Bucket=source.bucket, Key=sample.key, IfMatch=f'"{sample.etag}"'))  # fmt: skip
+        except botocore.exceptions.ClientError as exc:
+            why = f"the destination's profile cannot read the source ({error_code(exc) or 'refused'})"
+    if why and s.copy_mode == "server":
+        raise UserError(f"CopyMode = 'server' but {why}; grant the destination's profile s3:GetObject on the source "
+                        f"bucket, or set CopyMode = 'auto' to stream")  # fmt: skip
+    if why:
+        log.info("copy: streamed through this machine (%s)", why)
+        return ""
+    log.info("copy: server-side, S3 copies every part itself (UploadPartCopy): no byte passes through this machine")
+    return source.bucket
+
+
+def decide_clean(uploads: list[UnfinishedUpload], job: Job, options: RunOptions,
+                 notes: Callable[[], dict[str, str]]) -> bool:  # fmt: skip
+    """CLEAN or resume: --clean / --yes, else the prompt.  ``notes`` gives source_notes, asked only when shown."""
+    settings = job.settings
+    if options.clean_answer:
+        log.warning("%d unfinished multipart upload(s) under s3://%s/%s: %s%s", len(uploads), settings.des_bucket,
+                    job.dest_prefix, "CLEAN (--clean)" if options.clean_answer == "clean" else "resuming (--yes)",
+                    notes_summary(uploads, notes()))  # fmt: skip
+        return options.clean_answer == "clean"
+    if options.dry_run and not settings.dont_ask_me_to_clean:
+        log.info("dry run: not asking about %d unfinished upload(s); showing what resuming would do", len(uploads))
+        return False
+    return ask_clean(uploads, settings, job.dest_prefix, notes())
+
+
+def run_job(settings: Settings, stop: threading.Event, options: RunOptions = RunOptions()) -> int:
+    """The pipeline, as the data flows: list (both sides as sorted streams) -> match -> plan -> move -> prove ->
+    report.  The transfer starts with the first pages of the listings, never after them."""
+    job = open_job(settings, stop)
+    retry, des_client, source, dest_prefix = job.retry, job.des_client, job.source, job.dest_prefix
+    log.info("job: %s", job_line(job))
+    listings = open_listings(job)
+    uploads = listings.uploads
+
+    # CLEAN, as in the original: every unfinished upload under the prefix, this job's or not, so that the question
+    # does not come back on the next run; each one whose key the source does not have is marked wherever it is
+    # shown.  The source is asked once, and only if the uploads are shown.  Asked before any byte moves.
+    notes = functools.cache(functools.partial(source_notes, job, uploads))
+    clean = bool(uploads) and decide_clean(uploads, job, options, notes)
+    copy_from = choose_copy(job, listings.first)
+    tally = PlanTally()
+    tasks = tally.counted(plan_stream(settings, listings.pairs, [] if clean else uploads, source))
+    if options.dry_run:
+        if settings.job_type == "S3_TO_S3":
+            report.info("copy     %s", "server-side (S3 copies the parts itself)" if copy_from else
+                        "streamed through this machine")  # fmt: skip
+        print_dry_run(tasks, uploads if clean else [], des_client, settings, retry, source, bool(copy_from),
+                      notes() if clean else {})  # fmt: skip
+        return EXIT_OK
+    started = time.monotonic()  # the transfer's time, not the time a person took to answer
+    if clean:
+        for u in uploads:
+            note = notes().get(u.key, "")
+            log.warning("CLEAN: aborting unfinished upload of %s (%s%s)", u.key, short_id(u.upload_id),
+                        f"; {note}" if note else "")  # fmt: skip
+            abort_upload(des_client, settings.des_bucket, u.key, u.upload_id, retry)
+
+    progress = make_progress(options.progress)
+    report_file = ReportWriter(options.report_path, settings, dest_prefix) if options.report_path else None
+    outcome = Outcome(report_file)
+    engine = Engine(settings, source, des_client, retry, stop, progress, copy_from)
+    progress.begin()
+    try:
+        engine.run(tasks, outcome.record)
+    finally:
+        progress.close()
+    if stop.is_set():
+        raise KeyboardInterrupt
+    outcome.retries = retry.retries
+    compare_with_destination(job, outcome)
+    seconds = time.monotonic() - started
+    code = EXIT_FAILED if outcome.failed or outcome.missing or source.listing_errors else EXIT_OK
+    print_summary(outcome, source.listing_errors, engine.progress.sent_bytes, seconds, code)
+    if report_file is not None:
+        report_file.finish(outcome, source.listing_errors, code, seconds, engine.progress.sent_bytes)
+    if code == EXIT_OK:  # the original's closing line, which scripts look for; never printed over a failure
+        report.info("%s", mission_line(settings, time.monotonic() - options.run_started))
+    return code
+
+
+@dataclasses.dataclass(frozen=True)
+class Check:
+    what: str  # what was tried, e.g. "list unfinished uploads"
+    action: str  # the IAM permission it needs, and on what
+    error: str = ""  # '' when it worked
+
+
+def run_check(settings: Settings, stop: threading.Event) -> int:
+    """--check: try each permission the job needs, once, before any transfer, and say which are missing.  The
+    original's users met AccessDenied on ListMultipartUploads and CreateMultipartUpload mid-run; its own check wrote
+    an access_test object and left it.  This one writes no object: its multipart upload is aborted, and what it HEADs
+    and deletes is a key of its own that does not exist (check_destination)."""
+    job = open_job(settings, stop)
+    report.info("check: %s", job_line(job))
+    checks = check_source(job) + check_destination(job)
+    for c in checks:
+        report.info("  %-8s %-28s %s%s", "ok" if not c.error else "MISSING", c.what, c.action,
+                    f": {c.error}" if c.error else "")  # fmt: skip
+    missing = [c for c in checks if c.error]
+    if not missing:
+        report.info("check: every permission the job needs is there")
+        return EXIT_OK
+    report.info("check: %d missing; grant each to the profile named (or fix what is said), then run --check again",
+                len(missing))  # fmt: skip
+    return EXIT_USAGE
+
+
+def _try(what: str, action: str, profile: str, request: Callable[[], object]) -> tuple[Check, Any]:
+    try:
+        return Check(what, action), request()
+    except (botocore.exceptions.BotoCoreError, botocore.exceptions.ClientError) as exc:
+        code = error_code(exc)
+        if code in ("AccessDenied", "AllAccessDisabled"):
+            return Check(what, action, f"{code} for profile {profile}"), None
+        if code in ("403", "Forbidden"):  # a HEAD's refusal: no body, no reason
+            return Check(what, action, f"refused (HTTP 403) for profile {profile}"), None
+        return Check(what, action, f"{describe_error(exc)}{fix_hint(exc)} (profile {profile})"), None
+
+
+def arn(client, bucket: str, key: str = "") -> str:
+    partition = getattr(client.meta, "partition", "aws") or "aws"
+    return f"arn:{partition}:s3:::{bucket}" + (f"/{key}*" if key else "")
+
+
+def check_source(job: Job) -> list[Check]:
+    s = job.settings
+    if s.job_type == "LOCAL_TO_S3":
+        root = os.path.abspath(s.src_dir)
+        try:
+            with os.scandir(root) as entries:
+                next(entries, None)
+            return [Check("read SrcDir", root)]
+        except OSError as exc:
+            return [Check("read SrcDir", root, f"{exc.strerror}; give this user read and execute permission")]
+    source = job.source
+    assert isinstance(source, S3Source)
+    client, bucket, prefix = source.client, source.bucket, source.list_prefix
+    profile = s.src_profile if s.job_type == "S3_TO_S3" else "of ali_access_key_id"
+    listed, page = _try("list the source", f"s3:ListBucket on {arn(client, bucket)}", profile,
+                        lambda: client.list_objects_v2(Bucket=bucket, Prefix=prefix, MaxKeys=1))  # fmt: skip
+    read_action = f"s3:GetObject on {arn(client, bucket, prefix)}"
+    objects = (page or {}).get("Contents", [])
+    if listed.error:
+        return [listed, Check("read an object", read_action, "not tried: the source cannot be listed")]
+    if not objects:
+        return [listed, Check("read an object", read_action + " (nothing under the prefix to try)")]
+    key = objects[0]["Key"]
+    read, _ = _try("read an object", read_action, profile,
+                   lambda: client.get_object(Bucket=bucket, Key=key, Range="bytes=0-0")["Body"].read())  # fmt: skip
+    return [listed, read]
+
+
+def check_destination(job: Job) -> list[Check]:
+    """Every action a run may ask of the destination, each tried once on a key of the check's own that does not
+    exist and never will: listings, HeadObject (a run HEADs an object to judge unfinished uploads of a complete one,
+    after a lost COMPLETE answer, and in fleet workers: 404 means allowed, 403 refused), a multipart upload created,
+    given a part, listed and aborted, and DeleteObject (a run deletes an object whose proof failed; deleting a key
+    that does not exist is answered 204 and deletes nothing, though a versioned bucket records a delete marker)."""
+    s, client, bucket = job.settings, job.des_client, job.settings.des_bucket
+    profile = s.des_profile
+    key = f"{job.dest_prefix}s3_upload-check-{os.urandom(6).hex()}"  # a key of its own, never one of the job's
+    object_arn = arn(client, bucket, job.dest_prefix)
+
+    def head_missing_key() -> None:
+        try:
+            client.head_object(Bucket=bucket, Key=key)
+        except botocore.exceptions.ClientError as exc:
+            if error_code(exc) not in NOT_FOUND_CODES:
+                raise
+
+    checks = [
+        _try("list the destination", f"s3:ListBucket on {arn(client, bucket)}", profile,
+             lambda: client.list_objects_v2(Bucket=bucket, Prefix=job.dest_prefix, MaxKeys=1))[0],
+        _try("list unfinished uploads", f"s3:ListBucketMultipartUploads on {arn(client, bucket)}", profile,
+             lambda: client.list_multipart_uploads(Bucket=bucket, Prefix=job.dest_prefix, MaxUploads=1))[0],
+        _try("HEAD an object", f"s3:GetObject on {object_arn}", profile, head_missing_key)[0],
+    ]  # fmt: skip
+    put_action = f"s3:PutObject on {object_arn}"
+    if s.server_side_encryption == "aws:kms":
+        put_action += " and kms:GenerateDataKey, kms:Decrypt on the key"
+    if s.acl:
+        put_action += " and s3:PutObjectAcl"
+    args = {"StorageClass": s.storage_class}
+    args.update({name: value for name, value in (("ServerSideEncryption", s.server_side_encryption),
+                 ("SSEKMSKeyId", s.sse_kms_key_id), ("ACL", s.acl)) if value})  # fmt: skip
+    created, answer = _try("create a multipart upload", put_action, profile,
+                           lambda: client.create_multipart_upload(Bucket=bucket, Key=key, **args))  # fmt: skip
+    checks.append(created)
+    deleted = _try("delete an object", f"s3:DeleteObject on {object_arn}", profile,
+                   lambda: client.delete_object(Bucket=bucket, Key=key))[0]  # fmt: skip
+    if created.error:
+        return [*checks, deleted]
+    upload_id = answer["UploadId"]
+    body = b"s3_upload --check"
+    md5_b64 = md5_of(body)[1]
+    checks.append(_try("upload a part", put_action, profile, lambda: client.upload_part(
+        Bucket=bucket, Key=key, UploadId=upload_id, PartNumber=1, Body=body, ContentMD5=md5_b64))[0])  # fmt: skip
+    checks.append(_try("list its parts", f"s3:ListMultipartUploadParts on {object_arn}",
+                       profile, lambda: client.list_parts(Bucket=bucket, Key=key, UploadId=upload_id))[0])  # fmt: skip
+    aborted = _try("abort it", f"s3:AbortMultipartUpload on {object_arn}", profile,
+                   lambda: client.abort_multipart_upload(Bucket=bucket, Key=key, UploadId=upload_id))[0]  # fmt: skip
+    if aborted.error:
+        left = f"the check's upload of {key} is left: abort it once the permission is granted, or answer CLEAN"
+        aborted = dataclasses.replace(aborted, error=f"{aborted.error} ({left})")
+    checks.append(aborted)
+    return [*checks, deleted]
+
+
+def check_report_path(path: str) -> None:
+    """--report is checked before anything is transferred: a typo must not cost the report of a long run."""
+    directory = os.path.dirname(os.path.abspath(path))
+    if os.path.isdir(path):
+        raise UserError(f"--report {path} is a directory; give a file name, e.g. {os.path.join(path, 'report.json')}")
+    if not os.path.isdir(directory):
+        raise UserError(f"--report {path}: the directory {directory} does not exist; create it or choose another path")
+    if not os.access(directory, os.W_OK):
+        raise UserError(f"--report {path}: this user cannot write in {directory}; choose another path")
 
 
 SIZE_UNITS = {"": 1, "b": 1, "k": KiB, "kb": KiB, "kib": KiB, "m": MiB, "mb": MiB, "mib": MiB, "g": GiB, "gb": GiB,
@@ -4235,11 +4290,14 @@ def cli() -> None:
 
 
 # ----------------------------------------------------------------------------------------------------------------------
-# 8. Fleet mode: a sender queues one SQS message per file; workers on many machines run each through the same engine.
+# 10. Fleet mode: a sender queues one SQS message per file; workers on many machines run each through the same engine.
 #    S3 stays the only state, so a worker that dies mid-file leaves a multipart upload the next worker resumes.
 # ----------------------------------------------------------------------------------------------------------------------
 
+
 MESSAGE_VERSION = 1
+
+
 SQS_BATCH = 10  # SendMessageBatch takes at most 10 messages
 
 

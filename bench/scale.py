@@ -4,7 +4,7 @@ byte), against a synthetic S3 endpoint that serves the listings of N generated o
 Usage (from the repository root):
 
     .venv/bin/python bench/scale.py [--counts 100000,1000000] [--long] [--latency 0.1] [--share 0.5]
-                                    [--out bench/results/scale.md] [--skip-local]
+                                    [--out bench/results/scale.md] [--skip-local] [--skip-anchor]
 
 A bucket of millions of objects cannot be made on this machine, but its listings can be served: a small stdlib HTTP
 server (this script with --serve, in a process of its own) answers ListObjectsV2 (prefix, delimiter, continuation
@@ -466,7 +466,8 @@ def main() -> None:
     parser.add_argument("--long", action="store_true", help="add 10,000,000 objects")
     parser.add_argument("--latency", type=float, default=0.1, help="seconds of delay per listing page")
     parser.add_argument("--share", type=float, default=0.5, help="the share of objects already at the destination")
-    parser.add_argument("--skip-local", action="store_true")
+    parser.add_argument("--skip-local", action="store_true", help="leave out the LOCAL_TO_S3 runs")
+    parser.add_argument("--skip-anchor", action="store_true", help="leave out s5cmd ls (10 M objects take it ~25 min)")
     parser.add_argument("--out", default="")
     args = parser.parse_args()
     if args.serve:
@@ -474,7 +475,7 @@ def main() -> None:
         serve(0, args.count, args.share, args.latency)
         return
     counts = [int(c) for c in args.counts.split(",")] + ([10_000_000] if args.long else [])
-    s5cmd = s5cmd_binary()
+    s5cmd = None if args.skip_anchor else s5cmd_binary()
     rows = []
     with tempfile.TemporaryDirectory(prefix="s3_upload-scale-") as tmp:
         for count in counts:

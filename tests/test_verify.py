@@ -63,13 +63,13 @@ def test_a_file_changed_while_verify_reads_it_keeps_its_object(dst, bucket, src_
     path = src_dir / "f.bin"
     write_file(path, 2 * CHUNK + 5)
     sent = md5_file(path)
-    real_verify = s3_upload.Engine._verify_by_reread
+    real_verify = s3_upload.verify_by_reread
 
     def rewrite_then_verify(self, f, shape, result):
         write_file(path, 2 * CHUNK + 5)  # other bytes, the same size, just as verify begins
         return real_verify(self, f, shape, result)
 
-    monkeypatch.setattr(s3_upload.Engine, "_verify_by_reread", rewrite_then_verify)
+    monkeypatch.setattr(s3_upload, "verify_by_reread", rewrite_then_verify)
     in_process_logging(monkeypatch, request)
     code = s3_upload.main(["--config", str(make_config(ifVerifyMD5=True))])
     out, err = capsys.readouterr()
@@ -77,7 +77,7 @@ def test_a_file_changed_while_verify_reads_it_keeps_its_object(dst, bucket, src_
     assert "changed after it was uploaded" in out and "deleting it" not in err
     assert object_md5(dst, bucket, "up/f.bin") == sent  # the version listed and sent, kept
     assert unfinished_uploads(dst, bucket) == []
-    monkeypatch.setattr(s3_upload.Engine, "_verify_by_reread", real_verify)
+    monkeypatch.setattr(s3_upload, "verify_by_reread", real_verify)
     again = run_tool(make_config())
     assert again.code == 0, again
     assert object_md5(dst, bucket, "up/f.bin") == md5_file(path)
