@@ -37,6 +37,7 @@ import contextlib
 import dataclasses
 import datetime
 import difflib
+import email.utils
 import functools
 import hashlib
 import html
@@ -217,6 +218,9 @@ class Settings:
     sqs_idle_seconds: float = 60.0  # SQSIdleSeconds: a worker exits after the queue was empty this long
     sqs_visibility_timeout: int = 300  # SQSVisibilityTimeout: seconds a taken message stays hidden (heartbeat)
     copy_mode: str = "auto"  # CopyMode: S3_TO_S3 by S3's own copy ("server"), through this machine ("stream"), "auto"
+    # AbandonedAfter (advanced): an unfinished upload to which no part was added for this many seconds (S3's clock) is
+    # nobody's any more: a run may abort it.  One with a part added sooner may be another run's work in progress.
+    abandoned_after: float = 3600.0
 
 
 # config name -> (Settings field, accepted types)
@@ -259,6 +263,7 @@ CONFIG_OPTIONS: dict[str, tuple[str, tuple[type, ...]]] = {
     "SQSIdleSeconds": ("sqs_idle_seconds", (int, float)),
     "SQSVisibilityTimeout": ("sqs_visibility_timeout", (int,)),
     "CopyMode": ("copy_mode", (str,)),
+    "AbandonedAfter": ("abandoned_after", (int, float)),
 }
 
 
@@ -382,6 +387,10 @@ def validate_settings(s: Settings) -> None:
         raise UserError(f"MaxRetry must be 0 or more, got {s.max_retry}; set e.g. MaxRetry = 30")
     if s.retry_delay < 0:
         raise UserError(f"RetryDelay must be 0 or more seconds, got {s.retry_delay}; set e.g. RetryDelay = 5")
+    if s.abandoned_after < 0:
+        raise UserError(
+            f"AbandonedAfter must be 0 or more seconds, got {s.abandoned_after}; e.g. AbandonedAfter = 3600"
+        )
     for name, seconds in (("ConnectTimeout", s.connect_timeout), ("ReadTimeout", s.read_timeout)):
         if seconds <= 0:
             raise UserError(f"{name} must be more than 0 seconds, got {seconds}; e.g. {name} = 60")
@@ -1717,26 +1726,57 @@ class ExistingPart:
     number: int
     size: int
     etag: str  # hex, unquoted
+    modified: float = 0.0  # LastModified, epoch seconds
+
+
+@dataclasses.dataclass(frozen=True)
+class UploadState:
+    """An unfinished upload as ListParts shows it, and how long ago anything was added to it, by S3's own clock (the
+    Date of its answer): this machine's clock may be off."""
+
+    parts: list[ExistingPart]
+    idle: float  # seconds since its newest part (or since it was created, if it has none)
+
+    def abandoned(self, settings: Settings) -> bool:
+        """Nothing added for AbandonedAfter seconds: nobody is working on it any more (a live run adds parts)."""
+        return self.idle >= settings.abandoned_after
 
 
 def list_upload_parts(client, bucket: str, key: str, upload_id: str, retry: RetryPolicy) -> list[ExistingPart]:
     """Every part of an unfinished upload, paginated.  Some servers list a re-sent part number twice: all entries
     are kept here (sorted by number) and ``pick_existing_part`` decides which one counts."""
+    return read_upload(client, bucket, key, upload_id, 0.0, retry).parts
+
+
+def read_upload(client, bucket: str, key: str, upload_id: str, initiated: float, retry: RetryPolicy) -> UploadState:
+    """ListParts of an unfinished upload, paginated (its parts sorted by number), and how long it has been idle."""
     parts: list[ExistingPart] = []
-    marker = 0
+    marker, now = 0, 0.0
     while True:
         page = retry.call(
             f"LIST parts s3://{bucket}/{key}",
             functools.partial(client.list_parts, Bucket=bucket, Key=key, UploadId=upload_id, PartNumberMarker=marker),
         )
+        now = server_time(page)
         for p in page.get("Parts", []):
-            parts.append(ExistingPart(p["PartNumber"], p["Size"], p["ETag"].strip('"')))
+            modified = p["LastModified"].timestamp() if p.get("LastModified") else 0.0
+            parts.append(ExistingPart(p["PartNumber"], p["Size"], p["ETag"].strip('"'), modified))
         next_marker = int(page.get("NextPartNumberMarker") or 0)
         if not page.get("IsTruncated") or next_marker <= marker:
             break
         marker = next_marker
     parts.sort(key=lambda p: p.number)
-    return parts
+    last = max((p.modified for p in parts), default=0.0) or initiated
+    return UploadState(parts, max(0.0, now - last))
+
+
+def server_time(answer: dict) -> float:
+    """S3's clock: the Date of its answer (this machine's when it has none)."""
+    date = answer.get("ResponseMetadata", {}).get("HTTPHeaders", {}).get("date", "")
+    try:
+        return email.utils.parsedate_to_datetime(date).timestamp()
+    except (TypeError, ValueError):
+        return time.time()
 
 
 # ----------------------------------------------------------------------------------------------------------------------
@@ -2122,19 +2162,20 @@ def shape_of(task: FileTask, facts: SourceFacts, settings: Settings, copies: boo
     return plain
 
 
-def examine_upload(client, bucket: str, task: FileTask, source: Source, retry: RetryPolicy, shape: Shape,
-                   can_read_back: bool = True) -> tuple[ResumeCheck, list[ExistingPart]]:  # fmt: skip
-    """List the parts of the task's unfinished upload and judge it (a run and --dry-run decide alike).
-    ``can_read_back``: parts without a marker can be proven by reading the source (not when S3 copies them)."""
-    assert task.upload is not None
-    parts = list_upload_parts(client, bucket, task.src.key, task.upload.upload_id, retry)
-    check = judge_upload(shape.plan, parts, source.identity(task.src), shape.checksum)
-    data = [p for p in parts if p.number not in check.markers]
+def examine_upload(client, bucket: str, f: SourceFile, upload: UnfinishedUpload, source: Source, retry: RetryPolicy,
+                   shape: Shape, can_read_back: bool = True
+                   ) -> tuple[ResumeCheck, list[ExistingPart], UploadState]:  # fmt: skip
+    """List the parts of an unfinished upload of the file and judge it (a run and --dry-run decide alike): the
+    verdict, its data parts, and how long it has been idle.  ``can_read_back``: parts without a marker can be proven by
+    reading the source (not when S3 copies them)."""
+    state = read_upload(client, bucket, f.key, upload.upload_id, upload.initiated, retry)
+    check = judge_upload(shape.plan, state.parts, source.identity(f), shape.checksum)
+    data = [p for p in state.parts if p.number not in check.markers]
     if data and not check.restart and not check.proven and not can_read_back:
         check = ResumeCheck("it has no marker, and S3 copies the parts again sooner than they can be checked")
-    # An upload without marker and without parts may be another run's, created a moment ago with its marker on the
-    # way: it is resumed (there is nothing in it to doubt), never aborted.
-    return check, data
+    elif not data and not check.markers:
+        check = ResumeCheck("nothing is in it: made by a run that stopped before its marker, or by another tool")
+    return check, data, state
 
 
 # How a skip was decided: the original skipped every object of the same size; a same-size change is caught where
@@ -2806,6 +2847,8 @@ class Engine:
         self._finishing_lock = threading.Lock()
         self._finishing_keys: dict[str, int] = {}  # key -> requests in flight that make its object
         self.completed_after_stop: list[str] = []
+        self.left_alone = Tally()  # unfinished uploads not aborted: another run may be at work on them
+        self._retried_creates: set[str] = set()  # keys whose CreateMultipartUpload was retried (_abort_stale)
         self.mover: StreamParts | CopyParts = StreamParts(self)
         self.copy_from(copy_from)
 
@@ -2921,24 +2964,36 @@ class Engine:
         self.progress.file_finished(f.key)
         return result
 
-    def _abort_stale(self, task: FileTask) -> None:
+    def _abort_stale(self, task: FileTask, used: str = "") -> None:
         """Unfinished uploads of this key that nothing will resume any more (the file went up another way, is
-        ignored, or is complete) would stay on S3, billed, forever: abort them."""
-        stale, key = list(task.stale), task.src.key
-        if task.complete and stale:
-            # Only uploads begun before the object was written: a later one may be another run's work in progress.
-            head = head_destination(self.client, self.bucket, key, self.retry, "to tell its unfinished uploads "
-                                    "begun before the object (to abort) from later ones")  # fmt: skip
-            if head is None:  # deleted since the listing: nothing tells which uploads are stale, so none is aborted
-                log.warning("%s: the object is gone since it was listed; its unfinished uploads are left", key)
-                return
-            written = head["LastModified"].timestamp()
-            stale = [u for u in stale if u.initiated <= written]
-        for u in stale:
-            log.info("%s: aborting unfinished upload %s, which this file no longer needs", key, short_id(u.upload_id))
+        ignored, or is complete) would stay on S3, billed, forever: each is aborted once abandoned (nothing added for
+        AbandonedAfter seconds); one with a part added sooner may be another run's, and is left for a later run."""
+        key = task.src.key
+        uploads = [u for u in (task.upload, *task.stale) if u is not None]
+        with self._finishing_lock:
+            retried = key in self._retried_creates
+            self._retried_creates.discard(key)
+        if retried:  # the upload a lost answer made is among them now
+            uploads = [u for u in list_unfinished_uploads(self.client, self.bucket, key, self.retry) if u.key == key]
+        for u in uploads:
+            if u.upload_id == used:
+                continue
             try:
+                state = read_upload(self.client, self.bucket, key, u.upload_id, u.initiated, self.retry)
+                if not state.abandoned(self.s):
+                    self.left_alone.add(f"{key} (upload {short_id(u.upload_id)}: a part added "
+                                        f"{human_duration(state.idle)} ago)")  # fmt: skip
+                    log.info("%s: leaving unfinished upload %s alone: a part was added %s ago (another run may be at "
+                             "work on it)", key, short_id(u.upload_id), human_duration(state.idle))  # fmt: skip
+                    continue
+                log.info("%s: aborting unfinished upload %s, which this file no longer needs", key,
+                         short_id(u.upload_id))  # fmt: skip
                 self._abort(key, u.upload_id)
+            except Interrupted:
+                raise
             except Exception as exc:  # the object itself is right; say what is left behind and why
+                if error_code(exc) == "NoSuchUpload":
+                    continue  # gone meanwhile: completed or aborted by its own run
                 log.warning("%s: could not abort upload %s: %s", key, short_id(u.upload_id),
                             describe_error(exc) + fix_hint(exc))  # fmt: skip
 
@@ -2981,14 +3036,25 @@ class Engine:
             # Its parts may mix old and new bytes: never complete it, and leave nothing behind.
             self._abort(f.key, upload_id)
             raise
+        except botocore.exceptions.ClientError as exc:
+            if error_code(exc) != "NoSuchUpload":
+                raise
+            self._made_by_another(f, shape, result)  # the upload was completed (or aborted) while parts went
+            return
         parts.sort(key=lambda p: p.number)
         expected = multipart_etag(p.digest for p in parts)
         try:
-            completed = self._complete(f.key, upload_id, parts, shape.checksum)
+            completed, ours = self._complete(f.key, upload_id, parts, shape.checksum)
         except ProofFailed:
             self._abort(f.key, upload_id)
             raise
         etag = require_etag(completed, "COMPLETE")
+        if not ours and etag != expected:
+            # Completed by someone else (or by our own attempt whose answer was lost) as another object: it is
+            # someone's good data, never deleted here.
+            raise FileFailed(f"its upload was completed by another run or tool, and the object (ETag {etag}) is not "
+                             f"this file's (computed here: {expected}); nothing was deleted, rerun to compare and send "
+                             f"it again")  # fmt: skip
         result.parts = len(parts)
         result.parts_reused = sum(1 for p in parts if not p.sent and not p.copied)
         result.bytes_sent += sum(p.sent for p in parts)
@@ -3008,10 +3074,12 @@ class Engine:
             why = f"the copy's ETag {etag} is not the source's {f.etag} although its parts were cut as the source's"
             raise discard(self, f.key, why, ProofFailed)
 
-    def _complete(self, key: str, upload_id: str, parts: list[PartResult], checksum: tuple[str, str] | None) -> dict:
+    def _complete(self, key: str, upload_id: str, parts: list[PartResult], checksum: tuple[str, str] | None
+                  ) -> tuple[dict, bool]:  # fmt: skip
         """CompleteMultipartUpload with our own part list (the data parts: never the marker), and the source's
-        full-object checksum for S3 to check, if it has one; returns S3's answer.  If an earlier attempt completed it
-        but its answer was lost, the retry finds no such upload: the object itself then tells."""
+        full-object checksum for S3 to check, if it has one; returns S3's answer and True.  An upload that is gone
+        (NoSuchUpload) was completed by an earlier attempt whose answer was lost, or by another run that joined it
+        (or aborted): then the object itself is returned (HeadObject) with False, for the caller to compare."""
         attempts = 0
         extra = dict(checksum_args(checksum), ChecksumType="FULL_OBJECT") if checksum else {}
 
@@ -3038,37 +3106,73 @@ class Engine:
 
         try:
             with self._finishing(key):
-                return self.retry.call(f"COMPLETE {key}", complete)
+                return self.retry.call(f"COMPLETE {key}", complete), True
         except botocore.exceptions.ClientError as exc:
-            if error_code(exc) != "NoSuchUpload" or attempts < 2:
+            if error_code(exc) != "NoSuchUpload":
                 raise
-            head = head_destination(self.client, self.bucket, key, self.retry,
-                                    "to find whether a COMPLETE whose answer was lost made the object",
-                                    ChecksumMode="ENABLED")  # fmt: skip
+            head = head_destination(
+                self.client,
+                self.bucket,
+                key,
+                self.retry,
+                "to find whether the upload, gone, made the object",
+                ChecksumMode="ENABLED",
+            )
             if head is None:
-                raise FileFailed("its upload is gone (NoSuchUpload) and no object was made of it; rerun to upload it "
-                                 "again") from None  # fmt: skip
-            log.info("%s: the answer to COMPLETE was lost; the object is there", key)
+                raise FileFailed("its upload is gone (NoSuchUpload: aborted by another run or a person) and no object "
+                                 "was made of it; rerun to upload it again") from None  # fmt: skip
+            log.info("%s: %s; the object is there", key, "the answer to COMPLETE was lost" if attempts > 1 else
+                     "its upload was completed by another run")  # fmt: skip
             require_etag(head, f"HEAD {key}")
-            return head
+            return head, False
+
+    def _made_by_another(self, f: SourceFile, shape: Shape, result: FileResult) -> None:
+        """The file's upload vanished while its parts were being sent: another run that had joined it completed it
+        (or it was aborted).  The object at the key is this file if its ETag is the one of this file's bytes in the
+        upload's layout (each part read from the source and hashed here; S3 copies are compared with the source's own
+        ETag in its layout): then the file is done, else it fails, and nothing is deleted."""
+        head = head_destination(self.client, self.bucket, f.key, self.retry, "to find whether its upload, gone, made "
+                                "the object")  # fmt: skip
+        if head is None:
+            raise FileFailed("its upload is gone (NoSuchUpload: aborted by another run or a person) and no object was "
+                             "made of it; rerun to upload it again")  # fmt: skip
+        etag = require_etag(head, f"HEAD {f.key}")
+        if self.mover.copies:
+            expected = f.etag if shape.same_layout else ""
+        else:
+            digests = [md5_of(self.retry.call(f"READ {f.key} part {n}", functools.partial(
+                self.source.read, f, offset, length)))[0] for n, offset, length in shape.plan.parts()]  # fmt: skip
+            expected = multipart_etag(digests)
+        if not expected or etag != expected or not etag_is_md5(head):
+            raise FileFailed(f"its upload was completed by another run or tool while its parts were being sent, and "
+                             f"the object (ETag {etag}) cannot be shown to be this file; nothing was deleted, rerun to "
+                             f"compare and send it again")  # fmt: skip
+        log.info("%s: another run completed its upload while its parts were being sent; the object's ETag %s is "
+                 "this file's", f.key, etag)  # fmt: skip
+        result.etag, result.expected_etag, result.parts = etag, expected, shape.plan.part_count
+        result.proof = PROOF_ETAG if self.mover.copies else PROOF_PARTS
 
     def _create_upload(self, f: SourceFile, shape: Shape, facts: SourceFacts) -> str:
         """CreateMultipartUpload, then at once the resume marker (before any data part, so that no part of this
         upload is ever on S3 without the version it belongs to)."""
-        key, attempts = f.key, 0
+        key = f.key
         args = self.object_args(facts)
         if shape.checksum:
             args.update(ChecksumAlgorithm=shape.checksum[0], ChecksumType="FULL_OBJECT")
 
+        attempts = 0
+
         def create() -> str:
             nonlocal attempts
             attempts += 1
-            resp = self.client.create_multipart_upload(Bucket=self.bucket, Key=key, **args)
-            return resp["UploadId"]
+            return self.client.create_multipart_upload(Bucket=self.bucket, Key=key, **args)["UploadId"]
 
         upload_id = self.retry.call(f"CREATE upload {key}", create)
         if attempts > 1:
-            self._abort_orphans(key, upload_id)
+            # A try whose answer was lost may have made an upload too: nothing tells it from another run's new upload,
+            # so it is looked for once the file is done, and aborted if abandoned by then (_abort_stale).
+            with self._finishing_lock:
+                self._retried_creates.add(key)
         return upload_id
 
     def _send_marker(self, f: SourceFile, upload_id: str, shape: Shape, number: int, cancel: threading.Event) -> None:
@@ -3081,35 +3185,26 @@ class Engine:
             Bucket=self.bucket, Key=f.key, UploadId=upload_id, PartNumber=number, Body=body, ContentMD5=md5_b64,
             **part_checksum_args(shape.checksum)), f"MARKER {f.key}"), cancel)  # fmt: skip
 
-    def _abort_orphans(self, key: str, keep: str) -> None:
-        """A CreateMultipartUpload whose answer was lost still made an upload, that nobody would ever resume.
-        Those are the uploads of this key made just before ours (within ORPHAN_WINDOW seconds)."""
-        uploads = [u for u in list_unfinished_uploads(self.client, self.bucket, key, self.retry) if u.key == key]
-        ours = next((u for u in uploads if u.upload_id == keep), None)
-        for u in uploads:
-            if ours and u.upload_id != keep and ours.initiated - ORPHAN_WINDOW <= u.initiated <= ours.initiated:
-                log.info("%s: aborting upload %s, made by a retried request whose answer was lost", key,
-                         short_id(u.upload_id))  # fmt: skip
-                self._abort(key, u.upload_id)
-
     def _resume_or_create(self, task: FileTask, shape: Shape, facts: SourceFacts
                           ) -> tuple[str, dict[int, list[ExistingPart]], bool, bool]:  # fmt: skip
         """The upload to send parts to, the parts it already holds (by number), whether those are tied to this
-        source version (so that a part of the right size counts without reading it again), and whether the upload
-        is new (its marker still to send)."""
-        f, plan, upload = task.src, shape.plan, task.upload
-        if upload is not None:
-            check, data = examine_upload(self.client, self.bucket, task, self.source, self.retry, shape,
-                                         can_read_back=not self.mover.copies)  # fmt: skip
-            if check.restart:
-                log.warning(
-                    "restart %s: unfinished upload %s cannot be resumed, %s; aborting it",
-                    f.key,
-                    short_id(upload.upload_id),
-                    check.restart,
-                )
-                self._abort(f.key, upload.upload_id)
-            else:
+        source version (so that a part of the right size counts without reading it again), and whether its marker is
+        still to send.
+
+        Concurrent writers, decided from S3 alone: the file's unfinished uploads are looked at newest first.  The
+        first made for this very source version and layout (its marker says so) is joined, even while another run
+        adds parts to it (they add the same parts: whoever completes it first makes the object, the other finds it
+        made, see _complete).  An upload of another tool without marker is resumed once abandoned, each part checked
+        by MD5.  Any other upload (another version or layout, nothing in it yet, another tool's) is aborted only once
+        abandoned: nothing added to it for AbandonedAfter seconds, by S3's clock; one with a part added sooner may be
+        another run's work in progress, and is left alone (a later run removes it once it is idle).  None to join: a
+        new upload."""
+        f, plan = task.src, shape.plan
+        for upload in sorted((u for u in (task.upload, *task.stale) if u is not None), key=lambda u: -u.initiated):
+            check, data, state = examine_upload(self.client, self.bucket, f, upload, self.source, self.retry, shape,
+                                                can_read_back=not self.mover.copies)  # fmt: skip
+            abandoned = state.abandoned(self.s)
+            if check.proven or (not check.restart and abandoned):
                 by_number: dict[int, list[ExistingPart]] = {}
                 for p in data:
                     by_number.setdefault(p.number, []).append(p)
@@ -3119,13 +3214,21 @@ class Engine:
                     short_id(upload.upload_id),
                     len(by_number),
                     plan.part_count,
-                    "made for this version of the source" if check.proven else "nothing in it yet" if not data else
+                    "made for this version of the source" if check.proven else
                     "made without s3_upload's marker: each part is checked against the source before it is reused",
                 )  # fmt: skip
-                # An upload with nothing in it yet (another run's, a moment old) or one of ours stopped between its two
-                # marker parts gets its marker now, before any data part.
-                unmarked = not data and not check.markers or check.proven and len(check.markers) == 1 and not data
-                return upload.upload_id, by_number, check.proven, unmarked
+                # One of ours stopped between its two marker parts gets its marker again, before any data part.
+                remark = check.proven and len(check.markers) == 1 and not data
+                return upload.upload_id, by_number, check.proven, remark
+            if abandoned:
+                log.warning("restart %s: unfinished upload %s cannot be resumed, %s; nothing was added to it for %s: "
+                            "aborting it", f.key, short_id(upload.upload_id), check.restart,
+                            human_duration(state.idle))  # fmt: skip
+                self._abort(f.key, upload.upload_id)
+            else:
+                log.info("%s: leaving unfinished upload %s alone: %s, and a part was added %s ago (another run may be "
+                         "at work on it; it is aborted once idle for AbandonedAfter)", f.key,
+                         short_id(upload.upload_id), check.restart, human_duration(state.idle))  # fmt: skip
         upload_id = self._create_upload(f, shape, facts)
         log.debug("%s: new upload %s, %d parts of %s", f.key, short_id(upload_id), plan.part_count,
                   human_bytes(plan.part_size))  # fmt: skip
@@ -3557,19 +3660,37 @@ def print_dry_run(tasks: Iterable[FileTask], cleaned: list[UnfinishedUpload], cl
                 "upload",
                 f"{human_bytes(f.size)}, {t.plan.part_count} parts of {human_bytes(t.plan.part_size)}{why}",
             )
-        else:
-            shape = shape_of(t, source.facts(f), settings, copies)  # as the run would cut it
-            check, parts = examine_upload(client, settings.des_bucket, t, source, retry, shape, not copies)
-            if check.restart:
-                verb, detail = "restart", check.restart
-            else:
-                have = len({p.number for p in parts})
-                verb, detail = "resume", f"{have} of {t.plan.part_count} parts already on S3"
+        else:  # as the run decides it (Engine._resume_or_create): the first upload to join, newest first
+            shape = shape_of(t, source.facts(f), settings, copies)
+            verb, detail = (
+                "upload",
+                f"{human_bytes(f.size)}, {t.plan.part_count} parts of {human_bytes(t.plan.part_size)}",
+            )
+            for u in sorted((t.upload, *t.stale), key=lambda u: -u.initiated):
+                check, parts, state = examine_upload(
+                    client, settings.des_bucket, f, u, source, retry, shape, not copies
+                )
+                if check.proven or (not check.restart and state.abandoned(settings)):
+                    verb, detail = (
+                        "resume",
+                        f"{len({p.number for p in parts})} of {t.plan.part_count} parts already on S3",
+                    )
+                    break
+                if state.abandoned(settings):
+                    verb, detail = "restart", check.restart
+                else:
+                    detail += f"; upload {short_id(u.upload_id)} left alone: {check.restart}, a part added " \
+                              f"{human_duration(state.idle)} ago"  # fmt: skip
         counts[verb] = counts.get(verb, 0) + 1
         write(f"{verb:<8} {f.key} ({detail})\n")
-        for u in t.stale:
-            write(f"clean    {f.key} (abort unfinished upload {short_id(u.upload_id)}, which this file no longer "
-                  f"needs)\n")  # fmt: skip
+        for u in t.stale:  # as the run decides them (Engine._abort_stale)
+            state = read_upload(client, settings.des_bucket, f.key, u.upload_id, u.initiated, retry)
+            if state.abandoned(settings):
+                write(f"clean    {f.key} (abort unfinished upload {short_id(u.upload_id)}, which this file no longer "
+                      f"needs)\n")  # fmt: skip
+            else:
+                write(f"leave    {f.key} (unfinished upload {short_id(u.upload_id)}: a part was added "
+                      f"{human_duration(state.idle)} ago, another run may be at work on it)\n")  # fmt: skip
     sys.stdout.write("".join(lines))
     sys.stdout.flush()
     report.info("dry run: %s; nothing was written", ", ".join(f"{n} to {v}" for v, n in counts.items()) or "no files")
@@ -3586,6 +3707,7 @@ class Outcome:
         self.skip_reasons: collections.Counter[str] = collections.Counter()
         self.failed = Tally()
         self.missing = Tally()
+        self.left_alone = Tally()  # unfinished uploads not aborted: another run may be at work on them
         self.retries = 0
 
     def record(self, r: FileResult) -> None:
@@ -3705,6 +3827,10 @@ def print_summary(outcome: Outcome, listing_errors: Tally, bytes_sent: int, seco
         report.info("  failed: %s", line)
     if outcome.failed.untold:
         report.info("  failed: %d more (the log and --report name every one)", outcome.failed.untold)
+    if outcome.left_alone:
+        report.info("  left alone: %d unfinished upload(s) a part was added to less than AbandonedAfter ago (another "
+                    "run may be at work on them); a later run aborts each once it is idle, --clean now: %s",
+                    len(outcome.left_alone), ", ".join(list(outcome.left_alone)[:5]))  # fmt: skip
     for e in listing_errors:
         report.info("  failed to list: %s", e)
     if listing_errors.untold:
@@ -3951,6 +4077,7 @@ def run_job(settings: Settings, stop: threading.Event, options: RunOptions = Run
     compare_with_destination(job, outcome)
     seconds = time.monotonic() - started
     code = EXIT_FAILED if outcome.failed or outcome.missing or source.listing_errors else EXIT_OK
+    outcome.left_alone = engine.left_alone
     print_summary(outcome, source.listing_errors, engine.progress.sent_bytes, seconds, code)
     if report_file is not None:
         report_file.finish(outcome, source.listing_errors, code, seconds, engine.progress.sent_bytes)
@@ -4535,8 +4662,8 @@ def work_on_message(job: Job, engine: Engine, sqs, queue_url: str, message: dict
 
 
 def destination_complete(job: Job, f: SourceFile) -> bool:
-    """Is the object there and this file (the same test as a normal run's skip)?  Unfinished uploads of
-    the key older than the object are leftovers of duplicate deliveries: nothing can resume them any more."""
+    """Is the object there and this file (the same test as a normal run's skip)?  Unfinished uploads of the key
+    that nothing adds to any more (AbandonedAfter) are leftovers of duplicate deliveries: aborted."""
     settings = job.settings
     head = head_destination(job.des_client, settings.des_bucket, f.key, job.retry,
                             "to tell whether the object is already complete")  # fmt: skip
@@ -4552,8 +4679,16 @@ def destination_complete(job: Job, f: SourceFile) -> bool:
         if not confirmed_same(f, job.source, lambda **kwargs: asked(**kwargs) if kwargs else head):
             return False
     for u in list_unfinished_uploads(job.des_client, settings.des_bucket, f.key, job.retry):
-        if u.key == f.key and u.initiated < written:
-            log.info("%s: aborting upload %s, older than the complete object", f.key, short_id(u.upload_id))
+        if u.key != f.key:
+            continue
+        try:
+            state = read_upload(job.des_client, settings.des_bucket, f.key, u.upload_id, u.initiated, job.retry)
+        except botocore.exceptions.ClientError as exc:
+            if error_code(exc) == "NoSuchUpload":
+                continue
+            raise
+        if state.abandoned(settings):  # a leftover of a duplicate delivery; a live one may be another worker's
+            log.info("%s: aborting upload %s, which nothing adds to any more", f.key, short_id(u.upload_id))
             abort_upload(job.des_client, settings.des_bucket, f.key, u.upload_id, job.retry)
     return True
 

@@ -259,6 +259,9 @@ def make_config(tmp_path, src_dir, bucket, aws_profiles):
             "LoggingLevel": "INFO",
             "RetryDelay": 0.05,
             "LogDir": str(tmp_path / "log"),
+            # The uploads these tests leave or make by hand stand for runs long dead: abandoned at once.  The tests of
+            # concurrent runs set the default (an hour) back.
+            "AbandonedAfter": 0,
         }
         values.update(overrides)
         values = {k: v for k, v in values.items() if v is not DROP}

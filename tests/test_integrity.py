@@ -16,7 +16,6 @@ import time
 
 import pytest
 from test_resume import start_upload
-from test_sqs_fleet import wait_for_the_server_clock
 
 import s3_upload
 from conftest import (
@@ -300,33 +299,43 @@ def test_a_damaged_part_a_store_kept_is_never_a_success(moto_s3, moto_bucket, sr
 
 @pytest.mark.parametrize("case", ["now-one-put", "now-ignored", "already-complete"])
 def test_an_upload_the_file_no_longer_needs_is_aborted(case, dst, bucket, src_dir, make_config):
+    """An earlier run's upload (nothing added to it for AbandonedAfter: here 0 s) that the file no longer needs: the
+    file now goes up in one request, is ignored, or is complete already."""
     path = src_dir / "mid.bin"
     write_file(path, CHUNK + MiB)
     modified_earlier(path)
     start_upload(dst, bucket, "up/mid.bin", path.read_bytes(), CHUNK, parts=(1,))  # an earlier run, ChunkSize 5 MiB
-    newer = None
     if case == "already-complete":
-        # The object was completed later (e.g. by another machine), the old upload stayed behind; another upload of
-        # the key begun after the object was written may be a run's work in progress, and stays.  SeaweedFS counts
-        # these times in seconds: each waits for the server's clock to move, so that upload, object and upload are
-        # in three different seconds and the test does not depend on where the second boundaries fall.
-        older = unfinished_uploads(dst, bucket)[0]
-        wait_for_the_server_clock(dst, bucket, older["Initiated"])
-        dst.put_object(Bucket=bucket, Key="up/mid.bin", Body=path.read_bytes())
-        wait_for_the_server_clock(dst, bucket, dst.head_object(Bucket=bucket, Key="up/mid.bin")["LastModified"])
-        newer = start_upload(dst, bucket, "up/mid.bin", path.read_bytes(), CHUNK, parts=(1,))
-        dst.delete_object(Bucket=bucket, Key="clock")
+        dst.put_object(Bucket=bucket, Key="up/mid.bin", Body=path.read_bytes())  # completed since, by another machine
         run = run_tool(make_config())
     elif case == "now-one-put":
         run = run_tool(make_config(ChunkSize=8 * MiB))  # the file is now smaller than one chunk
     else:
         run = run_tool(make_config(ChunkSize=8 * MiB, IgnoreSmallFile=True))
     assert run.code == 0, run
-    assert [u["UploadId"] for u in unfinished_uploads(dst, bucket)] == ([newer] if newer else [])
+    assert unfinished_uploads(dst, bucket) == []
     if case == "now-ignored":
         assert list_keys(dst, bucket) == {}
     else:
         assert object_md5(dst, bucket, "up/mid.bin") == md5_file(path)
+
+
+def test_an_upload_another_run_adds_parts_to_is_never_aborted(dst, bucket, src_dir, make_config):
+    """Concurrent writers: an upload of the key that a part was added to a moment ago may be another run's work in
+    progress.  With AbandonedAfter at its default (an hour), the run leaves it alone and says so in its closing block,
+    whatever the upload holds (here: another ChunkSize, so it cannot be joined); once nothing was added to it for
+    AbandonedAfter, a run aborts it."""
+    path = src_dir / "mid.bin"
+    write_file(path, 2 * CHUNK + MiB)
+    other = start_upload(dst, bucket, "up/mid.bin", path.read_bytes(), 6 * MiB, parts=(1,))  # another run, 6 MiB parts
+    run = run_tool(make_config(AbandonedAfter=3600))
+    assert run.code == 0, run
+    assert object_md5(dst, bucket, "up/mid.bin") == md5_file(path)
+    assert [u["UploadId"] for u in unfinished_uploads(dst, bucket)] == [other]
+    assert "left alone: 1 unfinished upload(s)" in run.stdout, run
+    later = run_tool(make_config(AbandonedAfter=0))  # as a run an hour later sees it
+    assert later.code == 0 and later.bytes_sent == 0, later
+    assert unfinished_uploads(dst, bucket) == []
 
 
 # ---------------------------------------------------------------------------------------------------------------------

@@ -1312,12 +1312,12 @@ def test_a_source_layout_s3_cannot_repeat_is_cut_at_chunk_size_and_proven_by_par
 def test_an_upload_without_marker_copied_by_s3_restarts_since_its_parts_cannot_be_checked():
     plan = s3_upload.ChunkPlan(12 * MiB, 5 * MiB)
     f = SourceFile("data/a.bin", plan.size, 0.0, etag=f"{SRC_ETAG}-3", version="v")
-    task = s3_upload.FileTask(f, "multipart", plan, upload=UnfinishedUpload("data/a.bin", "u1", 0.0))
+    upload = UnfinishedUpload("data/a.bin", "u1", 0.0)
     client = FakeClient(list_parts={"Parts": [{"PartNumber": 1, "Size": 5 * MiB, "ETag": f'"{MD5_OLD}"'}]})
     source, shape = s3_source(client), s3_upload.Shape(plan, True)
-    streamed, parts = s3_upload.examine_upload(client, "dst", task, source, no_retry(), shape, can_read_back=True)
+    streamed, parts, _ = s3_upload.examine_upload(client, "dst", f, upload, source, no_retry(), shape, True)
     assert streamed.restart == "" and not streamed.proven and [p.number for p in parts] == [1]  # read back, checked
-    copied, _ = s3_upload.examine_upload(client, "dst", task, source, no_retry(), shape, can_read_back=False)
+    copied, _, _ = s3_upload.examine_upload(client, "dst", f, upload, source, no_retry(), shape, can_read_back=False)
     assert copied.restart == "it has no marker, and S3 copies the parts again sooner than they can be checked"
 
 
