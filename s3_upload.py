@@ -2346,6 +2346,29 @@ class FileTask:
     # Fleet: only these parts (first, last) of ``upload``, made by the sender; the upload is completed by whichever
     # worker finds all its parts there.
     parts: tuple[int, int] | None = None
+    # The condition that makes the object (PutObject, CompleteMultipartUpload): no object at the key when the plan saw
+    # none (If-None-Match: *), else the very object the plan saw (If-Match: its ETag).  None: written unconditionally.
+    write_if: tuple[str, str] | None = None
+
+
+IF_ABSENT = ("IfNoneMatch", "*")
+
+
+def conditions_refused(exc: BaseException) -> bool:
+    """A store that does not take If-None-Match / If-Match on writes: NotImplemented (501), or a 400 that names them."""
+    if not isinstance(exc, botocore.exceptions.ClientError):
+        return False
+    status = exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode", 0)
+    message = str(exc.response.get("Error", {}).get("Message", "")).lower()
+    return error_code(exc) == "NotImplemented" or status == 501 or (status == 400 and "if-" in message)
+
+
+def write_condition(there: Listed | None) -> tuple[str, str] | None:
+    """Never overwrite an object someone else wrote after the plan saw the key: If-None-Match when it saw none,
+    If-Match with the ETag it saw."""
+    if there is None:
+        return IF_ABSENT
+    return ("IfMatch", f'"{there.etag}"') if there.etag else None
 
 
 def plan_task(settings: Settings, f: SourceFile, there: Listed | None, uploads: list[UnfinishedUpload], kind: str,
@@ -2360,10 +2383,12 @@ def plan_task(settings: Settings, f: SourceFile, there: Listed | None, uploads: 
     if settings.ignore_small_file and f.size < settings.chunk_size:
         return FileTask(f, "skip", whole, "smaller than ChunkSize (IgnoreSmallFile)", stale=tuple(of_key))
     if f.size < settings.chunk_size:
-        return FileTask(f, "put", whole, reason, stale=tuple(of_key), confirm=verdict == "confirm")
+        return FileTask(f, "put", whole, reason, stale=tuple(of_key), confirm=verdict == "confirm",
+                        write_if=write_condition(there))  # fmt: skip
     newest = of_key[-1] if of_key else None
     return FileTask(f, "multipart", plan_chunks(f.size, settings.chunk_size), reason, upload=newest,
-                    stale=tuple(of_key[:-1]), confirm=verdict == "confirm")  # fmt: skip
+                    stale=tuple(of_key[:-1]), confirm=verdict == "confirm",
+                    write_if=write_condition(there))  # fmt: skip
 
 
 def plan_stream(settings: Settings, matched: Iterable[tuple[SourceFile, Listed | None]],
@@ -2725,7 +2750,8 @@ class StreamParts:
     def __init__(self, engine: Engine):
         self.engine = engine
 
-    def put(self, f: SourceFile, args: dict, shape: Shape, result: FileResult) -> dict:
+    def put(self, f: SourceFile, args: dict, shape: Shape, result: FileResult,
+            write_if: tuple[str, str] | None = None) -> dict:  # fmt: skip
         e = self.engine
         data = e.retry.call(f"READ {f.key}", lambda: e.source.read(f, 0, f.size), paced=False) if f.size else b""
         digest, md5_b64 = md5_of(data)
@@ -2733,12 +2759,18 @@ class StreamParts:
         e.throttle.acquire(len(data))
 
         def put() -> dict:
-            resp = e.client.put_object(Bucket=e.bucket, Key=f.key, Body=data, ContentMD5=md5_b64, **args,
-                                       **checksum_args(shape.checksum))  # fmt: skip
+            resp = e.write_conditionally(write_if, lambda conditions: e.client.put_object(
+                Bucket=e.bucket, Key=f.key, Body=data, ContentMD5=md5_b64, **args, **checksum_args(shape.checksum),
+                **conditions))  # fmt: skip
             require_etag(resp, f"PUT {f.key}")
             return resp
 
-        resp = e.retry.call(f"PUT {f.key}", put)
+        try:
+            resp = e.retry.call(f"PUT {f.key}", put)
+        except botocore.exceptions.ClientError as exc:
+            if error_code(exc) != "PreconditionFailed":
+                raise
+            resp = e.written_meanwhile(f.key, digest.hex())
         e.progress.part_done(f.key, len(data))
         result.bytes_sent, result.expected_etag = len(data), digest.hex()
         return resp
@@ -2788,7 +2820,10 @@ class CopyParts:
 
         return self.engine.retry.call(what, pinned, cancel)
 
-    def put(self, f: SourceFile, args: dict, shape: Shape, result: FileResult) -> dict:
+    def put(self, f: SourceFile, args: dict, shape: Shape, result: FileResult,
+            write_if: tuple[str, str] | None = None) -> dict:  # fmt: skip
+        """CopyObject, without a write condition: its precondition headers pin the source here (a 412 is the source
+        changed), and botocore before 1.37 does not know CopyObject's own If-None-Match."""
         e = self.engine
         extra = {"ChecksumAlgorithm": shape.checksum[0]} if shape.checksum else {}
         resp = self._call(f, f"COPY {f.key}", lambda: e.client.copy_object(
@@ -2934,6 +2969,7 @@ class Engine:
         self.completed_after_stop: list[str] = []
         self.left_alone = Tally()  # unfinished uploads not aborted: another run may be at work on them
         self._retried_creates: set[str] = set()  # keys whose CreateMultipartUpload was retried (_abort_stale)
+        self.conditional = True  # writes carry their condition (write_condition), until the store refuses them
         self.mover: StreamParts | CopyParts = StreamParts(self)
         self.copy_from(copy_from)
 
@@ -3008,7 +3044,7 @@ class Engine:
                 if shape.multipart:
                     self._multipart(task, shape, facts, result)
                 else:
-                    self._put(f, shape, facts, result)
+                    self._put(f, shape, facts, result, task.write_if)
                 if result.missing:
                     break  # a fleet range, sent: the worker that finds every part there makes the object
                 now = self.source.current(f)
@@ -3022,13 +3058,14 @@ class Engine:
                                             f"new version")  # fmt: skip
                     log.warning("%s changed while its object was being completed: sending the new version", f.key)
                     f = now
-                    task = dataclasses.replace(task, src=now, upload=None)
+                    # The object there now is the one just made: the new version replaces that one only.
+                    task = dataclasses.replace(task, src=now, upload=None, write_if=("IfMatch", f'"{result.etag}"'))
                     continue
                 if not self.s.verify_md5 or verify_by_reread(self, f, shape, result):
                     break
                 if attempt == MAX_FILE_ATTEMPTS:
                     raise FileFailed(f"ETag still differs after {MAX_FILE_ATTEMPTS} attempts")
-                task = dataclasses.replace(task, upload=None)
+                task = dataclasses.replace(task, upload=None, write_if=IF_ABSENT)  # verify deleted the bad object
             result.status = "uploaded"
             result.seconds = time.monotonic() - started
             if result.missing:
@@ -3091,11 +3128,12 @@ class Engine:
                 log.warning("%s: could not abort upload %s: %s", key, short_id(u.upload_id),
                             describe_error(exc) + fix_hint(exc))  # fmt: skip
 
-    def _put(self, f: SourceFile, shape: Shape, facts: SourceFacts, result: FileResult) -> None:
+    def _put(self, f: SourceFile, shape: Shape, facts: SourceFacts, result: FileResult,
+             write_if: tuple[str, str] | None = None) -> None:  # fmt: skip
         """Files smaller than one chunk (zero bytes included) go up in one request: PutObject with Content-MD5 (and
         the source's full-object checksum, if it has one), or CopyObject inside one store."""
         with self._finishing(f.key):
-            resp = self.mover.put(f, self.object_args(facts), shape, result)
+            resp = self.mover.put(f, self.object_args(facts), shape, result, write_if)
         result.parts = 1
         result.etag, result.etag_is_md5 = require_etag(resp, "PUT"), etag_is_md5(resp)
         if result.expected_etag and result.etag_is_md5 and result.etag != result.expected_etag:
@@ -3141,7 +3179,7 @@ class Engine:
         result.parts_reused = sum(1 for p in parts if not p.sent and not p.copied)
         # Parts copied by S3 carry the store's ETags (not always their MD5s): the object's ETag is checked against
         # our digests when every part's MD5 is known here, against the source's when the layout is the source's.
-        self._finish_upload(f, shape, upload_id, parts, result, etag_known=not any(p.copied for p in parts))
+        self._finish_upload(f, shape, upload_id, parts, result, not any(p.copied for p in parts), task.write_if)
 
     def _send_range(self, task: FileTask, shape: Shape, result: FileResult) -> None:
         """Fleet: the parts ``task.parts`` of the upload the sender made for this file (``task.upload``), resumed from
@@ -3193,17 +3231,17 @@ class Engine:
             return
         known = not self.mover.copies
         sent, copied = result.bytes_sent, result.bytes_copied
-        self._finish_upload(f, shape, upload.upload_id, parts, result, etag_known=known)
+        self._finish_upload(f, shape, upload.upload_id, parts, result, known, task.write_if)
         result.bytes_sent, result.bytes_copied = sent, copied  # this worker's share of the bytes, not the file's
 
     def _finish_upload(self, f: SourceFile, shape: Shape, upload_id: str, parts: list[PartResult], result: FileResult,
-                       etag_known: bool) -> None:  # fmt: skip
+                       etag_known: bool, write_if: tuple[str, str] | None = None) -> None:  # fmt: skip
         """Complete the upload from ``parts`` and prove the object: its ETag against the one its parts make (when
         ``etag_known``: every part's MD5 is known here), the source's full-object checksum, or the source's ETag."""
         parts.sort(key=lambda p: p.number)
         expected = multipart_etag(p.digest for p in parts)
         try:
-            completed, ours = self._complete(f.key, upload_id, parts, shape.checksum)
+            completed, ours = self._complete(f.key, upload_id, parts, shape.checksum, write_if)
         except ProofFailed:
             self._abort(f.key, upload_id)
             raise
@@ -3230,12 +3268,14 @@ class Engine:
             why = f"the copy's ETag {etag} is not the source's {f.etag} although its parts were cut as the source's"
             raise discard(self, f.key, why, ProofFailed)
 
-    def _complete(self, key: str, upload_id: str, parts: list[PartResult], checksum: tuple[str, str] | None
-                  ) -> tuple[dict, bool]:  # fmt: skip
+    def _complete(self, key: str, upload_id: str, parts: list[PartResult], checksum: tuple[str, str] | None,
+                  write_if: tuple[str, str] | None = None) -> tuple[dict, bool]:  # fmt: skip
         """CompleteMultipartUpload with our own part list (the data parts: never the marker), and the source's
         full-object checksum for S3 to check, if it has one; returns S3's answer and True.  An upload that is gone
         (NoSuchUpload) was completed by an earlier attempt whose answer was lost, or by another run that joined it
-        (or aborted): then the object itself is returned (HeadObject) with False, for the caller to compare."""
+        (or aborted): then the object itself is returned (HeadObject) with False, for the caller to compare.
+        ``write_if``: the object must still be the one the plan saw (see write_condition): an object written meanwhile
+        by someone else is never overwritten (conflict, the upload left as it is)."""
         attempts = 0
         extra = dict(checksum_args(checksum), ChecksumType="FULL_OBJECT") if checksum else {}
 
@@ -3243,13 +3283,14 @@ class Engine:
             nonlocal attempts
             attempts += 1
             try:
-                resp = self.client.complete_multipart_upload(
+                resp = self.write_conditionally(write_if, lambda conditions: self.client.complete_multipart_upload(
                     Bucket=self.bucket,
                     Key=key,
                     UploadId=upload_id,
                     MultipartUpload={"Parts": [{"PartNumber": p.number, "ETag": f'"{p.etag}"'} for p in parts]},
                     **extra,
-                )
+                    **conditions,
+                ))  # fmt: skip
             except botocore.exceptions.ClientError as exc:
                 if checksum and error_code(exc) in ("BadDigest", "InvalidDigest"):  # S3 refused: bytes differ
                     raise ProofFailed(
@@ -3264,6 +3305,8 @@ class Engine:
             with self._finishing(key):
                 return self.retry.call(f"COMPLETE {key}", complete), True
         except botocore.exceptions.ClientError as exc:
+            if error_code(exc) == "PreconditionFailed":
+                return self.written_meanwhile(key, multipart_etag(p.digest for p in parts)), False
             if error_code(exc) != "NoSuchUpload":
                 raise
             head = head_destination(
@@ -3281,6 +3324,40 @@ class Engine:
                      "its upload was completed by another run")  # fmt: skip
             require_etag(head, f"HEAD {key}")
             return head, False
+
+    def write_conditionally(self, write_if: tuple[str, str] | None, request: Callable[[dict], dict]) -> dict:
+        """``request(conditions)`` with the write condition as arguments (IfNoneMatch / IfMatch).  A store that does not
+        take them (it answers NotImplemented, or refuses the header) is said once, and written to without them from
+        then on."""
+        conditions = dict([write_if]) if write_if and self.conditional else {}
+        try:
+            return request(conditions)
+        except botocore.exceptions.ClientError as exc:
+            if not conditions or not conditions_refused(exc):
+                raise
+            with self._finishing_lock:
+                if self.conditional:
+                    self.conditional = False
+                    log.warning("the destination does not take conditional writes (%s): objects are written without "
+                                "If-None-Match / If-Match from now on, so one written meanwhile by someone else may be "
+                                "overwritten", describe_error(exc))  # fmt: skip
+            return request({})
+
+    def written_meanwhile(self, key: str, ours: str) -> dict:
+        """A conditional write was refused (412): the key holds another object than the plan saw, or none.  It is ours
+        when its ETag is the one our bytes make (a retried request whose answer was lost, another run of this job that
+        wrote the same bytes): then that object is the answer.  Anyone else's is a conflict: never overwritten, nothing
+        deleted, the upload left to resume or CLEAN."""
+        head = head_destination(self.client, self.bucket, key, self.retry, "to see the object written meanwhile",
+                                ChecksumMode="ENABLED")  # fmt: skip
+        there = str(head.get("ETag", "")).strip('"') if head is not None else ""
+        if there and there == ours:
+            log.info("%s: the object was written meanwhile with this file's bytes (ETag %s)", key, there)
+            return head  # type: ignore[return-value]
+        now = f"an object with ETag {there}" if there else "no object any more"
+        raise FileFailed(f"conflict: s3://{self.bucket}/{key} changed while this file was sent (it holds {now}, not "
+                         f"what the plan saw); not overwritten, nothing deleted, its upload is left to resume (or "
+                         f"--clean); compare, then rerun to replace it")  # fmt: skip
 
     def _made_by_another(self, f: SourceFile, shape: Shape, result: FileResult) -> None:
         """The file's upload vanished while its parts were being sent: another run that had joined it completed it
@@ -4929,7 +5006,11 @@ def work_on_message(job: Job, engine: Engine, sqs, queue_url: str, message: dict
                 return True
             uploads = [u for u in list_unfinished_uploads(job.des_client, settings.des_bucket, f.key, retry)
                        if u.key == f.key]  # fmt: skip
-            [task] = plan_files(settings, [f], {}, uploads)
+            # What the key holds now: the object is written only over that one (or only if there is none).
+            head = head_destination(job.des_client, settings.des_bucket, f.key, retry, "to see what it would replace")
+            there = {f.key: Listed(f.key, head["ContentLength"], str(head.get("ETag", "")).strip('"'),
+                                   head["LastModified"].timestamp())} if head else {}  # fmt: skip
+            [task] = plan_files(settings, [f], there, uploads, job.source)
             if work.parts:
                 try:
                     task = range_task(task, work, uploads)

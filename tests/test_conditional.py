@@ -1,0 +1,152 @@
+"""Writes that never clobber someone else's object (issue 20, item 4): the object is made with If-None-Match: * when
+the plan saw no object at the key, and with If-Match: <the ETag it saw> when it replaces one.  An object another
+client writes between the plan and the write is never overwritten: that file is a conflict (named, exit 1, nothing
+deleted, its upload left to resume).
+
+Facts of the servers (seen here): SeaweedFS 4.48 answers PutObject and CompleteMultipartUpload with If-None-Match: *
+on an existing key, and with an If-Match that is not the object's ETag, by 412 PreconditionFailed.  A store that does
+not take the headers is emulated by the fault proxy (501 NotImplemented for a request that carries one)."""
+
+from __future__ import annotations
+
+import subprocess
+
+import pytest
+
+import s3_upload
+from conftest import (
+    DST_KEYS,
+    MiB,
+    assert_tree_uploaded,
+    md5_file,
+    object_md5,
+    run_tool,
+    tool_command,
+    unfinished_uploads,
+    wait_until,
+    write_file,
+)
+from faultproxy import FaultProxy, Gate
+
+CHUNK = 5 * MiB
+
+
+@pytest.fixture
+def held(dst_server, aws_profiles, make_config):
+    """make_config for a destination behind a proxy that holds the requests ``which`` accepts until opened."""
+    proxies = []
+
+    def make(which, **overrides):
+        gate = Gate(which)
+        proxy = FaultProxy("127.0.0.1", dst_server.port, match=gate).start()
+        proxies.append((proxy, gate))
+        aws_profiles.add("held", proxy.endpoint_url, *DST_KEYS)
+        return gate, make_config(DesProfileName="held", **overrides)
+
+    yield make
+    for proxy, gate in proxies:
+        gate.open()
+        proxy.stop()
+        assert not proxy.exceptions, proxy.exceptions
+
+
+def start(config) -> subprocess.Popen:
+    return subprocess.Popen(tool_command(config), cwd=config.parent, stdin=subprocess.DEVNULL,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)  # fmt: skip
+
+
+@pytest.mark.parametrize("size", [CHUNK + 7, 1000], ids=["multipart", "single-request"])
+def test_an_object_written_by_another_client_during_the_run_is_not_overwritten(dst, bucket, src_dir, held, size):
+    """The plan saw no object at the key; while the run's last request (CompleteMultipartUpload, or the PutObject of
+    a small file) waits at a proxy, another client writes the key.  The run does not overwrite it: conflict, exit 1,
+    the other object intact, the upload left to resume.  The next run sees that object and replaces it (If-Match)."""
+    path = src_dir / "f.bin"
+    write_file(path, size)
+    last = "CompleteMultipartUpload" if size > CHUNK else "PutObject"
+    gate, config = held(lambda r: r.operation == last and r.path.endswith("/up/f.bin"))
+    run = start(config)
+    try:
+        wait_until(lambda: gate.held, f"the run's {last} at the proxy")
+        dst.put_object(Bucket=bucket, Key="up/f.bin", Body=b"someone else's object")
+        gate.open()
+        out, err = run.communicate(timeout=120)
+    finally:
+        gate.open()
+        run.kill()
+    assert run.returncode == 1, err
+    assert "conflict: s3://" in err and "not overwritten, nothing deleted" in err, err
+    assert dst.get_object(Bucket=bucket, Key="up/f.bin")["Body"].read() == b"someone else's object"
+    assert len(unfinished_uploads(dst, bucket)) == (1 if size > CHUNK else 0)  # left to resume
+    again = run_tool(config)  # the proxy is open now: the object the plan sees is replaced
+    assert again.code == 0, again
+    assert object_md5(dst, bucket, "up/f.bin") == md5_file(path)
+    assert unfinished_uploads(dst, bucket) == []
+
+
+def test_an_object_replaced_by_another_client_during_the_run_is_not_overwritten(dst, bucket, src_dir, held):
+    """The plan saw an older object at the key (another size: to be replaced); another client replaces it while the
+    run completes: the run's If-Match (the ETag it saw) fails, and the newer object stays."""
+    path = src_dir / "f.bin"
+    write_file(path, CHUNK + 7)
+    dst.put_object(Bucket=bucket, Key="up/f.bin", Body=b"the old object")
+    gate, config = held(lambda r: r.operation == "CompleteMultipartUpload")
+    run = start(config)
+    try:
+        wait_until(lambda: gate.held, "the run's CompleteMultipartUpload at the proxy")
+        dst.put_object(Bucket=bucket, Key="up/f.bin", Body=b"a newer object by someone else")
+        gate.open()
+        out, err = run.communicate(timeout=120)
+    finally:
+        gate.open()
+        run.kill()
+    assert run.returncode == 1, err
+    assert "conflict: s3://" in err, err
+    assert dst.get_object(Bucket=bucket, Key="up/f.bin")["Body"].read() == b"a newer object by someone else"
+
+
+def test_a_store_without_conditional_writes_is_said_once_and_written_to(dst, bucket, src_dir, make_config,
+                                                                        aws_profiles, dst_server):  # fmt: skip
+    """A store that answers 501 NotImplemented to a write carrying If-None-Match: one warning, then every file is
+    written without the header; all arrive."""
+    for i in range(3):
+        write_file(src_dir / f"s{i}.txt", 1000 + i)
+    write_file(src_dir / "big.bin", CHUNK + 9)
+    with FaultProxy("127.0.0.1", dst_server.port, seed=3).start() as proxy:
+        proxy.set(outage=True, error_status=501, error_code="NotImplemented",
+                  match=lambda r: "if-none-match" in r.headers or "if-match" in r.headers)  # fmt: skip
+        aws_profiles.add("plain", proxy.endpoint_url, *DST_KEYS)
+        run = run_tool(make_config(DesProfileName="plain", MaxParallelFile=1))
+        assert not proxy.exceptions
+    assert run.code == 0, run
+    assert run.stderr.count("does not take conditional writes") == 1, run.stderr
+    assert assert_tree_uploaded(dst, bucket, "up/", src_dir) == 4
+    assert unfinished_uploads(dst, bucket) == []
+
+
+def test_two_runs_that_write_the_same_bytes_both_succeed(dst, bucket, src_dir, held, make_config):
+    """Two runs of one job, each with its own upload (neither saw the other's yet): the first to complete makes the
+    object; the second's If-None-Match fails, and the object there is this file's bytes (its ETag is the one the
+    parts make): a success, not a conflict."""
+    path = src_dir / "f.bin"
+    write_file(path, CHUNK + 7)
+    gate, config = held(lambda r: r.operation == "CompleteMultipartUpload", AbandonedAfter=3600)
+    first = start(config)
+    try:
+        wait_until(lambda: gate.held, "the first run's CompleteMultipartUpload at the proxy")
+        second = run_tool(make_config(AbandonedAfter=3600))  # joins the first run's upload or makes its own
+        gate.open()
+        out, err = first.communicate(timeout=120)
+    finally:
+        gate.open()
+        first.kill()
+    assert second.code == 0, second
+    assert first.returncode == 0, err
+    assert "conflict" not in err + second.stderr
+    assert object_md5(dst, bucket, "up/f.bin") == md5_file(path)
+    assert unfinished_uploads(dst, bucket) == []
+
+
+def test_write_condition_follows_what_the_plan_saw():
+    assert s3_upload.write_condition(None) == ("IfNoneMatch", "*")
+    seen = s3_upload.Listed("k", 5, "abc-2", 0.0)
+    assert s3_upload.write_condition(seen) == ("IfMatch", '"abc-2"')
