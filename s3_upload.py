@@ -58,6 +58,7 @@ import time
 import traceback
 import types
 import urllib.parse
+import zlib
 from typing import Any, Callable, Iterable, Iterator, NamedTuple, Protocol
 
 import boto3
@@ -590,6 +591,7 @@ FATAL_ERROR_CODES = frozenset(
         "AuthorizationHeaderMalformed",
         "InvalidRequest",
         "InvalidArgument",
+        "NotImplemented",  # a header the store does not implement: no retry makes it
         "KMS.AccessDeniedException",
     }
 )
@@ -1124,6 +1126,64 @@ def inside(path: str, root: str) -> bool:
     return rel != os.pardir and not rel.startswith(os.pardir + os.sep) and not os.path.isabs(rel)
 
 
+# A local file's full-object checksum: CRC32, computed here in the same pass as each part's MD5 (zlib, ~4 GB/s), the
+# parts' values joined into the whole file's (crc32_join) without a second read.  CRC32 rather than CRC64NVME: zlib
+# computes it everywhere, and joining needs the algorithm's own arithmetic, which the optional awscrt does not expose.
+COMPUTED_CRC32 = ("CRC32", "")  # the value is known once every part is hashed
+
+
+def crc32_shift(length: int) -> list[int]:
+    """The GF(2) matrix (32 columns) that carries a CRC-32 register over ``length`` zero bytes (zlib's crc32_combine
+    method: the operator for one zero bit, squared up to the length's bits)."""
+
+    def times(matrix: list[int], vector: int) -> int:
+        total, i = 0, 0
+        while vector:
+            if vector & 1:
+                total ^= matrix[i]
+            vector >>= 1
+            i += 1
+        return total
+
+    result = [1 << n for n in range(32)]  # identity
+    power = [0xEDB88320] + [1 << (n - 1) for n in range(1, 32)]  # one zero bit
+    for _ in range(3):  # one zero byte: eight bits
+        power = [times(power, power[n]) for n in range(32)]
+    while length:
+        if length & 1:
+            result = [times(power, result[n]) for n in range(32)]
+        length >>= 1
+        if length:
+            power = [times(power, power[n]) for n in range(32)]
+    return result
+
+
+@functools.lru_cache(maxsize=8)
+def _crc32_shift_cached(length: int) -> tuple[int, ...]:
+    return tuple(crc32_shift(length))
+
+
+def crc32_join(parts: Iterable[tuple[int, int]]) -> int:
+    """The CRC-32 of the concatenation, from each part's (CRC-32, length).  The matrix for a length is made once
+    (parts but the last share one), so joining 10,000 parts costs milliseconds."""
+    total = 0
+    for crc, length in parts:
+        shift = _crc32_shift_cached(length)
+        moved, vector, i = 0, total, 0
+        while vector:
+            if vector & 1:
+                moved ^= shift[i]
+            vector >>= 1
+            i += 1
+        total = moved ^ crc
+    return total
+
+
+def crc32_b64(crc: int) -> str:
+    """S3's form of a CRC-32: the base64 of its four big-endian bytes."""
+    return base64.b64encode(crc.to_bytes(4, "big")).decode()
+
+
 @dataclasses.dataclass(frozen=True)
 class SourceFacts:
     """What the source says about one file before it is sent: the object attributes to set at the destination, and
@@ -1336,13 +1396,14 @@ class LocalSource:
     def facts(self, f: SourceFile) -> SourceFacts:
         """Content-Type guessed from the file name, as the AWS CLI does (none when unknown: S3's default), and the
         file's mtime as metadata (x-amz-meta-mtime, as rclone records it): a later run that finds the file modified
-        after the object was written asks the object whether it is this very file (a clock ahead of S3's).  A local
-        file has no checksum to compare with: its parts are proven by the MD5s sent with them."""
+        after the object was written asks the object whether it is this very file (a clock ahead of S3's).  And a
+        full-object CRC32, computed from the bytes as they are sent (COMPUTED_CRC32): S3 checks the whole object
+        against it at completion and keeps it."""
         content_type = mimetypes.guess_type(f.path)[0]
         attributes: dict[str, object] = {"Metadata": {MTIME_METADATA: f"{f.mtime:.6f}"}}
         if content_type:
             attributes["ContentType"] = content_type
-        return SourceFacts(attributes)
+        return SourceFacts(attributes, COMPUTED_CRC32)
 
     def etag_facts(self, f: SourceFile) -> tuple[bool, int]:
         return False, 0  # a file has no ETag
@@ -2141,6 +2202,9 @@ class ResumeCheck:
     restart: str = ""  # why it cannot ('' when it can)
     proven: bool = False  # the marker ties it to this source version and part layout: parts of the right size count
     markers: tuple[int, ...] = ()  # the part numbers that hold its marker (never data)
+    # Proven, but made without the full-object checksum this run computes (by s3_upload before 1.3): it is completed
+    # without one, proven by its part MD5s.
+    without_checksum: bool = False
 
 
 def marker_numbers(parts: list[ExistingPart]) -> tuple[int, ...]:
@@ -2208,12 +2272,15 @@ PROOF_ETAG = "ETag equal to the source"
 PROOF_SERVER = "S3's own copy of the listed version"  # UploadPartCopy / CopyObject pinned by CopySourceIfMatch
 
 
-def shape_of(task: FileTask, facts: SourceFacts, settings: Settings, copies: bool) -> Shape:
+def shape_of(task: FileTask, facts: SourceFacts, settings: Settings, copies: bool, computed_checksums: bool = True
+             ) -> Shape:  # fmt: skip
     """How a file goes up, and what will prove it: the source's full-object checksum, handed to S3 to check; else a
     multipart source's own part layout, so the copy's ETag must equal the source's (streamed: only when its parts fit
     the memory the settings allow); else the part MD5s, or, copied by S3, the pinned copy itself."""
     f = task.src
     plain = Shape(task.plan, task.action == "multipart", proof=PROOF_SERVER if copies else PROOF_PARTS)
+    if facts.checksum == COMPUTED_CRC32 and (task.parts or not computed_checksums):
+        return plain  # a fleet range: no worker sees every part's bytes; or a store that refuses such checksums
     if facts.checksum:
         return dataclasses.replace(plain, checksum=facts.checksum, proof=f"full-object {facts.checksum[0]}")
     if not facts.part_size:
@@ -2243,6 +2310,10 @@ def examine_upload(client, bucket: str, f: SourceFile, upload: UnfinishedUpload,
     reading the source (not when S3 copies them)."""
     state = read_upload(client, bucket, f.key, upload.upload_id, upload.initiated, retry)
     check = judge_upload(shape.plan, state.parts, source.identity(f), shape.checksum)
+    if not check.proven and shape.checksum == COMPUTED_CRC32:
+        plain = judge_upload(shape.plan, state.parts, source.identity(f), None)
+        if plain.proven:  # one of ours, made before local files got a checksum
+            check = dataclasses.replace(plain, without_checksum=True)
     data = [p for p in state.parts if p.number not in check.markers]
     if data and not check.restart and not check.proven and not can_read_back:
         check = ResumeCheck("it has no marker, and S3 copies the parts again sooner than they can be checked")
@@ -2352,15 +2423,30 @@ class FileTask:
 
 
 IF_ABSENT = ("IfNoneMatch", "*")
+SAME_BYTES = "s3_upload:same-bytes"  # marks an answer: the object is this file's bytes in another part layout
+
+
+def refused_feature(exc: BaseException) -> str:
+    """What a store's refusal names, lower case, when it refuses a request as not implemented (501 NotImplemented,
+    its Header element naming the header, as S3 does) or invalid (400: InvalidRequest, InvalidArgument and the like);
+    '' for any other error."""
+    if not isinstance(exc, botocore.exceptions.ClientError):
+        return ""
+    status = exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode", 0)
+    if status not in (400, 501) or error_code(exc) in ("BadDigest", "InvalidDigest", "PreconditionFailed"):
+        return ""  # a checksum that does not match, a condition not met: the store took the header
+    error = exc.response.get("Error", {})
+    return " ".join(str(error.get(name, "")) for name in ("Message", "Header", "ArgumentName")).lower()
+
+
+def checksums_refused(exc: BaseException) -> bool:
+    """A store that does not take full-object checksums (an algorithm, a ChecksumType, a part's CRC32)."""
+    return "checksum" in refused_feature(exc)
 
 
 def conditions_refused(exc: BaseException) -> bool:
-    """A store that does not take If-None-Match / If-Match on writes: NotImplemented (501), or a 400 that names them."""
-    if not isinstance(exc, botocore.exceptions.ClientError):
-        return False
-    status = exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode", 0)
-    message = str(exc.response.get("Error", {}).get("Message", "")).lower()
-    return error_code(exc) == "NotImplemented" or status == 501 or (status == 400 and "if-" in message)
+    """A store that does not take If-None-Match / If-Match on writes."""
+    return any(name in refused_feature(exc) for name in ("if-none-match", "if-match", "ifnonematch", "ifmatch"))
 
 
 def write_condition(there: Listed | None) -> tuple[str, str] | None:
@@ -2477,6 +2563,7 @@ class FileResult:
     bytes_copied: int = 0  # copied by S3 itself (CopyMode), never through this machine
     proof: str = ""  # what proves the object equal to its source: see Shape
     missing: int = 0  # a fleet range sent: parts of its upload still missing (its object is made once they are there)
+    checksum: tuple[str, str] | None = None  # the full-object checksum computed here and given to S3 (COMPUTED_CRC32)
 
 
 @dataclasses.dataclass(slots=True)
@@ -2486,6 +2573,7 @@ class PartResult:
     digest: bytes  # binary MD5 of the part
     sent: int  # bytes uploaded this run (0 when an existing part was reused)
     copied: int = 0  # bytes S3 copied itself this run (UploadPartCopy)
+    crc: tuple[int, int] | None = None  # (CRC-32, length) of the part's bytes, when computed here (COMPUTED_CRC32)
 
 
 def is_md5_hex(etag: str) -> bool:
@@ -2757,10 +2845,12 @@ class StreamParts:
         digest, md5_b64 = md5_of(data)
         e._check_unchanged(f)
         e.throttle.acquire(len(data))
+        result.checksum = ("CRC32", crc32_b64(zlib.crc32(data))) if shape.checksum == COMPUTED_CRC32 else None
+        checksum = checksum_args(result.checksum or shape.checksum)
 
         def put() -> dict:
             resp = e.write_conditionally(write_if, lambda conditions: e.client.put_object(
-                Bucket=e.bucket, Key=f.key, Body=data, ContentMD5=md5_b64, **args, **checksum_args(shape.checksum),
+                Bucket=e.bucket, Key=f.key, Body=data, ContentMD5=md5_b64, **args, **checksum,
                 **conditions))  # fmt: skip
             require_etag(resp, f"PUT {f.key}")
             return resp
@@ -2770,7 +2860,7 @@ class StreamParts:
         except botocore.exceptions.ClientError as exc:
             if error_code(exc) != "PreconditionFailed":
                 raise
-            resp = e.written_meanwhile(f.key, digest.hex())
+            resp = e.written_meanwhile(f.key, digest.hex(), f)
         e.progress.part_done(f.key, len(data))
         result.bytes_sent, result.expected_etag = len(data), digest.hex()
         return resp
@@ -2781,17 +2871,19 @@ class StreamParts:
         data = e.retry.call(f"READ {f.key} part {number}", lambda: e.source.read(f, offset, length), cancel,
                             paced=False)  # fmt: skip
         digest, md5_b64 = md5_of(data)
+        crc = (zlib.crc32(data), length) if shape.checksum == COMPUTED_CRC32 else None
         if listed and pick_existing_part(listed, length, digest.hex()) is not None:  # on S3 already, proven by MD5
             e.progress.part_done(f.key, length, how="found")
-            return PartResult(number, digest.hex(), digest, 0)
+            return PartResult(number, digest.hex(), digest, 0, crc=crc)
         e.throttle.acquire(length)
         what = f"UPLOAD {f.key} part {number}/{shape.plan.part_count}"
+        checksum = {"ChecksumCRC32": crc32_b64(crc[0])} if crc else part_checksum_args(shape.checksum)
         etag = e.retry.call(what, lambda: require_etag(e.client.upload_part(
             Bucket=e.bucket, Key=f.key, UploadId=upload_id, PartNumber=number, Body=data, ContentMD5=md5_b64,
-            **part_checksum_args(shape.checksum)), what), cancel)  # fmt: skip
+            **checksum), what), cancel)  # fmt: skip
         e.progress.part_done(f.key, length)
         log.debug("%s part %d/%d sent (%s)", f.key, number, shape.plan.part_count, human_bytes(length))
-        return PartResult(number, etag, digest, length)
+        return PartResult(number, etag, digest, length, crc=crc)
 
 
 class CopyParts:
@@ -2970,6 +3062,7 @@ class Engine:
         self.left_alone = Tally()  # unfinished uploads not aborted: another run may be at work on them
         self._retried_creates: set[str] = set()  # keys whose CreateMultipartUpload was retried (_abort_stale)
         self.conditional = True  # writes carry their condition (write_condition), until the store refuses them
+        self.computed_checksums = True  # local files get a full-object CRC32, until the store refuses them
         self.mover: StreamParts | CopyParts = StreamParts(self)
         self.copy_from(copy_from)
 
@@ -3038,13 +3131,22 @@ class Engine:
         self.progress.file_started(f.key, task.plan.part_count)
         try:
             for attempt in range(1, MAX_FILE_ATTEMPTS + 1):
+                result.checksum = None
                 facts = self.source.facts(f)
-                shape = shape_of(task, facts, self.s, self.mover.copies)
+                shape = shape_of(task, facts, self.s, self.mover.copies, self.computed_checksums)
                 result.proof = shape.proof
-                if shape.multipart:
-                    self._multipart(task, shape, facts, result)
-                else:
-                    self._put(f, shape, facts, result, task.write_if)
+                try:
+                    if shape.multipart:
+                        self._multipart(task, shape, facts, result)
+                    else:
+                        self._put(f, shape, facts, result, task.write_if)
+                except botocore.exceptions.ClientError as exc:
+                    if shape.checksum != COMPUTED_CRC32 or not checksums_refused(exc) or attempt == MAX_FILE_ATTEMPTS:
+                        raise
+                    self._refuse_checksums(exc)  # this file again, without one: its upload made with one is stale
+                    task = dataclasses.replace(task, upload=None, stale=task.stale + ((task.upload,) if task.upload
+                                                                                      else ()))  # fmt: skip
+                    continue
                 if result.missing:
                     break  # a fleet range, sent: the worker that finds every part there makes the object
                 now = self.source.current(f)
@@ -3140,7 +3242,8 @@ class Engine:
             why = f"ETag mismatch after PUT: S3 has {result.etag}, the MD5 of the source is {result.expected_etag}"
             raise discard(self, f.key, why)
         if shape.checksum:
-            check_checksum(self, f, shape, resp, result)
+            given = dataclasses.replace(shape, checksum=result.checksum or shape.checksum)
+            check_checksum(self, f, given, resp, result)
 
     def _multipart(self, task: FileTask, shape: Shape, facts: SourceFacts, result: FileResult) -> None:
         f, plan = task.src, shape.plan
@@ -3156,7 +3259,12 @@ class Engine:
         if task.parts:
             self._send_range(task, shape, result)
             return
-        upload_id, existing, proven, new = self._resume_or_create(task, shape, facts)
+        upload_id, existing, proven, new, with_checksum = self._resume_or_create(task, shape, facts)
+        if shape.checksum and not with_checksum:
+            log.info("%s: its upload was made by an earlier s3_upload without a full-object checksum: proven by part "
+                     "MD5s", f.key)  # fmt: skip
+            shape = dataclasses.replace(shape, checksum=None, proof=PROOF_PARTS)
+            result.proof = shape.proof
         if existing and not proven and shape.checksum:
             # Resumed from an upload made without this tool's marker (the original, another tool): whether it was
             # created with the checksum's algorithm is unknown, and S3 checks a full-object checksum only then.
@@ -3240,12 +3348,19 @@ class Engine:
         ``etag_known``: every part's MD5 is known here), the source's full-object checksum, or the source's ETag."""
         parts.sort(key=lambda p: p.number)
         expected = multipart_etag(p.digest for p in parts)
+        if shape.checksum == COMPUTED_CRC32:  # every part was read here: their CRCs make the whole file's
+            joined = crc32_join(p.crc for p in parts if p.crc is not None)
+            assert all(p.crc is not None for p in parts)
+            shape = dataclasses.replace(shape, checksum=("CRC32", crc32_b64(joined)))
+            result.checksum = shape.checksum
         try:
-            completed, ours = self._complete(f.key, upload_id, parts, shape.checksum, write_if)
+            completed, ours = self._complete(f.key, upload_id, parts, shape.checksum, write_if, f)
         except ProofFailed:
             self._abort(f.key, upload_id)
             raise
         etag = require_etag(completed, "COMPLETE")
+        if not ours and completed.get(SAME_BYTES):
+            expected = etag  # this file's bytes, read again in the layout of the object another run made
         if not ours and etag != expected:
             # Completed by someone else (or by our own attempt whose answer was lost) as another object: it is
             # someone's good data, never deleted here.
@@ -3269,7 +3384,8 @@ class Engine:
             raise discard(self, f.key, why, ProofFailed)
 
     def _complete(self, key: str, upload_id: str, parts: list[PartResult], checksum: tuple[str, str] | None,
-                  write_if: tuple[str, str] | None = None) -> tuple[dict, bool]:  # fmt: skip
+                  write_if: tuple[str, str] | None = None, f: SourceFile | None = None
+                  ) -> tuple[dict, bool]:  # fmt: skip
         """CompleteMultipartUpload with our own part list (the data parts: never the marker), and the source's
         full-object checksum for S3 to check, if it has one; returns S3's answer and True.  An upload that is gone
         (NoSuchUpload) was completed by an earlier attempt whose answer was lost, or by another run that joined it
@@ -3306,7 +3422,7 @@ class Engine:
                 return self.retry.call(f"COMPLETE {key}", complete), True
         except botocore.exceptions.ClientError as exc:
             if error_code(exc) == "PreconditionFailed":
-                return self.written_meanwhile(key, multipart_etag(p.digest for p in parts)), False
+                return self.written_meanwhile(key, multipart_etag(p.digest for p in parts), f, upload_id), False
             if error_code(exc) != "NoSuchUpload":
                 raise
             head = head_destination(
@@ -3324,6 +3440,13 @@ class Engine:
                      "its upload was completed by another run")  # fmt: skip
             require_etag(head, f"HEAD {key}")
             return head, False
+
+    def _refuse_checksums(self, exc: BaseException) -> None:
+        with self._finishing_lock:
+            if self.computed_checksums:
+                self.computed_checksums = False
+                log.warning("the destination refuses full-object checksums (%s): files are proven by their part MD5s "
+                            "from now on", describe_error(exc))  # fmt: skip
 
     def write_conditionally(self, write_if: tuple[str, str] | None, request: Callable[[dict], dict]) -> dict:
         """``request(conditions)`` with the write condition as arguments (IfNoneMatch / IfMatch).  A store that does not
@@ -3343,21 +3466,49 @@ class Engine:
                                 "overwritten", describe_error(exc))  # fmt: skip
             return request({})
 
-    def written_meanwhile(self, key: str, ours: str) -> dict:
-        """A conditional write was refused (412): the key holds another object than the plan saw, or none.  It is ours
-        when its ETag is the one our bytes make (a retried request whose answer was lost, another run of this job that
-        wrote the same bytes): then that object is the answer.  Anyone else's is a conflict: never overwritten, nothing
-        deleted, the upload left to resume or CLEAN."""
+    def written_meanwhile(self, key: str, ours: str, f: SourceFile | None = None, upload_id: str = "") -> dict:
+        """A conditional write was refused (412): the key holds another object than the plan saw, or none.  It is this
+        file when its ETag is the one our bytes make (a retried request whose answer was lost, another run of this job
+        that wrote the same bytes; a local file is also read again in the object's own part layout, for a run with
+        another ChunkSize): then that object is the answer, and our upload, which nothing needs any more, is aborted.
+        Anyone else's is a conflict: never overwritten, nothing deleted, the upload left to resume or CLEAN."""
         head = head_destination(self.client, self.bucket, key, self.retry, "to see the object written meanwhile",
                                 ChecksumMode="ENABLED")  # fmt: skip
         there = str(head.get("ETag", "")).strip('"') if head is not None else ""
+        if there and there != ours and f is not None and head is not None and head.get("ContentLength") == f.size \
+                and self.source.verify_existing_parts:  # fmt: skip
+            if self._etag_in_layout(f, there) == there:
+                ours = there
+                head = dict(head, **{SAME_BYTES: True})
         if there and there == ours:
             log.info("%s: the object was written meanwhile with this file's bytes (ETag %s)", key, there)
+            if upload_id:
+                try:
+                    self._abort(key, upload_id)
+                except botocore.exceptions.ClientError as exc:
+                    if error_code(exc) != "NoSuchUpload":  # completed by our own first attempt
+                        raise
             return head  # type: ignore[return-value]
         now = f"an object with ETag {there}" if there else "no object any more"
         raise FileFailed(f"conflict: s3://{self.bucket}/{key} changed while this file was sent (it holds {now}, not "
                          f"what the plan saw); not overwritten, nothing deleted, its upload is left to resume (or "
                          f"--clean); compare, then rerun to replace it")  # fmt: skip
+
+    def _etag_in_layout(self, f: SourceFile, etag: str) -> str:
+        """The ETag this file's bytes make in the part layout of an object whose ETag is ``etag`` (its first part's
+        size asked with HeadObject PartNumber=1); '' when that layout cannot be known."""
+        count = etag_part_count(etag)
+        if count < 0:
+            return ""
+        if count == 0:
+            whole = self.retry.call(f"READ {f.key}", lambda: self.source.read(f, 0, f.size), paced=False)
+            return md5_of(whole)[0].hex()
+        first = head_of(self.client, self.bucket, f.key, self.retry)(PartNumber=1)
+        plan = ChunkPlan(f.size, int(first.get("ContentLength", 0)) or f.size)
+        if plan.part_count != count:
+            return ""
+        return multipart_etag(md5_of(self.retry.call(f"READ {f.key} part {n}", functools.partial(
+            self.source.read, f, offset, length), paced=False))[0] for n, offset, length in plan.parts())  # fmt: skip
 
     def _made_by_another(self, f: SourceFile, shape: Shape, result: FileResult) -> None:
         """The file's upload vanished while its parts were being sent: another run that had joined it completed it
@@ -3420,10 +3571,10 @@ class Engine:
             **part_checksum_args(shape.checksum)), f"MARKER {f.key}"), cancel)  # fmt: skip
 
     def _resume_or_create(self, task: FileTask, shape: Shape, facts: SourceFacts
-                          ) -> tuple[str, dict[int, list[ExistingPart]], bool, bool]:  # fmt: skip
+                          ) -> tuple[str, dict[int, list[ExistingPart]], bool, bool, bool]:  # fmt: skip
         """The upload to send parts to, the parts it already holds (by number), whether those are tied to this
-        source version (so that a part of the right size counts without reading it again), and whether its marker is
-        still to send.
+        source version (so that a part of the right size counts without reading it again), whether its marker is
+        still to send, and whether it was made with the shape's full-object checksum.
 
         Concurrent writers, decided from S3 alone: the file's unfinished uploads are looked at newest first.  The
         first made for this very source version and layout (its marker says so) is joined, even while another run
@@ -3453,7 +3604,7 @@ class Engine:
                 )  # fmt: skip
                 # One of ours stopped between its two marker parts gets its marker again, before any data part.
                 remark = check.proven and len(check.markers) == 1 and not data
-                return upload.upload_id, by_number, check.proven, remark
+                return upload.upload_id, by_number, check.proven, remark, not check.without_checksum
             if abandoned:
                 log.warning("restart %s: unfinished upload %s cannot be resumed, %s; nothing was added to it for %s: "
                             "aborting it", f.key, short_id(upload.upload_id), check.restart,
@@ -3466,7 +3617,7 @@ class Engine:
         upload_id = self._create_upload(f, shape, facts)
         log.debug("%s: new upload %s, %d parts of %s", f.key, short_id(upload_id), plan.part_count,
                   human_bytes(plan.part_size))  # fmt: skip
-        return upload_id, {}, True, True
+        return upload_id, {}, True, True, True
 
     def open_upload(self, task: FileTask) -> tuple[str, int] | None:
         """Fleet sender: the upload a big file's ranges go to, and its number of parts.  Joined as a run would (one
@@ -3474,8 +3625,9 @@ class Engine:
         once, so that every worker can prove it is for this version.  None when the upload to resume is another tool's
         (its parts need one worker that checks them all): the file is queued whole."""
         facts = self.source.facts(task.src)
+        task = dataclasses.replace(task, parts=(1, task.plan.part_count))  # shaped as its ranges will be
         shape = shape_of(task, facts, self.s, self.mover.copies)
-        upload_id, _, proven, marker = self._resume_or_create(task, shape, facts)
+        upload_id, _, proven, marker, _ = self._resume_or_create(task, shape, facts)
         if not proven:
             return None
         if marker:

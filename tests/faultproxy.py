@@ -71,6 +71,7 @@ botocore report a successful PutObject / UploadPart without an ETag.
 
 from __future__ import annotations
 
+import html
 import http
 import random
 import select
@@ -90,6 +91,7 @@ FAULTS_OFF: dict[str, Any] = {
     "error_rate": 0.0,
     "error_status": 503,
     "error_code": "SlowDown",
+    "error_message": "",  # the error's <Message> ("": a stock one for the code)
     "reset_rate": 0.0,
     "stall_rate": 0.0,
     "stall_seconds": None,
@@ -376,9 +378,9 @@ def _close(sock: Optional[socket.socket]) -> None:
     sock.close()
 
 
-def error_response(status: int, code: str, head_only: bool = False, close: bool = False) -> bytes:
+def error_response(status: int, code: str, head_only: bool = False, close: bool = False, message: str = "") -> bytes:
     """An S3-style XML error response (what a real S3 sends for SlowDown / InternalError)."""
-    message = MESSAGES.get(code, f"Injected fault {code}.")
+    message = html.escape(message or MESSAGES.get(code, f"Injected fault {code}."))
     body = (
         '<?xml version="1.0" encoding="UTF-8"?>'
         f"<Error><Code>{code}</Code><Message>{message}</Message><RequestId>fault</RequestId></Error>"
@@ -503,7 +505,8 @@ class _Connection:
                         pass
                 close = expect or client_close
                 head_only = req.method == "HEAD"
-                self.client.sendall(error_response(req.status, plan.knobs["error_code"], head_only, close))
+                self.client.sendall(error_response(req.status, plan.knobs["error_code"], head_only, close,
+                                                   plan.knobs["error_message"]))  # fmt: skip
                 if close:
                     self._linger_close()
                     return

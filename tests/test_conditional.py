@@ -113,6 +113,7 @@ def test_a_store_without_conditional_writes_is_said_once_and_written_to(dst, buc
     write_file(src_dir / "big.bin", CHUNK + 9)
     with FaultProxy("127.0.0.1", dst_server.port, seed=3).start() as proxy:
         proxy.set(outage=True, error_status=501, error_code="NotImplemented",
+                  error_message="A header you provided implies functionality that is not implemented: If-None-Match",
                   match=lambda r: "if-none-match" in r.headers or "if-match" in r.headers)  # fmt: skip
         aws_profiles.add("plain", proxy.endpoint_url, *DST_KEYS)
         run = run_tool(make_config(DesProfileName="plain", MaxParallelFile=1))
