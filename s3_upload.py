@@ -4763,7 +4763,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         "between buckets of two accounts (S3_TO_S3) or from Aliyun OSS (ALIOSS_TO_S3). Settings come from the config "
         "module (s3_upload_config.py); the flags below override single values for one run.",
         epilog="Exit codes: 0 every file is at the destination; 1 some file failed (rerun to resume); 2 bad config, "
-        "credentials or access; 130 interrupted.",
+        "credentials or access; 130 interrupted. With --audit: 0 every object is proven equal to its source, 1 some "
+        "object differs, is missing or is unproven.",
     )
     parser.add_argument("--config", default=None, metavar="PATH",
                         help="config module (default: s3_upload_config.py next to this script, else in the current "

@@ -11,6 +11,7 @@ import botocore.config
 import pytest
 from test_usability import server_state
 
+import s3_upload
 from conftest import DST_KEYS, SRC_KEYS, MiB, run_tool, write_file
 from faultproxy import FaultProxy
 
@@ -94,7 +95,7 @@ def test_an_object_replaced_by_other_bytes_of_the_same_size_is_named(dst, bucket
     put_multipart(plain_client(dst_server, DST_KEYS), bucket, "up/big.bin", os.urandom(2 * CHUNK + 4321),
                   [CHUNK, CHUNK, 4321])  # fmt: skip
     before = server_state(dst, bucket)
-    run = run_tool(make_config(), extra=AUDIT)
+    run = run_tool(make_config(), extra=["--audit", "--progress", "bar"])  # lines printed while the bar is drawn
     assert run.code == 1, run
     lines = object_lines(run)
     assert len(lines) == 2, run
@@ -116,6 +117,14 @@ def test_a_missing_object_and_one_of_another_size_are_named(dst, bucket, uploade
         "MISSING  up/nested/deep.bin: not at the destination (5.0 MiB)",
     ], run
     assert ", 1 differ, 1 missing, 0 unproven" in summary(run)
+
+    # SrcFileIndex: that file only; a read-only profile is enough.
+    run = run_tool(make_config(SrcFileIndex="nested/deep.bin", DesProfileName="reader"), extra=AUDIT)
+    assert run.code == 1, run
+    assert object_lines(run) == ["MISSING  up/nested/deep.bin: not at the destination (5.0 MiB)"], run
+    run = run_tool(make_config(SrcFileIndex="big.bin", DesProfileName="reader"), extra=AUDIT)
+    assert run.code == 0, run
+    assert summary(run).startswith("audit: 1 proven equal (1 by ETag in the object's own part layout), 0 differ"), run
 
 
 def test_objects_the_original_tool_uploaded_are_proven_by_their_etags(dst_server, bucket, make_config, src_dir):
@@ -171,11 +180,12 @@ def test_ignored_small_files_are_not_audited(dst, bucket, make_config, src_dir):
     assert "1 not audited (smaller than ChunkSize, IgnoreSmallFile)" in summary(run)
 
 
-def test_audit_refuses_flags_that_write(make_config):
-    for flag in ("--clean", "--sqs-send=http://127.0.0.1:1/q", "--dry-run"):
-        run = run_tool(make_config(), extra=["--audit", flag])
-        assert run.code == 2, run
-        assert "--audit writes nothing: it cannot be combined with" in run.stderr
+def test_audit_refuses_flags_that_write(capsys):
+    for flag in ("--clean", "--sqs-send=http://127.0.0.1:1/q", "--dry-run", "--report=r.json"):
+        with pytest.raises(SystemExit) as exited:
+            s3_upload.parse_args(["--audit", flag])
+        assert exited.value.code == 2
+        assert f"--audit writes nothing: it cannot be combined with {flag.split('=')[0]}" in capsys.readouterr().err
 
 
 # ----------------------------------------------------------------------------------------------------------------------
