@@ -4618,6 +4618,311 @@ def check_destination(job: Job) -> list[Check]:
     return [*checks, deleted]
 
 
+# --audit: every destination object proven equal to its source without downloading it, and nothing written.  What S3
+# keeps of an object (a full-object checksum, the ETag in the object's own part layout) is recomputed from the source's
+# bytes, read once; S3_TO_S3 first compares what both sides keep, and reads the source only when that cannot decide.
+
+
+AUDIT_CHECKSUMS: dict[str, Callable[[bytes, int], int]] = {"CRC32": zlib.crc32}  # full-object checksums made here
+
+
+PROOF_AUDIT_MD5 = "MD5 (single-part ETag)"
+
+
+PROOF_AUDIT_PARTS = "ETag in the object's own part layout"
+
+
+PROOF_AUDIT_BOTH_ETAGS = "equal ETags kept by both sides"
+
+
+class AuditVerdict(NamedTuple):
+    status: str  # "proven" | "differs" | "missing" | "unproven"
+    how: str  # proven: by what; otherwise why, for the person
+
+
+def part_layout(head_part: Callable[[int], dict], size: int, parts: int) -> ChunkPlan | None:
+    """An object's own part layout (HeadObject with PartNumber, for every part, 16 at a time, as S3Source._layout
+    does: a layout guessed from part 1 could be wrong), or None when the store does not tell."""
+    try:
+        first = head_part(1)
+    except botocore.exceptions.ClientError:
+        return None  # a store without HeadObject per part
+    first_size = int(first.get("ContentLength", 0))
+    if int(first.get("PartsCount", 0) or 0) != parts or first_size <= 0:
+        return None
+    with concurrent.futures.ThreadPoolExecutor(min(16, max(parts - 1, 1)), thread_name_prefix="layout") as pool:
+        rest = list(pool.map(lambda n: int(head_part(n).get("ContentLength", -1)), range(2, parts + 1)))
+    sizes = [first_size, *rest]
+    if sum(sizes) != size or min(sizes) <= 0:
+        return None
+    if all(n == first_size for n in sizes[:-1]) and sizes[-1] <= first_size:
+        return ChunkPlan(size, first_size)
+    return ChunkPlan(size, max(sizes), tuple(itertools.accumulate(sizes)))
+
+
+class StoredProof(NamedTuple):
+    """What one object keeps that its source's bytes can be checked against: a full-object checksum made here, or its
+    MD5-based ETag with the part layout it was built in (None: one part)."""
+
+    algorithm: str  # "CRC32", or "" for the ETag
+    value: str  # the checksum (base64), or the ETag
+    layout: ChunkPlan | None = None
+
+
+def stored_proof(head: dict, size: int, head_part: Callable[[int], dict]) -> StoredProof | str:
+    """What a HeadObject (with ChecksumMode) of the object offers to prove its bytes, or why nothing does: a
+    full-object checksum computable here first (a composite one, of parts, is not), else the ETag (not with KMS or
+    SSE-C), for a multipart object with its own part sizes."""
+    checksum = full_object_checksum(head)
+    if checksum and checksum[0] in AUDIT_CHECKSUMS:
+        return StoredProof(*checksum)
+    etag = str(head.get("ETag", "")).strip('"').lower()
+    if not etag_is_md5(head):
+        return "its ETag is not an MD5 (KMS or SSE-C) and it keeps no CRC32 of the whole object"
+    count = etag_part_count(etag)
+    if count == 0:
+        return StoredProof("", etag)
+    if count < 0:
+        return f"its ETag {etag} is neither an MD5 nor a multipart ETag, and it keeps no CRC32 of the whole object"
+    layout = part_layout(head_part, size, count)
+    if layout is None:
+        return f"its {count} part sizes are unknown (HeadObject with PartNumber did not tell them)"
+    return StoredProof("", etag, layout)
+
+
+def compute_proof(proof: StoredProof, read: Callable[[int, int], bytes], size: int, piece: int,
+                  progress: Callable[[int], None]) -> str:  # fmt: skip
+    """The value ``proof`` holds, computed from the source's bytes read once, ``piece`` bytes at a time (never more in
+    memory): its CRC32 (base64 of 4 big-endian bytes), its MD5, or the ETag of its parts in the layout given."""
+    ranges = list(proof.layout.parts()) if proof.layout is not None else [(1, 0, size)]
+    crc, digests = 0, []
+    for _number, offset, length in ranges:
+        md5 = hashlib.md5()
+        for start in range(offset, offset + length, piece):
+            data = read(start, min(piece, offset + length - start))
+            if proof.algorithm:
+                crc = AUDIT_CHECKSUMS[proof.algorithm](data, crc)
+            else:
+                md5.update(data)
+            progress(len(data))
+        digests.append(md5.digest())
+    if proof.algorithm:
+        return base64.b64encode(crc.to_bytes(4, "big")).decode()
+    return multipart_etag(digests) if proof.layout is not None else digests[0].hex()
+
+
+def proof_name(proof: StoredProof) -> str:
+    if proof.algorithm:
+        return f"full-object {proof.algorithm}"
+    return PROOF_AUDIT_PARTS if proof.layout is not None else PROOF_AUDIT_MD5
+
+
+class Auditor:
+    """One object at a time per worker: its verdict, from HeadObjects and, where needed, one read of its source."""
+
+    def __init__(self, job: Job, progress: Progress):
+        self.job, self.progress = job, progress
+        self.settings, self.source, self.retry = job.settings, job.source, job.retry
+        self.piece = min(job.settings.chunk_size, 8 * MiB)
+
+    def head_destination(self, key: str, **kwargs) -> dict | None:
+        return head_destination(self.job.des_client, self.settings.des_bucket, key, self.retry, "to audit the object",
+                                **kwargs)  # fmt: skip
+
+    def verdict(self, f: SourceFile) -> AuditVerdict:
+        """The object of f's key (listed with f's size) proven equal to f, or why not."""
+        head = self.head_destination(f.key, ChecksumMode="ENABLED")
+        if head is None:
+            return AuditVerdict("missing", "deleted since it was listed")
+        if int(head.get("ContentLength", -1)) != f.size:
+            return AuditVerdict("differs", f"its size is now {head.get('ContentLength')} bytes, the source's {f.size}")
+        if self.source.kind == "s3":
+            decided = self.from_both_sides(f, head)
+            if decided is not None:
+                return decided
+        stored = stored_proof(head, f.size, lambda n: self.head_destination(f.key, PartNumber=n) or {})
+        if isinstance(stored, str):
+            return AuditVerdict("unproven", stored)
+        return self.by_reading(f, stored)
+
+    def by_reading(self, f: SourceFile, stored: StoredProof) -> AuditVerdict:
+        """Read the source once and compute what the destination keeps."""
+
+        def read(offset: int, length: int) -> bytes:
+            return self.retry.call(f"READ {f.key}", functools.partial(self.source.read, f, offset, length),
+                                   paced=False)  # fmt: skip
+
+        try:
+            computed = compute_proof(stored, read, f.size, self.piece,
+                                     lambda n: self.progress.part_done(f.key, n))  # fmt: skip
+            changed = self.source.current(f).version != f.version
+        except SourceChanged as exc:
+            return AuditVerdict("unproven", f"the source changed during the audit ({exc})")
+        if changed:
+            return AuditVerdict("unproven", "the source changed during the audit; audit again")
+        if computed == stored.value:
+            return AuditVerdict("proven", proof_name(stored))
+        what = stored.algorithm or "ETag"
+        return AuditVerdict("differs", f"its {what} is {stored.value}, the source's bytes give {computed}")
+
+    def from_both_sides(self, f: SourceFile, head: dict) -> AuditVerdict | None:
+        """S3_TO_S3: what both sides keep, compared without reading: a full-object checksum of one algorithm, or
+        ETags (MD5-based, in one part layout).  None when that cannot decide: the source is then read."""
+        source = self.source
+        assert isinstance(source, S3Source)
+        try:
+            src_head = source._head(f, **({"ChecksumMode": "ENABLED"} if source.asks_checksums else {}))
+        except SourceChanged as exc:
+            return AuditVerdict("unproven", f"the source changed during the audit ({exc})")
+        ours, theirs = full_object_checksum(src_head), full_object_checksum(head)
+        if ours and theirs and ours[0] == theirs[0]:
+            if ours[1] == theirs[1]:
+                return AuditVerdict("proven", f"full-object {ours[0]} kept by both sides")
+            return AuditVerdict("differs", f"its {theirs[0]} is {theirs[1]}, the source's {ours[1]}")
+        if not (etag_is_md5(src_head) and etag_is_md5(head)):
+            return None
+        src_etag, dst_etag = f.etag.lower(), str(head.get("ETag", "")).strip('"').lower()
+        count = etag_part_count(src_etag)
+        if count < 0 or count != etag_part_count(dst_etag) or (count and not source.multipart_etags_comparable):
+            return None  # other part layouts (or another formula): the ETags say nothing
+        if src_etag == dst_etag:
+            return AuditVerdict("proven", PROOF_AUDIT_BOTH_ETAGS)
+        if count == 0:
+            return AuditVerdict("differs", f"its ETag (MD5) is {dst_etag}, the source's {src_etag}")
+        dst_layout = part_layout(lambda n: self.head_destination(f.key, PartNumber=n) or {}, f.size, count)
+        src_layout = part_layout(lambda n: source._head(f, PartNumber=n), f.size, count)
+        if dst_layout is not None and dst_layout == src_layout:
+            return AuditVerdict("differs", f"its ETag is {dst_etag}, the source's {src_etag}, in the same part "
+                                           f"layout")  # fmt: skip
+        return None
+
+
+class AuditTally:
+    """The audit's counts, and one line per object that is not proven, printed as it is found (never kept)."""
+
+    def __init__(self):
+        self._lock = threading.Lock()
+        self.proofs: collections.Counter[str] = collections.Counter()
+        self.counts = dict.fromkeys(("differs", "missing", "unproven", "ignored", "present"), 0)
+        self.extra = -1  # destination objects the source does not have (-1: not counted)
+
+    def add(self, f: SourceFile, v: AuditVerdict) -> None:
+        with self._lock:
+            if v.status == "proven":
+                self.proofs[v.how] += 1
+                return
+            self.counts[v.status] += 1
+        label = {"differs": "DIFFERS", "missing": "MISSING", "unproven": "UNPROVEN"}[v.status]
+        if tqdm is not None and _active_bar is not None:
+            with tqdm.tqdm.external_write_mode():
+                report.info("%-8s %s: %s", label, f.key, v.how)
+        else:
+            report.info("%-8s %s: %s", label, f.key, v.how)
+
+    @property
+    def proven(self) -> int:
+        return sum(self.proofs.values())
+
+    def code(self, listing_errors: Tally) -> int:
+        bad = self.counts["differs"] + self.counts["missing"] + self.counts["unproven"] + len(listing_errors)
+        return EXIT_FAILED if bad else EXIT_OK
+
+    def summary(self) -> str:
+        n = self.counts
+        how = ", ".join(f"{count} by {proof}" for proof, count in sorted(self.proofs.items()))
+        line = (f"audit: {self.proven} proven equal{f' ({how})' if how else ''}, {n['differs']} differ, "
+                f"{n['missing']} missing, {n['unproven']} unproven")  # fmt: skip
+        if n["ignored"]:
+            line += f"; {n['ignored']} not audited (smaller than ChunkSize, IgnoreSmallFile)"
+        if self.extra > 0:
+            line += f"; {self.extra} object(s) at the destination that the source does not have (not errors)"
+        return line
+
+
+AUDIT_EXIT_MEANINGS = {
+    EXIT_OK: "every destination object is proven equal to its source",
+    EXIT_FAILED: "some objects differ, are missing or could not be proven (named above)",
+}
+
+
+def count_destination(job: Job) -> int:
+    """How many objects the destination holds under the job's prefix (a listing of its own: the march skips the
+    destination's directories the source does not have)."""
+    return sum(1 for _ in iter_objects(job.des_client, job.settings.des_bucket, job.dest_prefix, job.retry))
+
+
+def run_audit(settings: Settings, stop: threading.Event, options: RunOptions) -> int:
+    """--audit: prove every destination object of the job equal to its source, without downloading it, and write
+    nothing (no PUT, DELETE or abort).  The listings are the plan's (streamed, matched in lock step); a file the plan
+    would ignore (IgnoreSmallFile) is not audited.  Objects are audited MaxParallelFile x MaxThread at once, each
+    read ``min(ChunkSize, 8 MiB)`` at a time: memory stays within the transfer's own budget."""
+    job = open_job(settings, stop)
+    report.info("audit: %s", job_line(job))
+    listings = open_listings(job)
+    tally = AuditTally()
+    progress = make_progress(options.progress)
+    auditor = Auditor(job, progress)
+    workers = settings.max_parallel_file * settings.max_thread
+    room = threading.BoundedSemaphore(2 * workers)  # objects waiting for a worker: the listing never runs far ahead
+    counting = None
+    started = time.monotonic()
+
+    def audit_one(f: SourceFile) -> None:
+        try:
+            progress.file_started(f.key, 1)
+            verdict = auditor.verdict(f)
+        except Interrupted:
+            return
+        except Exception as exc:  # this object unproven (and why); the audit goes on
+            detail = str(exc) if isinstance(exc, FileFailed) else describe_error(exc)
+            verdict = AuditVerdict("unproven", detail)
+        finally:
+            room.release()
+        if verdict.status == "proven" and verdict.how.endswith("kept by both sides"):
+            progress.part_done(f.key, f.size, "found")
+        progress.file_finished(f.key)
+        tally.add(f, verdict)
+
+    progress.begin()
+    with concurrent.futures.ThreadPoolExecutor(workers + 1, thread_name_prefix="audit") as pool:
+        try:
+            if job.source.top() is not None:
+                counting = pool.submit(count_destination, job)
+            for f, there in listings.pairs:
+                if stop.is_set():
+                    break
+                if there is not None:
+                    tally.counts["present"] += 1
+                if _ignored(settings, f):
+                    tally.counts["ignored"] += 1
+                elif there is None:
+                    tally.add(f, AuditVerdict("missing", f"not at the destination ({human_bytes(f.size)})"))
+                elif there.size != f.size:
+                    tally.add(f, AuditVerdict("differs", f"its size is {there.size} bytes, the source's {f.size}"))
+                else:
+                    progress.add(FileTask(f, "audit", ChunkPlan(f.size, max(f.size, 1))))
+                    room.acquire()
+                    pool.submit(audit_one, f)
+            progress.listed()
+        except BaseException:
+            stop.set()
+            raise
+        finally:
+            pool.shutdown(wait=True)
+            progress.close()
+    if stop.is_set():
+        raise KeyboardInterrupt
+    if counting is not None:
+        tally.extra = max(counting.result() - tally.counts["present"], 0)
+    for e in job.source.listing_errors:
+        report.info("FAILED   to list: %s", e)
+    code = tally.code(job.source.listing_errors)
+    report.info("%s; %s read in %.1fs, %d retries", tally.summary(), human_bytes(progress.sent_bytes),
+                time.monotonic() - started, job.retry.retries)  # fmt: skip
+    report.info("exit code %d: %s", code, AUDIT_EXIT_MEANINGS[code])
+    return code
+
+
 def check_report_path(path: str) -> None:
     """--report is checked before anything is transferred: a typo must not cost the report of a long run."""
     directory = os.path.dirname(os.path.abspath(path))
@@ -4686,7 +4991,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         "between buckets of two accounts (S3_TO_S3) or from Aliyun OSS (ALIOSS_TO_S3). Settings come from the config "
         "module (s3_upload_config.py); the flags below override single values for one run.",
         epilog="Exit codes: 0 every file is at the destination; 1 some file failed (rerun to resume); 2 bad config, "
-        "credentials or access; 130 interrupted.",
+        "credentials or access; 130 interrupted. With --audit: 0 every object is proven equal to its source, 1 some "
+        "object differs, is missing or is unproven.",
     )
     parser.add_argument("--config", default=None, metavar="PATH",
                         help="config module (default: s3_upload_config.py next to this script, else in the current "
@@ -4705,6 +5011,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--check", action="store_true",
                         help="check the permissions the job needs (list, read, list uploads, create, upload to, "
                              "list and abort an upload of its own), one line each; writes no object")  # fmt: skip
+    parser.add_argument("--audit", action="store_true",
+                        help="prove every destination object of the job equal to its source without downloading it "
+                             "(checksums and ETags S3 keeps, recomputed from the source read once); writes nothing; "
+                             "one line per object that differs, is missing or unproven; exit 0 when all are proven, "
+                             "1 otherwise")  # fmt: skip
     parser.add_argument("--progress", choices=("auto", "bar", "log", "none"), default="auto",
                         help="live bar on a terminal, a log line every few seconds otherwise (auto)")  # fmt: skip
     fleet = parser.add_argument_group("fleet mode: one SQS message per file, many workers (see README)")
@@ -4724,7 +5035,15 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     overrides.add_argument("--verify-md5", dest="set_ifVerifyMD5", action="store_const", const=True,
                            help="re-read each source after upload and compare ETags (ifVerifyMD5)")  # fmt: skip
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
-    return parser.parse_args(argv)
+    args = parser.parse_args(argv)
+    if args.audit:  # an audit writes nothing and transfers nothing: a flag that would is a mistake, not ignored
+        clash = [flag for flag, given in (("--sqs-send", args.sqs_send), ("--sqs-worker", args.sqs_worker),
+                                          ("--clean", args.clean_answer == "clean"), ("--yes", args.clean_answer),
+                                          ("--dry-run", args.dry_run), ("--check", args.check),
+                                          ("--report", args.report)) if given]  # fmt: skip
+        if clash:
+            parser.error(f"--audit writes nothing: it cannot be combined with {clash[0]}")
+    return args
 
 
 def resolve_settings(args: argparse.Namespace) -> tuple[Settings, list[str]]:
@@ -4785,6 +5104,8 @@ def main(argv: list[str] | None = None, stop: threading.Event | None = None) -> 
         log_effective_settings(settings, changed)
         if args.check:
             return run_check(settings, stop)
+        if args.audit:
+            return run_audit(settings, stop, options)
         if options.sqs_send:
             return send_to_queue(settings, stop, options, options.sqs_send)
         if options.sqs_worker:
