@@ -118,6 +118,7 @@ LOGGING_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
 CHECKSUM_MODES = ("MD5", "MD5_CRC32")
 ADDRESSING_STYLES = ("auto", "path", "virtual")
 COPY_MODES = ("auto", "stream", "server")
+SKIP_CHECKS = ("size", "checksum")
 SSE_MODES = ("", "AES256", "aws:kms")
 CANNED_ACLS = (
     "", "private", "public-read", "public-read-write", "authenticated-read", "aws-exec-read", "bucket-owner-read",
@@ -221,6 +222,9 @@ class Settings:
     # SQSPartsPerMessage: a file of more parts is queued as several messages, each a range of this many parts of one
     # upload, so that many workers send one big file together.
     sqs_parts_per_message: int = 64
+    # SkipCheck: what lets an object of the same size skip its file: "size" (the original's rule, with a same-size
+    # change caught where S3's listing can tell) or "checksum" (only an object --audit would prove equal).
+    skip_check: str = "size"
     copy_mode: str = "auto"  # CopyMode: S3_TO_S3 by S3's own copy ("server"), through this machine ("stream"), "auto"
     # AbandonedAfter (advanced): an unfinished upload to which no part was added for this many seconds (S3's clock) is
     # nobody's any more: a run may abort it.  One with a part added sooner may be another run's work in progress.
@@ -267,6 +271,7 @@ CONFIG_OPTIONS: dict[str, tuple[str, tuple[type, ...]]] = {
     "SQSIdleSeconds": ("sqs_idle_seconds", (int, float)),
     "SQSVisibilityTimeout": ("sqs_visibility_timeout", (int,)),
     "SQSPartsPerMessage": ("sqs_parts_per_message", (int,)),
+    "SkipCheck": ("skip_check", (str,)),
     "CopyMode": ("copy_mode", (str,)),
     "AbandonedAfter": ("abandoned_after", (int, float)),
 }
@@ -409,6 +414,9 @@ def validate_settings(s: Settings) -> None:
         problem = endpoint_url_problem(url) if url else ""
         if problem:
             raise UserError(f'{name} {url!r} {problem}; give http(s)://HOST[:PORT], or "" for the default')
+    if s.skip_check not in SKIP_CHECKS:
+        raise UserError(f"SkipCheck {s.skip_check!r} is unknown; use 'size' (same size skips, as the original) or "
+                        f"'checksum' (skip only what is proven equal, reading the source)")  # fmt: skip
     if s.copy_mode not in COPY_MODES:
         raise UserError(f"CopyMode {s.copy_mode!r} is unknown; use 'auto', 'stream' or 'server'")
     if s.addressing_style not in ADDRESSING_STYLES:
@@ -732,6 +740,7 @@ class Endpoints:
         option = "SQSProfileName" if s.sqs_profile else "DesProfileName"
         config = botocore.config.Config(connect_timeout=s.connect_timeout, read_timeout=60,
                                         retries={"total_max_attempts": 1, "mode": "standard"},
+                                        max_pool_connections=SENDER_BATCHES + 4,  # the sender's batches in flight
                                         ignore_configured_endpoint_urls=not s.sqs_profile)  # fmt: skip
         return new_client(make_session(profile, option), "sqs", f"{option} {profile!r}", "SQSEndpointURL",
                           endpoint_url=s.sqs_endpoint_url or None, config=config)  # fmt: skip
@@ -2333,6 +2342,10 @@ SAME_TIME = "already at the destination (same size, not modified since the objec
 SAME_RECORDED_MTIME = "already at the destination (same size, and the mtime recorded with the object)"
 
 
+def proven_same(how: str) -> str:
+    return f"already at the destination (same size, proven equal by {how})"
+
+
 def etags_not_comparable(why: str) -> str:
     return f"already at the destination (same size; the ETags cannot be compared: {why})"
 
@@ -2420,6 +2433,8 @@ class FileTask:
     # The condition that makes the object (PutObject, CompleteMultipartUpload): no object at the key when the plan saw
     # none (If-None-Match: *), else the very object the plan saw (If-Match: its ETag).  None: written unconditionally.
     write_if: tuple[str, str] | None = None
+    # SkipCheck "checksum": the object of the same size skips the file only if it is proven equal (as --audit does).
+    prove: bool = False
 
 
 IF_ABSENT = ("IfNoneMatch", "*")
@@ -2464,17 +2479,20 @@ def plan_task(settings: Settings, f: SourceFile, there: Listed | None, uploads: 
     whole = ChunkPlan(size=f.size, part_size=max(f.size, 1))
     of_key = sorted(uploads, key=lambda u: u.initiated) if uploads else uploads
     verdict, reason = listed_verdict(f, there, kind, multipart_etags) if there is not None else ("send", "")
+    prove = verdict != "send" and settings.skip_check == "checksum"
+    if prove:  # the same size: what the object keeps decides, in the file's worker
+        verdict, reason = "send", "same size: skipped only if proven equal (SkipCheck checksum)"
     if verdict == "skip":
         return FileTask(f, "skip", whole, reason, stale=tuple(of_key), complete=True)
     if settings.ignore_small_file and f.size < settings.chunk_size:
         return FileTask(f, "skip", whole, "smaller than ChunkSize (IgnoreSmallFile)", stale=tuple(of_key))
     if f.size < settings.chunk_size:
         return FileTask(f, "put", whole, reason, stale=tuple(of_key), confirm=verdict == "confirm",
-                        write_if=write_condition(there))  # fmt: skip
+                        write_if=write_condition(there), prove=prove)  # fmt: skip
     newest = of_key[-1] if of_key else None
     return FileTask(f, "multipart", plan_chunks(f.size, settings.chunk_size), reason, upload=newest,
                     stale=tuple(of_key[:-1]), confirm=verdict == "confirm",
-                    write_if=write_condition(there))  # fmt: skip
+                    write_if=write_condition(there), prove=prove)  # fmt: skip
 
 
 def plan_stream(settings: Settings, matched: Iterable[tuple[SourceFile, Listed | None]],
@@ -3092,10 +3110,11 @@ class Engine:
     def _run_file(self, task: FileTask) -> FileResult:
         f = task.src
         started = time.monotonic()
-        if task.confirm:
+        if task.confirm or task.prove:
             self.retry.working_on(f.key)
             try:
-                same = confirmed_same(f, self.source, head_of(self.client, self.bucket, f.key, self.retry))
+                same = self._proven_same(f) if task.prove else \
+                    confirmed_same(f, self.source, head_of(self.client, self.bucket, f.key, self.retry))  # fmt: skip
             except Exception as exc:  # this file's question, not the run's
                 interrupted = isinstance(exc, Interrupted)
                 detail = "interrupted; run the same command again to resume" if interrupted else \
@@ -3196,6 +3215,18 @@ class Engine:
         result.seconds = time.monotonic() - started
         self.progress.file_finished(f.key)
         return result
+
+    def _proven_same(self, f: SourceFile) -> str:
+        """SkipCheck "checksum": the object of the key proven equal to the file as --audit proves it (what it keeps:
+        a full-object checksum, its ETag in its own part layout; the source read once where that is needed): a skip
+        reason, or '' to send the file (with why, in the log)."""
+        verdict = Auditor(self.s, self.source, self.client, self.retry, Progress()).verdict(f)
+        if verdict.status == "proven":
+            return proven_same(verdict.how)
+        log.info("%s: %s; sending it (SkipCheck checksum)", f.key, {"differs": "the object differs", "missing":
+                 "the object is gone", "unproven": "the object cannot be proven equal"}[verdict.status] +
+                 f" ({verdict.how})")  # fmt: skip
+        return ""
 
     def _abort_stale(self, task: FileTask, used: str = "") -> None:
         """Unfinished uploads of this key that nothing will resume any more (the file went up another way, is
@@ -4720,13 +4751,13 @@ def proof_name(proof: StoredProof) -> str:
 class Auditor:
     """One object at a time per worker: its verdict, from HeadObjects and, where needed, one read of its source."""
 
-    def __init__(self, job: Job, progress: Progress):
-        self.job, self.progress = job, progress
-        self.settings, self.source, self.retry = job.settings, job.source, job.retry
-        self.piece = min(job.settings.chunk_size, 8 * MiB)
+    def __init__(self, settings: Settings, source: Source, des_client, retry: RetryPolicy, progress: Progress):
+        self.settings, self.source, self.des_client, self.retry, self.progress = (settings, source, des_client, retry,
+                                                                                  progress)  # fmt: skip
+        self.piece = min(settings.chunk_size, 8 * MiB)
 
     def head_destination(self, key: str, **kwargs) -> dict | None:
-        return head_destination(self.job.des_client, self.settings.des_bucket, key, self.retry, "to audit the object",
+        return head_destination(self.des_client, self.settings.des_bucket, key, self.retry, "to audit the object",
                                 **kwargs)  # fmt: skip
 
     def verdict(self, f: SourceFile) -> AuditVerdict:
@@ -4861,7 +4892,7 @@ def run_audit(settings: Settings, stop: threading.Event, options: RunOptions) ->
     listings = open_listings(job)
     tally = AuditTally()
     progress = make_progress(options.progress)
-    auditor = Auditor(job, progress)
+    auditor = Auditor(settings, job.source, job.des_client, job.retry, progress)
     workers = settings.max_parallel_file * settings.max_thread
     room = threading.BoundedSemaphore(2 * workers)  # objects waiting for a worker: the listing never runs far ahead
     counting = None
@@ -4973,6 +5004,7 @@ OVERRIDE_FLAGS = (
     ("--des-endpoint-url", "DesEndpointURL", str, "endpoint of an S3-compatible destination"),
     ("--src-endpoint-url", "SrcEndpointURL", str, "endpoint of an S3-compatible source"),
     ("--log-level", "LoggingLevel", str, "WARNING, INFO or DEBUG"),
+    ("--skip-check", "SkipCheck", str, "size: a same-size object skips its file; checksum: only one proven equal"),
 )
 
 
@@ -5535,8 +5567,8 @@ def destination_complete(job: Job, f: SourceFile) -> bool:
     written = head["LastModified"].timestamp()
     there = Listed(f.key, head["ContentLength"], str(head.get("ETag", "")).strip('"'), written)
     verdict, _ = listed_verdict(f, there, job.source.kind, getattr(job.source, "multipart_etags_comparable", True))
-    if verdict == "send":
-        return False
+    if verdict == "send" or settings.skip_check == "checksum":
+        return False  # SkipCheck "checksum": only a proof says it is complete, made in the engine (Engine._proven_same)
     if verdict == "confirm":
         asked = head_of(job.des_client, settings.des_bucket, f.key, job.retry)
         if not confirmed_same(f, job.source, lambda **kwargs: asked(**kwargs) if kwargs else head):

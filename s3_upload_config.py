@@ -71,6 +71,8 @@ LoggingLevel = "INFO"  # 日志输出级别 'WARNING' | 'INFO' | 'DEBUG'
 # CopyMode = "auto"  # S3_TO_S3: "auto" lets S3 copy the parts itself when it can, "server" requires it, "stream" never
 # AbandonedAfter = 3600  # an unfinished upload nothing was added to for this many seconds is aborted; sooner, it may
 #                         # be another run's work in progress, and is left alone
+# SkipCheck = "size"  # "size": an object of the same size skips its file (as the original, a same-size change caught
+#                     # where the listing can tell); "checksum": only an object proven equal, as --audit proves it
 # SQSProfileName = ""  # fleet mode: the profile for the SQS queue ("" = DesProfileName)
 # SQSEndpointURL = ""  # fleet mode: "" = the region's SQS endpoint
 # SQSIdleSeconds = 60  # fleet mode: a worker exits after the queue was empty this long

@@ -143,3 +143,32 @@ def test_an_object_of_another_tool_older_than_the_file_is_replaced(dst, bucket, 
     assert object_md5(dst, bucket, "up/older.bin") == md5_file(src_dir / "older.bin")
     assert "skipped: 1 already at the destination (same size, not modified since the object was written)" in run.stdout
     assert sorted(list_keys(dst, bucket)) == ["up/newer.bin", "up/older.bin"]
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+# SkipCheck "checksum": skips decided by proof (as --audit proves)
+# ----------------------------------------------------------------------------------------------------------------------
+
+
+def test_skip_check_checksum_skips_only_what_is_proven_equal(dst, bucket, src_dir, make_config):
+    """Two files uploaded; then one object is replaced by other bytes of the same size, newer than the file (the
+    listing cannot tell: SkipCheck "size" skips it, exit 0, the blind spot the original had).  With SkipCheck
+    "checksum" (here the flag) the replaced object is proven different and sent again, and the other one is skipped,
+    proven equal by the full-object CRC32 S3 keeps, nothing of it sent."""
+    write_file(src_dir / "big.bin", CHUNK + 11)
+    write_file(src_dir / "small.txt", 1000)
+    for path in src_dir.iterdir():
+        os.utime(path, (time.time() - 3600, time.time() - 3600))
+    config = make_config()
+    assert run_tool(config).code == 0
+    dst.put_object(Bucket=bucket, Key="up/small.txt", Body=b"x" * 1000)  # same size, newer, other bytes
+    by_size = run_tool(config)
+    assert by_size.code == 0 and by_size.bytes_sent == 0, by_size
+    assert object_md5(dst, bucket, "up/small.txt") != md5_file(src_dir / "small.txt")
+    by_proof = run_tool(config, extra=("--skip-check", "checksum"))
+    assert by_proof.code == 0, by_proof
+    assert object_md5(dst, bucket, "up/small.txt") == md5_file(src_dir / "small.txt")
+    assert by_proof.bytes_sent == 1000  # big.bin proven equal: not sent
+    assert "the object differs" in by_proof.stderr, by_proof.stderr
+    assert "proven equal by full-object CRC32" in by_proof.stdout, by_proof.stdout
+    assert unfinished_uploads(dst, bucket) == []
