@@ -1450,11 +1450,15 @@ def test_a_timestamp_the_fast_parser_cannot_read_is_read_by_botocores(text):
 # ----------------------------------------------------------------------------------------------------------------------
 
 
+ANOTHER_JOB = r"it belongs to another job \(JobType or buckets differ from this worker's config\)"
+
+
 @pytest.mark.parametrize(
     ("change", "why"),
-    [({"v": 2}, "unknown message version 2"), ({"key": ""}, "it names no key"), ({"key": 7}, "it names no key")],
-    ids=["version-2", "empty-key", "key-not-a-string"],
-)
+    [({"v": 2}, "unknown message version 2"), ({"key": ""}, "it names no key"), ({"key": 7}, "it names no key"),
+     ({"des_bucket": "other"}, ANOTHER_JOB), ({"job_type": "S3_TO_S3"}, ANOTHER_JOB)],
+    ids=["version-2", "empty-key", "key-not-a-string", "another-destination", "another-job-type"],
+)  # fmt: skip
 def test_a_message_this_worker_cannot_serve_is_poison_not_a_file(change, why):
     import json
 
