@@ -12,12 +12,15 @@ Three jobs share one engine:
 The user edits ``s3_upload_config.py`` and runs ``python3 s3_upload.py``.  The script reads like the data flows:
 
   1. Settings   the config module, validated once, frozen
-  2. Endpoints  one boto3 session per profile
-  3. Sources    LocalSource / S3Source behind one small interface
-  4. Plan       ChunkPlan per file; skip / put / multipart (resume or restart) decided from S3 listings
-  5. Transfer   a pool of files, each with its own pool of parts; every request retried with linear backoff
-  6. Verify     the multipart ETag recomputed from our own part digests; optional full re-read
-  7. Report     logging, the CLEAN prompt, the final comparison and summary, exit codes
+  2. Endpoints  one boto3 session per profile; one retry policy for every request
+  3. List       LocalSource / S3Source behind one small interface; ListObjectsV2 read by a lean parser
+  4. Match      both sides walked directory by directory, each directory's files matched in lock step (March)
+  5. Plan       per file, as the listing goes: skip / put / multipart (resume or restart), the part layout
+  6. Move       MaxParallelFile file threads; one budget of MaxParallelFile x MaxThread requests for every part
+  7. Prove      the ETag from our own part digests, the source's checksum or ETag, S3's pinned copy; ifVerifyMD5
+  8. Report     logging, the CLEAN prompt, the dry run, the final comparison, the closing block, --report
+  9. Run a job  the command line, --check, and run_job, which ties the sections together
+  10. Fleet     an SQS queue of files, and workers on many machines running each through the same engine
 
 S3 is the only state: a rerun (on this machine or another) resumes from ListMultipartUploads and ListParts.
 The module is importable; ``main(argv)`` returns the exit code.
@@ -34,8 +37,10 @@ import contextlib
 import dataclasses
 import datetime
 import difflib
+import email.utils
 import functools
 import hashlib
+import html
 import importlib.util
 import itertools
 import json
@@ -43,6 +48,7 @@ import logging
 import math
 import mimetypes
 import os
+import queue
 import re
 import signal
 import stat
@@ -52,11 +58,12 @@ import time
 import traceback
 import types
 import urllib.parse
-from typing import Any, Callable, Iterable, Iterator, Protocol
+from typing import Any, Callable, Iterable, Iterator, NamedTuple, Protocol
 
 import boto3
 import botocore.config
 import botocore.exceptions
+import botocore.handlers
 import botocore.parsers
 import botocore.utils
 import urllib3.exceptions
@@ -123,6 +130,33 @@ log = logging.getLogger("s3_upload")  # progress and problems: stderr and the lo
 report = logging.getLogger("s3_upload.report")  # the final comparison and summary: stdout and the log file, always
 
 
+class Tally:
+    """A count of events (listing errors, failed files, missing objects) and the first ``keep`` of their descriptions:
+    a run of ten million files keeps no list that grows with them."""
+
+    def __init__(self, keep: int = 1000):
+        self.count, self.keep = 0, keep
+        self.kept: list[str] = []
+        self._lock = threading.Lock()
+
+    def add(self, text: str) -> None:
+        with self._lock:
+            self.count += 1
+            if len(self.kept) < self.keep:
+                self.kept.append(text)
+
+    def __len__(self) -> int:
+        return self.count
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(list(self.kept))
+
+    @property
+    def untold(self) -> int:
+        """How many were counted but not kept."""
+        return self.count - len(self.kept)
+
+
 class UserError(Exception):
     """A problem the user can fix (config, credentials, access): one line, exit code 2."""
 
@@ -184,6 +218,9 @@ class Settings:
     sqs_idle_seconds: float = 60.0  # SQSIdleSeconds: a worker exits after the queue was empty this long
     sqs_visibility_timeout: int = 300  # SQSVisibilityTimeout: seconds a taken message stays hidden (heartbeat)
     copy_mode: str = "auto"  # CopyMode: S3_TO_S3 by S3's own copy ("server"), through this machine ("stream"), "auto"
+    # AbandonedAfter (advanced): an unfinished upload to which no part was added for this many seconds (S3's clock) is
+    # nobody's any more: a run may abort it.  One with a part added sooner may be another run's work in progress.
+    abandoned_after: float = 3600.0
 
 
 # config name -> (Settings field, accepted types)
@@ -226,13 +263,21 @@ CONFIG_OPTIONS: dict[str, tuple[str, tuple[type, ...]]] = {
     "SQSIdleSeconds": ("sqs_idle_seconds", (int, float)),
     "SQSVisibilityTimeout": ("sqs_visibility_timeout", (int,)),
     "CopyMode": ("copy_mode", (str,)),
+    "AbandonedAfter": ("abandoned_after", (int, float)),
 }
 
 
 SECRET_OPTIONS = frozenset({"ali_access_key_secret"})  # never printed, logged or put in an error message
+
+
 PATH_OPTIONS = ("SrcDir", "SrcFileIndex", "LogDir")  # names of local paths: a NUL is in none of them
+
+
 MAX_CONCURRENCY = 1000  # MaxThread and MaxParallelFile, each: every request in flight holds a ChunkSize buffer
+
+
 MAX_SECONDS = 7 * 24 * 3600  # the float options are seconds: a week is more than any of them needs
+
 
 CONFIG_EXAMPLES = {
     "ChunkSize": "ChunkSize = 10 * Megabytes",
@@ -342,6 +387,10 @@ def validate_settings(s: Settings) -> None:
         raise UserError(f"MaxRetry must be 0 or more, got {s.max_retry}; set e.g. MaxRetry = 30")
     if s.retry_delay < 0:
         raise UserError(f"RetryDelay must be 0 or more seconds, got {s.retry_delay}; set e.g. RetryDelay = 5")
+    if s.abandoned_after < 0:
+        raise UserError(
+            f"AbandonedAfter must be 0 or more seconds, got {s.abandoned_after}; e.g. AbandonedAfter = 3600"
+        )
     for name, seconds in (("ConnectTimeout", s.connect_timeout), ("ReadTimeout", s.read_timeout)):
         if seconds <= 0:
             raise UserError(f"{name} must be more than 0 seconds, got {seconds}; e.g. {name} = 60")
@@ -503,8 +552,9 @@ def key_prefix(settings: Settings) -> str:
 
 
 # ----------------------------------------------------------------------------------------------------------------------
-# 2. Endpoints
+# 2. Endpoints: one client per profile, one retry policy for every request
 # ----------------------------------------------------------------------------------------------------------------------
+
 
 # Errors that no retry can fix: fail the file (or the run) at once.
 FATAL_ERROR_CODES = frozenset(
@@ -536,7 +586,11 @@ FATAL_ERROR_CODES = frozenset(
         "KMS.AccessDeniedException",
     }
 )
+
+
 NOT_FOUND_CODES = frozenset({"404", "NoSuchKey", "NotFound"})  # HEAD answers a missing key with a bare 404
+
+
 CREDENTIAL_ERROR_CODES = frozenset(
     {
         "InvalidAccessKeyId",
@@ -561,11 +615,15 @@ RETRYABLE_ERROR_CODES = frozenset({
     "SlowDown", "Throttling", "ThrottlingException", "RequestTimeout", "RequestTimeTooSkewed", "InternalError",
     "ServiceUnavailable", "BadDigest", "IncompleteBody", "OperationAborted",
 })  # fmt: skip
+
+
 # Errors of this machine or of the request itself: waiting will not fix them.
 FINAL_LOCAL_ERRORS = (
     botocore.exceptions.NoCredentialsError, botocore.exceptions.PartialCredentialsError,
     botocore.exceptions.ParamValidationError, botocore.exceptions.SSLError,
 )  # fmt: skip
+
+
 # Connection reset, read timeout, incomplete body, endpoint unreachable.  Other OSErrors (a local file that is
 # missing or unreadable) will not heal by waiting.
 TRANSIENT_ERRORS = (botocore.exceptions.BotoCoreError, urllib3.exceptions.HTTPError, ConnectionError, TimeoutError)
@@ -679,6 +737,7 @@ class Endpoints:
                                 config=self.client_config)  # fmt: skip
             # Last: botocore's own before-call handler is the one that adds the Expect header.
             client.meta.events.register_last("before-call.s3", no_expect_100_continue)
+            take_raw_listings(client)
             self._clients[key] = client
         return self._clients[key]
 
@@ -693,10 +752,12 @@ class Endpoints:
             config = self.client_config.merge(botocore.config.Config(
                 s3={"addressing_style": "virtual"}, request_checksum_calculation="when_required",
                 response_checksum_validation="when_required"))  # fmt: skip
-            self._clients[url] = new_client(
+            client = new_client(
                 with_fast_timestamps(boto3.session.Session()), "s3", "ali_endpoint", "ali_endpoint", endpoint_url=url,
                 region_name=oss_signing_region(url), config=config, aws_access_key_id=self.settings.ali_access_key_id,
                 aws_secret_access_key=self.settings.ali_access_key_secret)  # fmt: skip
+            take_raw_listings(client)
+            self._clients[url] = client
         return self._clients[url]
 
 
@@ -799,11 +860,6 @@ def with_fast_timestamps(session: boto3.Session) -> boto3.Session:
     return session
 
 
-# ----------------------------------------------------------------------------------------------------------------------
-# Retry policy
-# ----------------------------------------------------------------------------------------------------------------------
-
-
 class Interrupted(Exception):
     """The run is stopping (Ctrl-C): abandon work quietly, S3 keeps what is done."""
 
@@ -864,11 +920,11 @@ class RetryPolicy:
 
 
 # ----------------------------------------------------------------------------------------------------------------------
-# 3. Sources
+# 3. List: the sources, and the listings of S3
 # ----------------------------------------------------------------------------------------------------------------------
 
 
-@dataclasses.dataclass(frozen=True, slots=True)  # one per file or part: millions of them
+@dataclasses.dataclass(slots=True)  # one per file: millions of them (a frozen dataclass takes 3 times as long to make)
 class SourceFile:
     key: str  # destination key (S3_TO_S3: also the source key)
     size: int
@@ -922,20 +978,35 @@ def folder_prefix(prefix: str) -> str:
 # a name that is not UTF-8, a quote mark of its own is written as its UTF-8 bytes (‛E2‛80‛9B), so that decoding every
 # ‛XX of such a key gives back exactly that name.
 BYTE_QUOTE = "\u201b"
+
+
 _QUOTED_BYTE = re.compile(BYTE_QUOTE + "([89A-F][0-9A-F])")
+
+
 _QUOTED_BYTES = {BYTE_QUOTE: "".join(f"{BYTE_QUOTE}{b:02X}" for b in BYTE_QUOTE.encode())}
 
 
 def key_of_local_name(relative: str) -> str:
-    """A path relative to SrcDir as a key: only the OS's own separator separates (on Linux 'a\\b.txt' is one name)."""
+    """A path relative to SrcDir as a key: only the OS's own separator separates (on Linux 'a\\b.txt' is one name).
+    Each name is mapped alone (key_of_name), so that a directory's key is the start of every key below it."""
     if os.sep != "/":
         relative = relative.replace(os.sep, "/")
     try:
         relative.encode("utf-8")
         return relative
     except UnicodeEncodeError:
+        return "/".join(key_of_name(name) for name in relative.split("/"))
+
+
+def key_of_name(name: str) -> str:
+    """One name as (part of) a key: itself if it is UTF-8; else each byte that does not decode as ‛XX, and a literal
+    ‛ as the ‛XX of its own three bytes, so that the key reads back to exactly one name (local_name_of_key)."""
+    try:
+        name.encode("utf-8")
+        return name
+    except UnicodeEncodeError:
         return "".join(f"{BYTE_QUOTE}{ord(c) - 0xDC00:02X}" if "\udc80" <= c <= "\udcff" else _QUOTED_BYTES.get(c, c)
-                       for c in relative)  # fmt: skip
+                       for c in name)  # fmt: skip
 
 
 def local_name_of_key(relative_key: str) -> str:
@@ -948,6 +1019,13 @@ def local_name_of_key(relative_key: str) -> str:
         end = m.end()
     name = (raw + relative_key[end:].encode("utf-8")).decode("utf-8", "surrogateescape")
     return name.replace("/", os.sep)
+
+
+def local_name_candidates(relative_key: str, limit: int = 16) -> list[str]:
+    """The relative paths a key may come from (LocalSource.resolve tries each): every name in it is either itself or,
+    if it holds ‛XX, those bytes decoded (key_of_name maps each name alone).  At most ``limit`` of them."""
+    options = [tuple(dict.fromkeys((name, local_name_of_key(name)))) for name in relative_key.split("/")]
+    return [os.sep.join(names) for names in itertools.islice(itertools.product(*options), limit)]
 
 
 def printable(text: str) -> str:
@@ -985,14 +1063,22 @@ class SourceFacts:
     part_ends: tuple[int, ...] = ()  # where each of its parts ends, when they are not of one size
 
 
+# A directory of a walk: where the source lists it (a local path, or a key prefix), and the destination's key prefix of
+# the files in it.
+Dir = tuple[str, str]
+
+
 class Source(Protocol):
     """What the engine needs of a source; it never asks which kind it has."""
 
     kind: str
     verify_existing_parts: bool  # parts already at the destination can be checked by reading (cheap) the source
-    listing_errors: list[str]
+    listing_errors: Tally
 
-    def list(self) -> list[SourceFile]: ...  # every file of the job, with its destination key
+    def top(self) -> Dir | None: ...  # the first directory of the walk, None when SrcFileIndex names one file
+    def only(self) -> SourceFile: ...  # the file SrcFileIndex names
+    def list_dir(self, directory: Dir, quiet: bool = False) -> Iterator[SourceFile | Dir]: ...  # see LocalSource
+    def sample(self) -> Iterator[SourceFile]: ...  # a file of the source, if cheap to find (CopyMode's probe)
     def read(self, f: SourceFile, offset: int, length: int) -> bytes: ...  # exactly length bytes, or raise
     def current(self, f: SourceFile) -> SourceFile: ...  # the file as it is now, to detect a change mid-transfer
     def resolve(self, key: str) -> SourceFile: ...  # the job's file with this key, as it is now (fleet workers)
@@ -1012,62 +1098,91 @@ class LocalSource:
         self.root = os.path.abspath(settings.src_dir)
         self.prefix = key_prefix(settings)
         self.index = settings.src_file_index
-        self.listing_errors: list[str] = []
+        self.listing_errors = Tally()
 
-    def list(self) -> list[SourceFile]:
-        if self.index != "*":
-            path = os.path.normpath(os.path.join(self.root, self.index))
-            if not inside(path, self.root):
-                raise UserError(f"SrcFileIndex {self.index!r} points outside SrcDir {self.root}; name a file inside it")
+    def top(self) -> Dir | None:
+        """The first directory to walk (SrcDir and the key prefix of its files), or None: SrcFileIndex names one."""
+        return (self.root, self.prefix) if self.index == "*" else None
+
+    def only(self) -> SourceFile:
+        """SrcFileIndex: the one file, or a UserError."""
+        path = os.path.normpath(os.path.join(self.root, self.index))
+        if not inside(path, self.root):
+            raise UserError(f"SrcFileIndex {self.index!r} points outside SrcDir {self.root}; name a file inside it")
+        try:
+            st = os.stat(path)
+        except FileNotFoundError:
+            st = None
+        except OSError as exc:
+            raise UserError(
+                f"SrcFileIndex {self.index!r}: {printable(path)} cannot be read ({exc.strerror}); check the name "
+                f"or use '*'"
+            ) from None
+        if st is None or not stat.S_ISREG(st.st_mode):
+            raise UserError(
+                f"SrcFileIndex {self.index!r} is not a file in SrcDir {self.root}; check the name or use '*'"
+            )
+        return self.entry(path, st)
+
+    def sample(self) -> Iterator[SourceFile]:
+        return iter(())  # no sample needed: a local source is never copied by S3
+
+    def list_dir(self, directory: Dir, quiet: bool = False) -> Iterator[SourceFile | Dir]:
+        """One directory: its subdirectories (a link to a directory is not followed), then its files in the order of
+        their keys (as S3 lists the keys of one folder).  ``quiet``: a second walk (the final comparison) that logs
+        and counts nothing again."""
+        path, key_prefix = directory
+        try:
+            with os.scandir(path) as listing:
+                entries = []
+                for entry in listing:
+                    try:
+                        is_dir = entry.is_dir(follow_symlinks=False)
+                    except OSError:
+                        is_dir = False
+                    entries.append((key_of_name(entry.name), entry.name, is_dir))
+        except OSError as exc:
+            if not quiet:
+                self._error(path, f"cannot be listed: {exc.strerror}")
+            return
+        entries.sort()
+        # Two names, one key (sorted next to each other): either would overwrite the other.
+        shared = {a[0] for a, b in itertools.pairwise(entries) if a[0] == b[0]}
+        for name_key in sorted(shared) if not quiet else ():
+            names = " and ".join(printable(os.path.join(path, e[1])) for e in entries if e[0] == name_key)
+            self._error(os.path.join(path, name_key), f"{names} would have the same key {key_prefix + name_key!r}; "
+                                                      f"rename one of them")  # fmt: skip
+        for name_key, name, is_dir in entries:
+            if is_dir and name_key not in shared:
+                yield os.path.join(path, name), key_prefix + name_key + "/"
+        for name_key, name, is_dir in entries:
+            if is_dir or name_key in shared:
+                continue
+            file_path = os.path.join(path, name)
             try:
-                st = os.stat(path)
+                st = os.stat(file_path)
             except FileNotFoundError:
-                st = None
+                if not quiet:
+                    self._error(file_path, "a link to a file that does not exist" if os.path.islink(file_path) else
+                                "deleted while listed")  # fmt: skip
+                continue
             except OSError as exc:
-                raise UserError(
-                    f"SrcFileIndex {self.index!r}: {printable(path)} cannot be read ({exc.strerror}); check the name "
-                    f"or use '*'"
-                ) from None
-            if st is None or not stat.S_ISREG(st.st_mode):
-                raise UserError(
-                    f"SrcFileIndex {self.index!r} is not a file in SrcDir {self.root}; check the name or use '*'"
-                )
-            return [self.entry(path, st)]
-        files = []
-
-        def on_error(err: OSError) -> None:
-            self._error(err.filename, f"cannot be listed: {err.strerror}")
-
-        for dirpath, dirnames, filenames in os.walk(self.root, onerror=on_error):
-            dirnames.sort()
-            for name in dirnames:
-                if os.path.islink(os.path.join(dirpath, name)):  # not followed: it could loop or leave SrcDir
-                    log.warning(
-                        "skip %s: a link to a directory is not followed", printable(os.path.join(dirpath, name))
-                    )
-            for name in sorted(filenames):
-                path = os.path.join(dirpath, name)
-                try:
-                    st = os.stat(path)
-                except FileNotFoundError:
-                    gone = "a link to a file that does not exist" if os.path.islink(path) else "deleted while listed"
-                    self._error(path, gone)
-                    continue
-                except OSError as exc:
-                    self._error(path, exc.strerror or str(exc))
-                    continue
-                if stat.S_ISREG(st.st_mode):
-                    files.append(self.entry(path, st))
-                else:
-                    log.warning("skip %s: not a regular file (a socket, fifo or device)", printable(path))
-        return without_shared_keys(files, self._error)
+                if not quiet:
+                    self._error(file_path, exc.strerror or str(exc))
+                continue
+            if stat.S_ISREG(st.st_mode):
+                yield self.entry(file_path, st, key_prefix + name_key)
+            elif not quiet and stat.S_ISDIR(st.st_mode):
+                log.warning("skip %s: a link to a directory is not followed", printable(file_path))
+            elif not quiet:
+                log.warning("skip %s: not a regular file (a socket, fifo or device)", printable(file_path))
 
     def _error(self, path: str, why: str) -> None:
-        self.listing_errors.append(f"{printable(path)}: {why}")
+        self.listing_errors.add(f"{printable(path)}: {why}")
         log.error("cannot list %s: %s", printable(path), why)
 
-    def entry(self, path: str, st: os.stat_result) -> SourceFile:
-        key = self.prefix + key_of_local_name(os.path.relpath(path, self.root))
+    def entry(self, path: str, st: os.stat_result, key: str = "") -> SourceFile:
+        key = key or self.prefix + key_of_local_name(os.path.relpath(path, self.root))
         version = f"{st.st_size}:{st.st_mtime_ns}:{st.st_ctime_ns}:{st.st_dev}:{st.st_ino}"
         return SourceFile(key=key, size=st.st_size, mtime=st.st_mtime, path=path, version=version)
 
@@ -1104,7 +1219,7 @@ class LocalSource:
             raise FileFailed(f"key {key!r} is no key this job lists")
         found: list[SourceFile] = []
         refused: list[tuple[bool, FileFailed]] = []  # (the name exists, why it is not the file)
-        for name in dict.fromkeys((relative.replace("/", os.sep), local_name_of_key(relative))):
+        for name in local_name_candidates(relative):
             path = os.path.normpath(os.path.join(self.root, name))
             try:
                 found.append(self._listed_file(path, key))
@@ -1163,20 +1278,6 @@ class LocalSource:
         return printable(f.path)
 
 
-def without_shared_keys(files: list[SourceFile], error: Callable[[str, str], None]) -> list[SourceFile]:
-    """Two names that map to one key would overwrite each other: both are listing errors, neither is sent."""
-    by_key: dict[str, list[SourceFile]] = {}
-    for f in files:
-        by_key.setdefault(f.key, []).append(f)
-    if len(by_key) == len(files):
-        return files
-    for key, same in by_key.items():
-        if len(same) > 1:
-            names = " and ".join(printable(f.path) for f in same)
-            error(same[0].path, f"{names} would have the same key {key!r}; rename one of them")
-    return [f for f in files if len(by_key[f.key]) == 1]
-
-
 def _seek_read(fh, offset: int, length: int) -> bytes:
     fh.seek(offset)
     return fh.read(length)
@@ -1203,34 +1304,46 @@ class S3Source:
         # As typed, as in the original and in S3 itself: "data" lists data/..., data.txt and data2/...
         self.list_prefix = settings.s3_prefix
         self.index = settings.src_file_index
-        self.listing_errors: list[str] = []
+        self.listing_errors = Tally()
         # Aliyun OSS has none of S3's additional checksums (and is asked for nothing it does not know), and its
         # multipart ETags are not known to follow S3's formula.
         self.asks_checksums = self.multipart_etags_comparable = settings.job_type == "S3_TO_S3"
 
-    def list(self) -> list[SourceFile]:
-        if self.index != "*":
-            key = join_key(self.prefix, self.index)
-            try:
-                return [self.head(key)]
-            except botocore.exceptions.ClientError as exc:
-                if error_code(exc) in NOT_FOUND_CODES:
-                    raise UserError(
-                        f"SrcFileIndex {self.index!r}: s3://{self.bucket}/{key} does not exist; "
-                        f"check S3Prefix and SrcFileIndex"
-                    ) from None
-                raise
-        return [
-            SourceFile(
-                key=o["Key"],
-                size=o["Size"],
-                mtime=o["LastModified"].timestamp(),
-                etag=o["ETag"].strip('"'),
-                version=o["ETag"].strip('"'),
-            )  # fmt: skip
-            for o in list_objects(self.client, self.bucket, self.list_prefix, self.retry)
-            if not o["Key"].endswith("/") or o["Size"] > 0
-        ]  # skip zero-byte "folder" markers
+    def top(self) -> Dir | None:
+        """The first "directory" to list: S3Prefix as typed (keys are the same at the destination), or None when
+        SrcFileIndex names one object."""
+        return (self.list_prefix, self.list_prefix) if self.index == "*" else None
+
+    def only(self) -> SourceFile:
+        key = join_key(self.prefix, self.index)
+        try:
+            return self.head(key)
+        except botocore.exceptions.ClientError as exc:
+            if error_code(exc) in NOT_FOUND_CODES:
+                raise UserError(f"SrcFileIndex {self.index!r}: s3://{self.bucket}/{key} does not exist; check "
+                                f"S3Prefix and SrcFileIndex") from None  # fmt: skip
+            raise
+
+    def sample(self) -> Iterator[SourceFile]:
+        """The first object under S3Prefix, if any (one request)."""
+        for key, size, etag, modified in list_page(self.client, self.bucket, self.list_prefix, self.retry,
+                                                   page_size=1).objects:  # fmt: skip
+            yield SourceFile(key=key, size=size, mtime=modified, etag=etag, version=etag)
+
+    def list_dir(self, directory: Dir, quiet: bool = False) -> Iterator[SourceFile | Dir]:
+        """The objects and common prefixes under one prefix (Delimiter '/'), page by page, objects in key order
+        (zero-byte "folder" markers left out)."""
+        prefix, token = directory[0], ""
+        while True:
+            page = list_page(self.client, self.bucket, prefix, self.retry, token, delimiter="/")
+            for sub in page.prefixes:
+                yield sub, sub
+            for key, size, etag, modified in page.objects:
+                if size or not key.endswith("/"):
+                    yield SourceFile(key=key, size=size, mtime=modified, etag=etag, version=etag)
+            if not page.truncated or not page.token:
+                return
+            token = page.token
 
     def head(self, key: str) -> SourceFile:
         """The object as it is now (HeadObject), e.g. for a fleet worker that must not trust a message."""
@@ -1358,25 +1471,165 @@ def full_object_checksum(head: dict) -> tuple[str, str] | None:
     return None
 
 
-# ----------------------------------------------------------------------------------------------------------------------
-# S3 listings (all paginated)
-# ----------------------------------------------------------------------------------------------------------------------
+class Listed(NamedTuple):
+    """An object of the destination (or of an S3 source), as its listing or a HeadObject shows it.  A tuple: a listing
+    of ten million objects makes ten million of them, one at a time."""
+
+    key: str
+    size: int
+    etag: str  # unquoted
+    written: float  # LastModified, epoch seconds
 
 
-def list_objects(client, bucket: str, prefix: str, retry: RetryPolicy, page_size: int = 1000) -> Iterator[dict]:
-    """Every object under prefix.  Keys come URL-encoded (a key may hold characters XML 1.0 cannot carry): botocore
-    asks ListObjectsV2 for EncodingType=url and decodes Key itself when the answer says it was encoded, so they are
-    not decoded here again (ContinuationToken is opaque, never encoded)."""
-    token = None
+@dataclasses.dataclass(frozen=True, slots=True)
+class ListPage:
+    """One ListObjectsV2 answer, parsed by parse_list_page."""
+
+    objects: list[Listed]
+    prefixes: list[str]  # CommonPrefixes, with a Delimiter
+    truncated: bool
+    token: str  # NextContinuationToken
+
+
+# ListObjectsV2 is the hot path of a plan: botocore's own parser costs some 140 us per object here, the lean one below
+# about 8.  botocore still builds, signs, sends and retries the request and turns error answers into exceptions; only
+# the body of a 200 answer is taken away from it (keep_raw_listing) and parsed here.
+_CONTENTS = re.compile(rb"<Contents>(.*?)</Contents>", re.S)
+
+
+# The order AWS, SeaweedFS and moto write: Key, LastModified, ETag, maybe ChecksumAlgorithm/ChecksumType, Size.  One
+# pattern for all four fields is 4 times as fast as finding each; an answer in another order takes the general path.
+_CONTENTS_IN_ORDER = re.compile(
+    rb"<Contents><Key>([^<]*)</Key><LastModified>([^<]*)</LastModified><ETag>([^<]*)</ETag>"
+    rb"(?:<Checksum[A-Za-z]*>[^<]*</Checksum[A-Za-z]*>)*<Size>([0-9]+)</Size>"
+)
+
+
+_FIELD = re.compile(rb"<(Key|Size|ETag|LastModified)>([^<]*)</")
+
+
+_COMMON_PREFIX = re.compile(rb"<CommonPrefixes>\s*<Prefix>([^<]*)</Prefix>")
+
+
+_TRUNCATED = re.compile(rb"<IsTruncated>\s*true\s*</IsTruncated>")
+
+
+_NEXT_TOKEN = re.compile(rb"<NextContinuationToken>([^<]*)</NextContinuationToken>")
+
+
+_raw_listing = threading.local()  # set around a listing whose body this thread parses itself
+
+
+_timestamps: dict[bytes, float] = {}  # LastModified text -> epoch seconds: objects written together share them
+
+
+def keep_raw_listing(operation_model, response_dict: dict, customized_response_dict: dict, **_kwargs) -> None:
+    """before-parse handler (registered first: before botocore's own, which parses every S3 body whole to look for an
+    error in a 200 answer): the body of a 200 ListObjectsV2 answer goes to the caller as RawBody, and botocore parses
+    an empty result instead, when this thread asked for it (list_page).  An error in a 200 answer (its root element
+    is Error) is left to botocore."""
+    wanted = getattr(_raw_listing, "wanted", False) and operation_model.name == "ListObjectsV2"
+    if wanted and response_dict.get("status_code") == 200 and b"<ListBucketResult" in response_dict["body"][:512]:
+        customized_response_dict["RawBody"] = response_dict["body"]
+        response_dict["body"] = b"<ListBucketResult></ListBucketResult>"
+
+
+def take_raw_listings(client) -> None:
+    """Register keep_raw_listing on a client, ahead of botocore's own check of 200 answers (which parses every body
+    whole: some 8 us per listed object)."""
+    check_200 = getattr(botocore.handlers, "_handle_200_error", None)
+    if check_200 is not None:
+        client.meta.events.unregister("before-parse.s3.*", check_200)
+    client.meta.events.register_first("before-parse.s3.*", keep_raw_listing)
+    if check_200 is not None:
+        client.meta.events.register_first("before-parse.s3.*", check_200)
+
+
+def _listed_text(raw: bytes, url_encoded: bool) -> str:
+    """An element's text: XML entities resolved, then, if the answer says EncodingType url, the URL encoding (a key may
+    hold characters XML 1.0 cannot carry; S3 writes a space as '+', as botocore decodes it too)."""
+    text = raw.decode("utf-8")
+    if "&" in text:
+        text = html.unescape(text)
+    if url_encoded and ("%" in text or "+" in text):
+        text = urllib.parse.unquote_plus(text)
+    return text
+
+
+def _etag_text(raw: bytes) -> str:
+    return raw.replace(b"&quot;", b"").replace(b"&#34;", b"").strip(b'"').decode("ascii", "replace")
+
+
+def _epoch(text: bytes) -> float:
+    seconds = _timestamps.get(text)
+    if seconds is None:
+        if len(_timestamps) > 4096:
+            _timestamps.clear()
+        seconds = _timestamps[text] = parse_timestamp_fast(text.decode()).timestamp() if text else 0.0
+    return seconds
+
+
+def parse_list_page(body: bytes) -> ListPage:
+    """A ListObjectsV2 answer (the XML body) as a ListPage."""
+    url = b"<EncodingType>url</EncodingType>" in body
+    in_order = _CONTENTS_IN_ORDER.findall(body)
+    if len(in_order) == body.count(b"<Contents>"):
+        objects = [Listed(_listed_text(key, url), int(size), _etag_text(etag), _epoch(modified))
+                   for key, modified, etag, size in in_order]  # fmt: skip
+    else:
+        objects = []
+        for block in _CONTENTS.finditer(body):
+            fields = dict(_FIELD.findall(block.group(1)))
+            objects.append(Listed(_listed_text(fields[b"Key"], url), int(fields[b"Size"]),
+                                  _etag_text(fields.get(b"ETag", b"")),
+                                  _epoch(fields.get(b"LastModified", b""))))  # fmt: skip
+    prefixes = [_listed_text(p, url) for p in _COMMON_PREFIX.findall(body)]
+    token = _NEXT_TOKEN.search(body)
+    return ListPage(
+        objects, prefixes, bool(_TRUNCATED.search(body)), _listed_text(token.group(1), False) if token else ""
+    )
+
+
+def list_page(client, bucket: str, prefix: str, retry: RetryPolicy, token: str = "", delimiter: str = "",
+              start_after: str = "", page_size: int = 1000) -> ListPage:  # fmt: skip
+    """One page of ListObjectsV2 (botocore asks for EncodingType url by itself), parsed by parse_list_page."""
+    kwargs: dict[str, object] = {"Bucket": bucket, "Prefix": prefix, "MaxKeys": page_size}
+    if token:
+        kwargs["ContinuationToken"] = token
+    if delimiter:
+        kwargs["Delimiter"] = delimiter
+    if start_after:
+        kwargs["StartAfter"] = start_after
+
+    def request() -> dict:
+        _raw_listing.wanted = True
+        try:
+            return client.list_objects_v2(**kwargs)
+        finally:
+            _raw_listing.wanted = False
+
+    answer = retry.call(f"LIST s3://{bucket}/{prefix}", request)
+    return parse_list_page(answer["RawBody"]) if "RawBody" in answer else parsed_list_page(answer)
+
+
+def parsed_list_page(answer: dict) -> ListPage:
+    """A ListPage from botocore's own parse (a client without keep_raw_listing, e.g. a test's)."""
+    objects = [Listed(o["Key"], o["Size"], o.get("ETag", "").strip('"'), o["LastModified"].timestamp())
+               for o in answer.get("Contents", [])]  # fmt: skip
+    return ListPage(objects, [p["Prefix"] for p in answer.get("CommonPrefixes", [])], bool(answer.get("IsTruncated")),
+                    answer.get("NextContinuationToken", ""))  # fmt: skip
+
+
+def iter_objects(client, bucket: str, prefix: str, retry: RetryPolicy, delimiter: str = "",
+                 page_size: int = 1000) -> Iterator[Listed]:  # fmt: skip
+    """The objects under prefix (with a delimiter: those directly under it), page by page, in the store's order."""
+    token = ""
     while True:
-        kwargs = {"Bucket": bucket, "Prefix": prefix, "MaxKeys": page_size}
-        if token:
-            kwargs["ContinuationToken"] = token
-        page = retry.call(f"LIST s3://{bucket}/{prefix}", functools.partial(client.list_objects_v2, **kwargs))
-        yield from page.get("Contents", [])
-        token = page.get("NextContinuationToken")
-        if not page.get("IsTruncated") or not token:
+        page = list_page(client, bucket, prefix, retry, token, delimiter, page_size=page_size)
+        yield from page.objects
+        if not page.truncated or not page.token:
             return
+        token = page.token
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -1473,34 +1726,265 @@ class ExistingPart:
     number: int
     size: int
     etag: str  # hex, unquoted
+    modified: float = 0.0  # LastModified, epoch seconds
+
+
+@dataclasses.dataclass(frozen=True)
+class UploadState:
+    """An unfinished upload as ListParts shows it, and how long ago anything was added to it, by S3's own clock (the
+    Date of its answer): this machine's clock may be off."""
+
+    parts: list[ExistingPart]
+    idle: float  # seconds since its newest part (or since it was created, if it has none)
+
+    def abandoned(self, settings: Settings) -> bool:
+        """Nothing added for AbandonedAfter seconds: nobody is working on it any more (a live run adds parts)."""
+        return self.idle >= settings.abandoned_after
 
 
 def list_upload_parts(client, bucket: str, key: str, upload_id: str, retry: RetryPolicy) -> list[ExistingPart]:
     """Every part of an unfinished upload, paginated.  Some servers list a re-sent part number twice: all entries
     are kept here (sorted by number) and ``pick_existing_part`` decides which one counts."""
+    return read_upload(client, bucket, key, upload_id, 0.0, retry).parts
+
+
+def read_upload(client, bucket: str, key: str, upload_id: str, initiated: float, retry: RetryPolicy) -> UploadState:
+    """ListParts of an unfinished upload, paginated (its parts sorted by number), and how long it has been idle."""
     parts: list[ExistingPart] = []
-    marker = 0
+    marker, now = 0, 0.0
     while True:
         page = retry.call(
             f"LIST parts s3://{bucket}/{key}",
             functools.partial(client.list_parts, Bucket=bucket, Key=key, UploadId=upload_id, PartNumberMarker=marker),
         )
+        now = server_time(page)
         for p in page.get("Parts", []):
-            parts.append(ExistingPart(p["PartNumber"], p["Size"], p["ETag"].strip('"')))
+            modified = p["LastModified"].timestamp() if p.get("LastModified") else 0.0
+            parts.append(ExistingPart(p["PartNumber"], p["Size"], p["ETag"].strip('"'), modified))
         next_marker = int(page.get("NextPartNumberMarker") or 0)
         if not page.get("IsTruncated") or next_marker <= marker:
             break
         marker = next_marker
     parts.sort(key=lambda p: p.number)
-    return parts
+    last = max((p.modified for p in parts), default=0.0) or initiated
+    return UploadState(parts, max(0.0, now - last))
+
+
+def server_time(answer: dict) -> float:
+    """S3's clock: the Date of its answer (this machine's when it has none)."""
+    date = answer.get("ResponseMetadata", {}).get("HTTPHeaders", {}).get("date", "")
+    try:
+        return email.utils.parsedate_to_datetime(date).timestamp()
+    except (TypeError, ValueError):
+        return time.time()
 
 
 # ----------------------------------------------------------------------------------------------------------------------
-# 4. Plan
+# 4. Match: both sides walked directory by directory, in lock step
 # ----------------------------------------------------------------------------------------------------------------------
 
 
-@dataclasses.dataclass(frozen=True, slots=True)
+def walk_source(source: Source, quiet: bool = False) -> Iterator[SourceFile]:
+    """Every file of a source, one directory after the other (deep first), without the destination."""
+    top = source.top()
+    if top is None:
+        yield source.only()
+        return
+    pending = [top]
+    while pending:
+        for item in source.list_dir(pending.pop(), quiet):
+            if isinstance(item, tuple):
+                pending.append(item)
+            else:
+                yield item
+
+
+class LockStep:
+    """The destination's listing of one directory, in key order, walked in lock step with the source's files of that
+    directory (in the same order): match() gives each file the object of its key, or None.  Memory: one object.  The
+    listing is asked for its first page only when the first file comes."""
+
+    def __init__(self, objects: Iterable[Listed]):
+        self._objects = iter(objects)
+        self._current: Listed | None = None
+        self._started = False
+
+    def match(self, f: SourceFile) -> Listed | None:
+        if not self._started:
+            self._current, self._started = next(self._objects, None), True
+        while self._current is not None and self._current[0] < f.key:
+            self._current = next(self._objects, None)
+        return self._current if self._current is not None and self._current[0] == f.key else None
+
+
+def match_sorted(files: Iterable[SourceFile], objects: Iterable[Listed]) -> Iterator[tuple[SourceFile, Listed | None]]:
+    """Two listings of one directory in key order walked in lock step (LockStep)."""
+    step = LockStep(objects)
+    for f in files:
+        yield f, step.match(f)
+
+
+LISTERS = 16  # directories listed at once: each has a page of the source or of the destination in flight
+
+
+MARCH_WINDOW = 10_000  # matched files waiting for the plan: the listing never runs further ahead
+
+
+MARCH_BATCH = 250  # matched files handed to the plan at once (one hand-over between threads costs ~10 us)
+
+
+class March:
+    """Both sides of a job walked directory by directory, as rclone's march does: each directory of the source
+    (S3: a prefix listed with Delimiter '/') is listed with the same directory of the destination, and their files
+    are matched in lock step (match_sorted).  Within one directory every store lists names in the same order; across
+    directories they do not (AWS lists 'a-c' before 'a/x', SeaweedFS after), so no order is assumed between them.
+
+    LISTERS directories are listed at once; the files matched wait in a window of MARCH_WINDOW for the plan to take
+    them.  Memory: that window, the directories not yet listed, and one page (a local directory's names) per lister.
+    Iterating gives (file, destination object or None) as the listings go, in no particular order."""
+
+    def __init__(self, job: Job, quiet: bool = False, listers: int = LISTERS):
+        self.job, self.quiet, self.listers = job, quiet, listers
+        self._lock = threading.Condition()
+        self._pending: list[Dir] = []
+        self._busy = 0
+        self._stopped = False
+        self._out: queue.Queue = queue.Queue(maxsize=MARCH_WINDOW // MARCH_BATCH)
+
+    def __iter__(self) -> Iterator[tuple[SourceFile, Listed | None]]:
+        top = self.job.source.top()
+        if top is None:  # SrcFileIndex: one file
+            f = self.job.source.only()
+            head = head_destination(self.job.des_client, self.job.settings.des_bucket, f.key, self.job.retry,
+                                    "to tell whether the object is already there")  # fmt: skip
+            there = None if head is None else Listed(f.key, head["ContentLength"], str(head.get("ETag", "")).strip('"'),
+                                                     head["LastModified"].timestamp())  # fmt: skip
+            yield f, there
+            return
+        self._pending.append(top)
+        threads = [threading.Thread(target=self._work, name=f"lister-{n}", daemon=True) for n in range(self.listers)]
+        for thread in threads:
+            thread.start()
+        try:
+            while (batch := self._out.get()) is not None:
+                if isinstance(batch, BaseException):
+                    raise batch
+                yield from batch
+        finally:
+            with self._lock:
+                self._stopped = True
+                self._lock.notify_all()
+
+    def _work(self) -> None:
+        while True:
+            with self._lock:
+                while not self._pending and self._busy and not self._stopped:
+                    self._lock.wait()
+                if self._stopped or not self._pending:  # nothing left to list, and nobody listing
+                    if not self._stopped:
+                        self._stopped = True
+                        self._put(None)
+                    self._lock.notify_all()
+                    return
+                directory = self._pending.pop()  # the newest: deep first, so the directories waiting stay few
+                self._busy += 1
+            try:
+                self._one(directory)
+            except BaseException as exc:  # the walk stops; the plan raises it
+                with self._lock:
+                    self._stopped = True
+                self._put(exc)
+            finally:
+                with self._lock:
+                    self._busy -= 1
+                    self._lock.notify_all()
+
+    def _put(self, item) -> None:
+        while True:
+            with contextlib.suppress(queue.Full):
+                self._out.put(item, timeout=0.5)
+                return
+            if self._stopped and item is not None and not isinstance(item, BaseException):
+                return  # nobody takes it any more
+
+    def _one(self, directory: Dir) -> None:
+        job = self.job
+        bucket, prefix = job.settings.des_bucket, directory[1]
+        objects = guarded(iter_objects(job.des_client, bucket, prefix, job.retry, delimiter="/"), job.des_what,
+                          check_access)  # fmt: skip
+        step = LockStep(objects)
+        batch: list[tuple[SourceFile, Listed | None]] = []
+        for item in guarded(job.source.list_dir(directory, self.quiet), job.src_what, job.check_source):
+            if self._stopped:
+                return
+            if isinstance(item, tuple):
+                with self._lock:
+                    self._pending.append(item)
+                    self._lock.notify()
+            else:
+                batch.append((item, step.match(item)))
+                if len(batch) == MARCH_BATCH:
+                    self._put(batch)
+                    batch = []
+        if batch:
+            self._put(batch)
+
+
+@dataclasses.dataclass
+class Listings:
+    """A job's listings, begun: the unfinished uploads (whole: they are few), and the source walked with the
+    destination (March), whose access was proven by a first request to each side before any question."""
+
+    uploads: list[UnfinishedUpload]
+    pairs: Iterable[tuple[SourceFile, Listed | None]]
+    first: SourceFile | None  # a file of the source (CopyMode's sample), if it has one
+
+
+def guarded(items: Iterable, what: str, check: Callable[[BaseException, str], None]) -> Iterator:
+    """A listing whose failure (at any page) is, where it can be, one line the user can act on (exit 2)."""
+    try:
+        yield from items
+    except (botocore.exceptions.BotoCoreError, botocore.exceptions.ClientError) as exc:
+        check(exc, what)
+        raise
+
+
+def open_listings(job: Job) -> Listings:
+    """The unfinished uploads, and one request to each side (a refusal is a user error, exit 2).  The three do not
+    depend on each other: on a long link each costs round trips, so they overlap."""
+    settings = job.settings
+
+    def source_sample() -> SourceFile | None:
+        if job.source.top() is None:
+            return job.source.only()
+        return next(guarded(job.source.sample(), job.src_what, job.check_source), None)
+
+    def unfinished() -> list[UnfinishedUpload]:
+        try:
+            return list_unfinished_uploads(job.des_client, settings.des_bucket, job.dest_prefix, job.retry)
+        except (botocore.exceptions.BotoCoreError, botocore.exceptions.ClientError) as exc:
+            check_access(exc, job.des_what)
+            raise
+
+    def first_object() -> None:
+        try:
+            list_page(job.des_client, settings.des_bucket, job.dest_prefix, job.retry, page_size=1)
+        except (botocore.exceptions.BotoCoreError, botocore.exceptions.ClientError) as exc:
+            check_access(exc, job.des_what)
+            raise
+
+    with concurrent.futures.ThreadPoolExecutor(3, thread_name_prefix="list") as pool:
+        sample, probe, listed = pool.submit(source_sample), pool.submit(first_object), pool.submit(unfinished)
+        first, _ = sample.result(), probe.result()
+        return Listings(listed.result(), March(job), first)
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+# 5. Plan: what to do for each file, decided from the listings
+# ----------------------------------------------------------------------------------------------------------------------
+
+
+@dataclasses.dataclass(slots=True)  # one per file planned (frozen dataclasses take 3 times as long to make)
 class ChunkPlan:
     """How one file is cut into parts: every part ``part_size`` bytes but the last; or, to keep the layout of a
     multipart source whose parts are not of one size, where each part ends (``ends``; ``part_size`` its largest)."""
@@ -1643,7 +2127,11 @@ class Shape:
 
 
 PROOF_PARTS = "part MD5s"  # each part checked by Content-MD5 (or S3's copy of it), the ETag by their digests
+
+
 PROOF_ETAG = "ETag equal to the source"
+
+
 PROOF_SERVER = "S3's own copy of the listed version"  # UploadPartCopy / CopyObject pinned by CopySourceIfMatch
 
 
@@ -1658,7 +2146,9 @@ def shape_of(task: FileTask, facts: SourceFacts, settings: Settings, copies: boo
     if not facts.part_size:
         return plain
     size, count = facts.part_size, facts.parts
-    if count > MAX_DATA_PARTS or size > MAX_PART_SIZE or (size < MIN_PART_SIZE and count > 1):
+    ends = facts.part_ends
+    if count > MAX_DATA_PARTS or size > MAX_PART_SIZE or (size < MIN_PART_SIZE and count > 1) or \
+            any(end - start < MIN_PART_SIZE for start, end in itertools.pairwise((0, *ends[:-1]))):  # fmt: skip
         why = "outside S3's limits with the marker part"
     elif size > settings.chunk_size and not copies:
         why = f"larger than ChunkSize {human_bytes(settings.chunk_size)} (the memory the settings allow)"
@@ -1672,34 +2162,30 @@ def shape_of(task: FileTask, facts: SourceFacts, settings: Settings, copies: boo
     return plain
 
 
-def examine_upload(client, bucket: str, task: FileTask, source: Source, retry: RetryPolicy, shape: Shape,
-                   can_read_back: bool = True) -> tuple[ResumeCheck, list[ExistingPart]]:  # fmt: skip
-    """List the parts of the task's unfinished upload and judge it (a run and --dry-run decide alike).
-    ``can_read_back``: parts without a marker can be proven by reading the source (not when S3 copies them)."""
-    assert task.upload is not None
-    parts = list_upload_parts(client, bucket, task.src.key, task.upload.upload_id, retry)
-    check = judge_upload(shape.plan, parts, source.identity(task.src), shape.checksum)
-    data = [p for p in parts if p.number not in check.markers]
+def examine_upload(client, bucket: str, f: SourceFile, upload: UnfinishedUpload, source: Source, retry: RetryPolicy,
+                   shape: Shape, can_read_back: bool = True
+                   ) -> tuple[ResumeCheck, list[ExistingPart], UploadState]:  # fmt: skip
+    """List the parts of an unfinished upload of the file and judge it (a run and --dry-run decide alike): the
+    verdict, its data parts, and how long it has been idle.  ``can_read_back``: parts without a marker can be proven by
+    reading the source (not when S3 copies them)."""
+    state = read_upload(client, bucket, f.key, upload.upload_id, upload.initiated, retry)
+    check = judge_upload(shape.plan, state.parts, source.identity(f), shape.checksum)
+    data = [p for p in state.parts if p.number not in check.markers]
     if data and not check.restart and not check.proven and not can_read_back:
         check = ResumeCheck("it has no marker, and S3 copies the parts again sooner than they can be checked")
-    # An upload without marker and without parts may be another run's, created a moment ago with its marker on the
-    # way: it is resumed (there is nothing in it to doubt), never aborted.
-    return check, data
-
-
-@dataclasses.dataclass(frozen=True, slots=True)
-class DestObject:
-    """An object of the destination, as its listing (or a HeadObject) shows it."""
-
-    size: int
-    etag: str  # unquoted
-    written: float  # LastModified, epoch seconds
+    elif not data and not check.markers:
+        check = ResumeCheck("nothing is in it: made by a run that stopped before its marker, or by another tool")
+    return check, data, state
 
 
 # How a skip was decided: the original skipped every object of the same size; a same-size change is caught where
 # what S3 keeps can tell.  The closing block counts the skips by these reasons.
 SAME_ETAG = "already at the destination (same size and ETag)"
+
+
 SAME_TIME = "already at the destination (same size, not modified since the object was written)"
+
+
 SAME_RECORDED_MTIME = "already at the destination (same size, and the mtime recorded with the object)"
 
 
@@ -1718,7 +2204,7 @@ def etag_part_count(etag: str) -> int:
     return int(count) if is_md5_hex(digest) and count.isdigit() else -1
 
 
-def listed_verdict(f: SourceFile, there: DestObject, kind: str, multipart_etags: bool = True) -> tuple[str, str]:
+def listed_verdict(f: SourceFile, there: Listed, kind: str, multipart_etags: bool = True) -> tuple[str, str]:
     """Is the object ``there`` this file, from the listings alone?  ("skip", how it was decided), ("send", why), or
     ("confirm", why it looks changed): then one HeadObject settles it (confirmed_same), in the file's own worker.
 
@@ -1786,35 +2272,89 @@ class FileTask:
     confirm: bool = False
 
 
-def plan_files(settings: Settings, files: list[SourceFile], destination: dict[str, DestObject],
+def plan_task(settings: Settings, f: SourceFile, there: Listed | None, uploads: list[UnfinishedUpload], kind: str,
+              multipart_etags: bool = True) -> FileTask:  # fmt: skip
+    """What to do for one file, from the destination object of its key (None: there is none) and the unfinished
+    uploads of its key."""
+    whole = ChunkPlan(size=f.size, part_size=max(f.size, 1))
+    of_key = sorted(uploads, key=lambda u: u.initiated) if uploads else uploads
+    verdict, reason = listed_verdict(f, there, kind, multipart_etags) if there is not None else ("send", "")
+    if verdict == "skip":
+        return FileTask(f, "skip", whole, reason, stale=tuple(of_key), complete=True)
+    if settings.ignore_small_file and f.size < settings.chunk_size:
+        return FileTask(f, "skip", whole, "smaller than ChunkSize (IgnoreSmallFile)", stale=tuple(of_key))
+    if f.size < settings.chunk_size:
+        return FileTask(f, "put", whole, reason, stale=tuple(of_key), confirm=verdict == "confirm")
+    newest = of_key[-1] if of_key else None
+    return FileTask(f, "multipart", plan_chunks(f.size, settings.chunk_size), reason, upload=newest,
+                    stale=tuple(of_key[:-1]), confirm=verdict == "confirm")  # fmt: skip
+
+
+def plan_stream(settings: Settings, matched: Iterable[tuple[SourceFile, Listed | None]],
+                uploads: list[UnfinishedUpload], source: Source) -> Iterator[FileTask]:  # fmt: skip
+    """The plan as it is made: a FileTask for each file as the two listings go."""
+    by_key: dict[str, list[UnfinishedUpload]] = {}
+    for u in uploads:
+        by_key.setdefault(u.key, []).append(u)
+    multipart_etags = getattr(source, "multipart_etags_comparable", True)
+    for f, there in matched:
+        yield plan_task(settings, f, there, by_key.get(f.key, []), source.kind, multipart_etags)
+
+
+def plan_files(settings: Settings, files: list[SourceFile], destination: dict[str, Listed],
                uploads: list[UnfinishedUpload], source: Source | None = None) -> list[FileTask]:  # fmt: skip
+    """plan_stream over files in any order and the destination as a dict (a fleet worker's one file; tests)."""
     by_key: dict[str, list[UnfinishedUpload]] = {}
     for u in uploads:
         by_key.setdefault(u.key, []).append(u)
     kind = source.kind if source is not None else "s3"
     multipart_etags = getattr(source, "multipart_etags_comparable", True)
-    tasks = []
-    for f in files:
-        whole = ChunkPlan(size=f.size, part_size=max(f.size, 1))
-        of_key = sorted(by_key.get(f.key, ()), key=lambda u: u.initiated)
-        there = destination.get(f.key)
-        verdict, reason = listed_verdict(f, there, kind, multipart_etags) if there is not None else ("send", "")
-        if verdict == "skip":
-            tasks.append(FileTask(f, "skip", whole, reason, stale=tuple(of_key), complete=True))
-        elif settings.ignore_small_file and f.size < settings.chunk_size:
-            tasks.append(FileTask(f, "skip", whole, "smaller than ChunkSize (IgnoreSmallFile)", stale=tuple(of_key)))
-        elif f.size < settings.chunk_size:
-            tasks.append(FileTask(f, "put", whole, reason, stale=tuple(of_key), confirm=verdict == "confirm"))
+    return [plan_task(settings, f, destination.get(f.key), by_key.get(f.key, []), kind, multipart_etags)
+            for f in files]  # fmt: skip
+
+
+class PlanTally:
+    """What the plan holds, counted as it is made: how many files and bytes to upload, resume and skip."""
+
+    def __init__(self):
+        self.counts = dict.fromkeys(("upload", "resume", "there", "ignored"), 0)
+        self.sizes = dict(self.counts)
+
+    def add(self, t: FileTask) -> None:
+        if t.action != "skip":
+            group = "upload" if t.upload is None else "resume"
         else:
-            plan = plan_chunks(f.size, settings.chunk_size)
-            newest = of_key[-1] if of_key else None
-            tasks.append(FileTask(f, "multipart", plan, reason, upload=newest, stale=tuple(of_key[:-1]),
-                                  confirm=verdict == "confirm"))  # fmt: skip
-    return tasks
+            group = "there" if t.complete else "ignored"
+        self.counts[group] += 1
+        self.sizes[group] += t.src.size
+
+    @property
+    def files(self) -> int:
+        return sum(self.counts.values())
+
+    def counted(self, tasks: Iterable[FileTask]) -> Iterator[FileTask]:
+        """The tasks, each counted as it passes; the plan's line logged once the listing is done."""
+        for t in tasks:
+            self.add(t)
+            yield t
+        log.info("plan: %s", self.line())
+
+    def line(self) -> str:
+        n, size = self.counts, self.sizes
+        everything = human_bytes(sum(size.values()))
+        parts = [f"{n['upload']} to upload ({human_bytes(size['upload'])})"] if n["upload"] else []
+        if n["resume"]:
+            parts.append(f"{n['resume']} to resume ({human_bytes(size['resume'])}, parts already on S3 are not sent "
+                         f"again)")  # fmt: skip
+        if n["there"]:
+            parts.append(f"{n['there']} to skip (already at the destination)")
+        if n["ignored"]:
+            parts.append(f"{n['ignored']} to skip (smaller than ChunkSize, IgnoreSmallFile)")
+        return f"{self.files} file(s), {everything}: " + (", ".join(parts) or "nothing to do")
 
 
 # ----------------------------------------------------------------------------------------------------------------------
-# 5. Transfer
+# 6. Move: the file threads, the one budget of requests, the part movers
 # ----------------------------------------------------------------------------------------------------------------------
 
 
@@ -1887,6 +2427,7 @@ class ProgressSnapshot:
     files_done: int
     total_files: int
     in_flight: list[tuple[str, int, int]]  # key, parts done, parts in all
+    listing: bool = False  # the totals are what was listed so far
 
     @property
     def eta(self) -> str:
@@ -1900,7 +2441,8 @@ class ProgressSnapshot:
     def amounts(self) -> str:
         found = f"; {human_bytes(self.found)} of it found on S3" if self.found else ""
         copied = f"; {human_bytes(self.copied)} copied by S3" if self.copied else ""
-        return f"{human_bytes(self.done)} of {human_bytes(self.total)} ({self.percent:.0f}%{found}{copied})"
+        so_far = " listed so far" if self.listing else ""
+        return f"{human_bytes(self.done)} of {human_bytes(self.total)}{so_far} ({self.percent:.0f}%{found}{copied})"
 
 
 class Progress:
@@ -1917,28 +2459,47 @@ class Progress:
         self.total_bytes = self.total_files = 0
         self.done_bytes = self.sent_bytes = self.found_bytes = self.copied_bytes = self.files_done = 0
         self.in_flight: dict[str, list[int]] = {}  # key -> [parts done, parts in all]
+        self.listing = False
         self.started = time.monotonic()
         self._samples: collections.deque[tuple[float, int]] = collections.deque([(self.started, 0)])
         self._closed = threading.Event()
         self._thread = threading.Thread(target=self._run, name="progress", daemon=True)
 
-    def begin(self, tasks: list[FileTask]) -> None:
-        work = [t for t in tasks if t.action != "skip"]
-        self.total_files, self.total_bytes = len(work), sum(t.src.size for t in work)
+    def begin(self, tasks: Iterable[FileTask] | None = None) -> None:
+        """The transfer starts; the work is added as the plan is made (add), until listed().  ``tasks``: the whole
+        plan at once, when it is known."""
+        self.listing = True
         self.started = time.monotonic()
         self._samples = collections.deque([(self.started, 0)])
-        if self.tick_seconds and self.total_files:
-            self._open()
+        if tasks is not None:
+            for task in tasks:
+                self.add(task)
+            self.listed()
+        if self.tick_seconds:
             self._thread.start()
 
+    def add(self, task: FileTask) -> None:
+        if task.action != "skip":
+            with self._lock:
+                self.total_files += 1
+                self.total_bytes += task.src.size
+
+    def listed(self) -> None:
+        """Every file is planned: the totals are final."""
+        self.listing = False
+
     def _open(self) -> None:
-        """Called once before the first tick, when there is work to show."""
+        """Called once before the first tick that has work to show."""
 
     def _tick(self) -> None:
         """Draw the current state."""
 
     def _run(self) -> None:
+        opened = False
         while not self._closed.wait(self.tick_seconds):
+            if not opened and self.total_files:
+                self._open()
+                opened = True
             self._tick()
 
     def file_started(self, key: str, parts: int) -> None:
@@ -1974,7 +2535,7 @@ class Progress:
             rate = (self.sent_bytes - sent_then) / (now - since) if now > since else 0.0
             flying = [(k, d, n) for k, (d, n) in self.in_flight.items()]
             return ProgressSnapshot(self.done_bytes, self.total_bytes, self.found_bytes, self.copied_bytes, rate,
-                                    self.files_done, self.total_files, flying)  # fmt: skip
+                                    self.files_done, self.total_files, flying, self.listing)  # fmt: skip
 
     def line(self) -> str:
         s = self.snapshot()
@@ -1986,6 +2547,8 @@ class Progress:
 
     def close(self) -> None:
         self._closed.set()
+        if self._thread.is_alive():
+            self._thread.join(5)
 
 
 class LogProgress(Progress):
@@ -1996,7 +2559,8 @@ class LogProgress(Progress):
         self.tick_seconds = interval
 
     def _tick(self) -> None:
-        log.info("progress: %s", self.line())
+        if self.total_files:
+            log.info("progress: %s", self.line())
 
 
 class BarProgress(Progress):
@@ -2024,6 +2588,7 @@ class BarProgress(Progress):
             return
         s = self.snapshot()
         flying = " ".join(f"{k.rsplit('/', 1)[-1]}:{d}/{n}" for k, d, n in s.in_flight[:3])
+        self.bar.total = max(s.total, 1)  # grows while the listing goes on
         self.bar.n = min(s.done, self.bar.total)
         self.bar.set_description_str(f"{s.amounts()} {human_bytes(s.rate)}/s ETA {s.eta} files {s.files_done}/"
                                      f"{s.total_files} {flying}".strip(), refresh=False)  # fmt: skip
@@ -2168,6 +2733,100 @@ class CopyParts:
         return PartResult(number, etag, digest, 0, copied=length)
 
 
+class PartBudget:
+    """One budget of requests in flight for the whole run: MaxParallelFile x MaxThread workers, shared by the parts of
+    every file in flight (and by the files sent in one request).  A worker takes its next request from the file with
+    the fewest in flight: one big file alone gets the whole budget; a file that starts later gets its fair share back
+    as the first file's requests finish.  Memory stays what the settings say: one part buffer per worker.
+
+    map() is called by a file's own thread with that file's requests; it returns their results in any order, or raises
+    the first final failure once none of the file's requests is in flight any more (``failed`` is set at once, so the
+    file's other requests stop)."""
+
+    def __init__(self, size: int, stop: threading.Event):
+        self.size, self.stop = size, stop
+        self._lock = threading.Condition()
+        self._files: list[_FileRequests] = []  # the files with requests to do or in flight, oldest first
+        self._started = 0
+
+    def map(self, requests: Iterable[Callable[[], Any]], failed: threading.Event) -> list:
+        mine = _FileRequests(collections.deque(requests), failed)
+        with self._lock:
+            self._files.append(mine)
+            self._start_workers()
+            self._lock.notify_all()
+            while (mine.todo and not failed.is_set()) or mine.in_flight:
+                self._lock.wait(0.5)
+            self._files.remove(mine)
+            mine.todo.clear()
+        if mine.error is not None:
+            raise mine.error
+        if failed.is_set() or self.stop.is_set():
+            raise Interrupted()
+        return mine.results
+
+    def submit(self, request: Callable[[], Any], group: _FileRequests) -> None:
+        """A request nobody waits for, in ``group`` (the files sent in one request): the caller waits only while the
+        group already holds a budget's worth of requests not started (the plan never runs far ahead)."""
+        with self._lock:
+            while len(group.todo) >= self.size and not self.stop.is_set() and not group.failed.is_set():
+                self._lock.wait(0.5)
+            if group not in self._files:
+                self._files.append(group)
+            group.todo.append(request)
+            self._start_workers()
+            self._lock.notify_all()
+
+    def drain(self, group: _FileRequests) -> None:
+        """Wait until every request of ``group`` is done (or, once it failed, none is in flight)."""
+        with self._lock:
+            while (group.todo and not group.failed.is_set()) or group.in_flight:
+                self._lock.wait(0.5)
+            if group in self._files:
+                self._files.remove(group)
+
+    def _start_workers(self) -> None:
+        while self._started < self.size:
+            self._started += 1
+            threading.Thread(target=self._work, name=f"request-{self._started}", daemon=True).start()
+
+    def _work(self) -> None:
+        while True:
+            with self._lock:
+                ready = [f for f in self._files if f.todo and not f.failed.is_set()]
+                while not ready:
+                    self._lock.wait()
+                    ready = [f for f in self._files if f.todo and not f.failed.is_set()]
+                mine = min(ready, key=lambda f: f.in_flight)  # the first of the fewest: oldest first among equals
+                request = mine.todo.popleft()
+                mine.in_flight += 1
+            try:
+                result = request()
+            except BaseException as exc:  # the file's thread raises it
+                with self._lock:
+                    if mine.error is None:
+                        mine.error = exc
+                    mine.failed.set()
+            else:
+                with self._lock:
+                    mine.results.append(result)
+            finally:
+                with self._lock:
+                    mine.in_flight -= 1
+                    self._lock.notify_all()
+
+
+@dataclasses.dataclass(eq=False)
+class _FileRequests:
+    """One file's share of the PartBudget."""
+
+    todo: collections.deque
+    failed: threading.Event
+    in_flight: int = 0
+    results: list = dataclasses.field(default_factory=list)
+    error: BaseException | None = None
+
+
 class Engine:
     """Runs FileTasks: a pool of MaxParallelFile files, each with its own pool of MaxThread parts.  How a part moves
     is the mover's business (StreamParts through this machine, CopyParts inside one store); resume, the marker,
@@ -2184,9 +2843,12 @@ class Engine:
         self.bucket = settings.des_bucket
         self.progress = progress or Progress()  # also the count of bytes sent, for the summary
         self.throttle = Throttle(settings.max_bandwidth, stop)
+        self.budget = PartBudget(settings.max_parallel_file * settings.max_thread, stop)
         self._finishing_lock = threading.Lock()
         self._finishing_keys: dict[str, int] = {}  # key -> requests in flight that make its object
         self.completed_after_stop: list[str] = []
+        self.left_alone = Tally()  # unfinished uploads not aborted: another run may be at work on them
+        self._retried_creates: set[str] = set()  # keys whose CreateMultipartUpload was retried (_abort_stale)
         self.mover: StreamParts | CopyParts = StreamParts(self)
         self.copy_from(copy_from)
 
@@ -2209,6 +2871,11 @@ class Engine:
     # -- one file -------------------------------------------------------------------------------------------------
 
     def run_file(self, task: FileTask) -> FileResult:
+        result = self._run_file(task)
+        result.retries = self.retry.retries_by_key.pop(task.src.key, 0)
+        return result
+
+    def _run_file(self, task: FileTask) -> FileResult:
         f = task.src
         started = time.monotonic()
         if task.confirm:
@@ -2232,7 +2899,7 @@ class Engine:
             else:
                 log.info("%s: %s", f.key, task.reason)
         if task.action == "skip":
-            log.info("skip %s: %s", f.key, task.reason)
+            log.debug("skip %s: %s", f.key, task.reason)  # counted in the closing block: one line per file is noise
             skipped = FileResult(f.key, f.size, "skipped", task.reason)
             try:
                 self._abort_stale(task)
@@ -2257,7 +2924,20 @@ class Engine:
                     self._multipart(task, shape, facts, result)
                 else:
                     self._put(f, shape, facts, result)
-                if not self.s.verify_md5 or self._verify_by_reread(f, shape, result):
+                now = self.source.current(f)
+                if now.version != f.version:
+                    # Written between the last check and S3's completion: the object holds the version listed, and
+                    # S3's LastModified may well be later than the change (a later run would take the object for
+                    # this file by its size and time).  The new version is sent now, while it has the same size.
+                    if now.size != f.size or attempt == MAX_FILE_ATTEMPTS:
+                        raise SourceChanged(f"{self.source.describe(f)} changed while its object was being "
+                                            f"completed; the object holds the version listed; rerun to upload the "
+                                            f"new version")  # fmt: skip
+                    log.warning("%s changed while its object was being completed: sending the new version", f.key)
+                    f = now
+                    task = dataclasses.replace(task, src=now, upload=None)
+                    continue
+                if not self.s.verify_md5 or verify_by_reread(self, f, shape, result):
                     break
                 if attempt == MAX_FILE_ATTEMPTS:
                     raise FileFailed(f"ETag still differs after {MAX_FILE_ATTEMPTS} attempts")
@@ -2284,24 +2964,36 @@ class Engine:
         self.progress.file_finished(f.key)
         return result
 
-    def _abort_stale(self, task: FileTask) -> None:
+    def _abort_stale(self, task: FileTask, used: str = "") -> None:
         """Unfinished uploads of this key that nothing will resume any more (the file went up another way, is
-        ignored, or is complete) would stay on S3, billed, forever: abort them."""
-        stale, key = list(task.stale), task.src.key
-        if task.complete and stale:
-            # Only uploads begun before the object was written: a later one may be another run's work in progress.
-            head = head_destination(self.client, self.bucket, key, self.retry, "to tell its unfinished uploads "
-                                    "begun before the object (to abort) from later ones")  # fmt: skip
-            if head is None:  # deleted since the listing: nothing tells which uploads are stale, so none is aborted
-                log.warning("%s: the object is gone since it was listed; its unfinished uploads are left", key)
-                return
-            written = head["LastModified"].timestamp()
-            stale = [u for u in stale if u.initiated <= written]
-        for u in stale:
-            log.info("%s: aborting unfinished upload %s, which this file no longer needs", key, short_id(u.upload_id))
+        ignored, or is complete) would stay on S3, billed, forever: each is aborted once abandoned (nothing added for
+        AbandonedAfter seconds); one with a part added sooner may be another run's, and is left for a later run."""
+        key = task.src.key
+        uploads = [u for u in (task.upload, *task.stale) if u is not None]
+        with self._finishing_lock:
+            retried = key in self._retried_creates
+            self._retried_creates.discard(key)
+        if retried:  # the upload a lost answer made is among them now
+            uploads = [u for u in list_unfinished_uploads(self.client, self.bucket, key, self.retry) if u.key == key]
+        for u in uploads:
+            if u.upload_id == used:
+                continue
             try:
+                state = read_upload(self.client, self.bucket, key, u.upload_id, u.initiated, self.retry)
+                if not state.abandoned(self.s):
+                    self.left_alone.add(f"{key} (upload {short_id(u.upload_id)}: a part added "
+                                        f"{human_duration(state.idle)} ago)")  # fmt: skip
+                    log.info("%s: leaving unfinished upload %s alone: a part was added %s ago (another run may be at "
+                             "work on it)", key, short_id(u.upload_id), human_duration(state.idle))  # fmt: skip
+                    continue
+                log.info("%s: aborting unfinished upload %s, which this file no longer needs", key,
+                         short_id(u.upload_id))  # fmt: skip
                 self._abort(key, u.upload_id)
+            except Interrupted:
+                raise
             except Exception as exc:  # the object itself is right; say what is left behind and why
+                if error_code(exc) == "NoSuchUpload":
+                    continue  # gone meanwhile: completed or aborted by its own run
                 log.warning("%s: could not abort upload %s: %s", key, short_id(u.upload_id),
                             describe_error(exc) + fix_hint(exc))  # fmt: skip
 
@@ -2314,24 +3006,9 @@ class Engine:
         result.etag, result.etag_is_md5 = require_etag(resp, "PUT"), etag_is_md5(resp)
         if result.expected_etag and result.etag_is_md5 and result.etag != result.expected_etag:
             why = f"ETag mismatch after PUT: S3 has {result.etag}, the MD5 of the source is {result.expected_etag}"
-            raise self._discard(f.key, why)
+            raise discard(self, f.key, why)
         if shape.checksum:
-            self._check_checksum(f, shape, resp, result)
-
-    def _check_checksum(self, f: SourceFile, shape: Shape, resp: dict, result: FileResult) -> None:
-        """The full-object checksum S3 keeps must be the source's: S3 checked the bytes against the one we gave it (a
-        store that keeps another value did not: the object is deleted and the file fails).  A store that keeps none
-        (asked once more with HeadObject when its answer says nothing) checked nothing: the file is then proven by
-        what else proves it, and never said proven by the checksum."""
-        assert shape.checksum is not None
-        algorithm, value = shape.checksum
-        answered = resp.get(f"Checksum{algorithm}") or head_of(self.client, self.bucket, f.key, self.retry)(
-            ChecksumMode="ENABLED").get(f"Checksum{algorithm}")  # fmt: skip
-        if answered and answered != value:
-            raise self._discard(f.key, f"the copy's {algorithm} {answered} is not the source's {value}", ProofFailed)
-        if not answered and result.proof == shape.proof:
-            result.proof = PROOF_SERVER if self.mover.copies else PROOF_PARTS
-            log.info("%s: the store keeps no %s of the object: proven by %s", f.key, algorithm, result.proof)
+            check_checksum(self, f, shape, resp, result)
 
     def _multipart(self, task: FileTask, shape: Shape, facts: SourceFacts, result: FileResult) -> None:
         f, plan = task.src, shape.plan
@@ -2359,14 +3036,25 @@ class Engine:
             # Its parts may mix old and new bytes: never complete it, and leave nothing behind.
             self._abort(f.key, upload_id)
             raise
+        except botocore.exceptions.ClientError as exc:
+            if error_code(exc) != "NoSuchUpload":
+                raise
+            self._made_by_another(f, shape, result)  # the upload was completed (or aborted) while parts went
+            return
         parts.sort(key=lambda p: p.number)
         expected = multipart_etag(p.digest for p in parts)
         try:
-            completed = self._complete(f.key, upload_id, parts, shape.checksum)
+            completed, ours = self._complete(f.key, upload_id, parts, shape.checksum)
         except ProofFailed:
             self._abort(f.key, upload_id)
             raise
         etag = require_etag(completed, "COMPLETE")
+        if not ours and etag != expected:
+            # Completed by someone else (or by our own attempt whose answer was lost) as another object: it is
+            # someone's good data, never deleted here.
+            raise FileFailed(f"its upload was completed by another run or tool, and the object (ETag {etag}) is not "
+                             f"this file's (computed here: {expected}); nothing was deleted, rerun to compare and send "
+                             f"it again")  # fmt: skip
         result.parts = len(parts)
         result.parts_reused = sum(1 for p in parts if not p.sent and not p.copied)
         result.bytes_sent += sum(p.sent for p in parts)
@@ -2377,32 +3065,21 @@ class Engine:
         result.etag_known = known = not any(p.copied for p in parts)
         if result.etag_is_md5 and known and etag != expected:
             why = f"ETag mismatch after complete: S3 has {etag}, computed from our parts {expected}"
-            raise self._discard(f.key, why)
+            raise discard(self, f.key, why)
         if shape.checksum:
-            self._check_checksum(f, shape, completed, result)
+            check_checksum(self, f, shape, completed, result)
         if shape.same_layout and etag == f.etag:
             result.proof = PROOF_ETAG
         elif shape.same_layout and not self.mover.copies:
             why = f"the copy's ETag {etag} is not the source's {f.etag} although its parts were cut as the source's"
-            raise self._discard(f.key, why, ProofFailed)
+            raise discard(self, f.key, why, ProofFailed)
 
-    def _discard(self, key: str, why: str, failure: type[FileFailed] = FileFailed) -> FileFailed:
-        """The object at key is not the one computed here (a store that does not check Content-MD5 kept a damaged
-        part, the answer itself is wrong, or a proof failed): delete it, so that no later run takes it for complete
-        by its key and size, and fail the file."""
-        try:
-            self.retry.call(f"DELETE {key}", lambda: self.client.delete_object(Bucket=self.bucket, Key=key))
-        except Interrupted:
-            raise
-        except Exception as exc:
-            return failure(f"{why}; deleting it failed ({describe_error(exc)}): delete s3://{self.bucket}/{key} "
-                           f"yourself, or the next run takes it for complete")  # fmt: skip
-        return failure(f"{why}; the object was deleted, the next run uploads it again")
-
-    def _complete(self, key: str, upload_id: str, parts: list[PartResult], checksum: tuple[str, str] | None) -> dict:
+    def _complete(self, key: str, upload_id: str, parts: list[PartResult], checksum: tuple[str, str] | None
+                  ) -> tuple[dict, bool]:  # fmt: skip
         """CompleteMultipartUpload with our own part list (the data parts: never the marker), and the source's
-        full-object checksum for S3 to check, if it has one; returns S3's answer.  If an earlier attempt completed it
-        but its answer was lost, the retry finds no such upload: the object itself then tells."""
+        full-object checksum for S3 to check, if it has one; returns S3's answer and True.  An upload that is gone
+        (NoSuchUpload) was completed by an earlier attempt whose answer was lost, or by another run that joined it
+        (or aborted): then the object itself is returned (HeadObject) with False, for the caller to compare."""
         attempts = 0
         extra = dict(checksum_args(checksum), ChecksumType="FULL_OBJECT") if checksum else {}
 
@@ -2429,37 +3106,73 @@ class Engine:
 
         try:
             with self._finishing(key):
-                return self.retry.call(f"COMPLETE {key}", complete)
+                return self.retry.call(f"COMPLETE {key}", complete), True
         except botocore.exceptions.ClientError as exc:
-            if error_code(exc) != "NoSuchUpload" or attempts < 2:
+            if error_code(exc) != "NoSuchUpload":
                 raise
-            head = head_destination(self.client, self.bucket, key, self.retry,
-                                    "to find whether a COMPLETE whose answer was lost made the object",
-                                    ChecksumMode="ENABLED")  # fmt: skip
+            head = head_destination(
+                self.client,
+                self.bucket,
+                key,
+                self.retry,
+                "to find whether the upload, gone, made the object",
+                ChecksumMode="ENABLED",
+            )
             if head is None:
-                raise FileFailed("its upload is gone (NoSuchUpload) and no object was made of it; rerun to upload it "
-                                 "again") from None  # fmt: skip
-            log.info("%s: the answer to COMPLETE was lost; the object is there", key)
+                raise FileFailed("its upload is gone (NoSuchUpload: aborted by another run or a person) and no object "
+                                 "was made of it; rerun to upload it again") from None  # fmt: skip
+            log.info("%s: %s; the object is there", key, "the answer to COMPLETE was lost" if attempts > 1 else
+                     "its upload was completed by another run")  # fmt: skip
             require_etag(head, f"HEAD {key}")
-            return head
+            return head, False
+
+    def _made_by_another(self, f: SourceFile, shape: Shape, result: FileResult) -> None:
+        """The file's upload vanished while its parts were being sent: another run that had joined it completed it
+        (or it was aborted).  The object at the key is this file if its ETag is the one of this file's bytes in the
+        upload's layout (each part read from the source and hashed here; S3 copies are compared with the source's own
+        ETag in its layout): then the file is done, else it fails, and nothing is deleted."""
+        head = head_destination(self.client, self.bucket, f.key, self.retry, "to find whether its upload, gone, made "
+                                "the object")  # fmt: skip
+        if head is None:
+            raise FileFailed("its upload is gone (NoSuchUpload: aborted by another run or a person) and no object was "
+                             "made of it; rerun to upload it again")  # fmt: skip
+        etag = require_etag(head, f"HEAD {f.key}")
+        if self.mover.copies:
+            expected = f.etag if shape.same_layout else ""
+        else:
+            digests = [md5_of(self.retry.call(f"READ {f.key} part {n}", functools.partial(
+                self.source.read, f, offset, length)))[0] for n, offset, length in shape.plan.parts()]  # fmt: skip
+            expected = multipart_etag(digests)
+        if not expected or etag != expected or not etag_is_md5(head):
+            raise FileFailed(f"its upload was completed by another run or tool while its parts were being sent, and "
+                             f"the object (ETag {etag}) cannot be shown to be this file; nothing was deleted, rerun to "
+                             f"compare and send it again")  # fmt: skip
+        log.info("%s: another run completed its upload while its parts were being sent; the object's ETag %s is "
+                 "this file's", f.key, etag)  # fmt: skip
+        result.etag, result.expected_etag, result.parts = etag, expected, shape.plan.part_count
+        result.proof = PROOF_ETAG if self.mover.copies else PROOF_PARTS
 
     def _create_upload(self, f: SourceFile, shape: Shape, facts: SourceFacts) -> str:
         """CreateMultipartUpload, then at once the resume marker (before any data part, so that no part of this
         upload is ever on S3 without the version it belongs to)."""
-        key, attempts = f.key, 0
+        key = f.key
         args = self.object_args(facts)
         if shape.checksum:
             args.update(ChecksumAlgorithm=shape.checksum[0], ChecksumType="FULL_OBJECT")
 
+        attempts = 0
+
         def create() -> str:
             nonlocal attempts
             attempts += 1
-            resp = self.client.create_multipart_upload(Bucket=self.bucket, Key=key, **args)
-            return resp["UploadId"]
+            return self.client.create_multipart_upload(Bucket=self.bucket, Key=key, **args)["UploadId"]
 
         upload_id = self.retry.call(f"CREATE upload {key}", create)
         if attempts > 1:
-            self._abort_orphans(key, upload_id)
+            # A try whose answer was lost may have made an upload too: nothing tells it from another run's new upload,
+            # so it is looked for once the file is done, and aborted if abandoned by then (_abort_stale).
+            with self._finishing_lock:
+                self._retried_creates.add(key)
         return upload_id
 
     def _send_marker(self, f: SourceFile, upload_id: str, shape: Shape, number: int, cancel: threading.Event) -> None:
@@ -2472,35 +3185,26 @@ class Engine:
             Bucket=self.bucket, Key=f.key, UploadId=upload_id, PartNumber=number, Body=body, ContentMD5=md5_b64,
             **part_checksum_args(shape.checksum)), f"MARKER {f.key}"), cancel)  # fmt: skip
 
-    def _abort_orphans(self, key: str, keep: str) -> None:
-        """A CreateMultipartUpload whose answer was lost still made an upload, that nobody would ever resume.
-        Those are the uploads of this key made just before ours (within ORPHAN_WINDOW seconds)."""
-        uploads = [u for u in list_unfinished_uploads(self.client, self.bucket, key, self.retry) if u.key == key]
-        ours = next((u for u in uploads if u.upload_id == keep), None)
-        for u in uploads:
-            if ours and u.upload_id != keep and ours.initiated - ORPHAN_WINDOW <= u.initiated <= ours.initiated:
-                log.info("%s: aborting upload %s, made by a retried request whose answer was lost", key,
-                         short_id(u.upload_id))  # fmt: skip
-                self._abort(key, u.upload_id)
-
     def _resume_or_create(self, task: FileTask, shape: Shape, facts: SourceFacts
                           ) -> tuple[str, dict[int, list[ExistingPart]], bool, bool]:  # fmt: skip
         """The upload to send parts to, the parts it already holds (by number), whether those are tied to this
-        source version (so that a part of the right size counts without reading it again), and whether the upload
-        is new (its marker still to send)."""
-        f, plan, upload = task.src, shape.plan, task.upload
-        if upload is not None:
-            check, data = examine_upload(self.client, self.bucket, task, self.source, self.retry, shape,
-                                         can_read_back=not self.mover.copies)  # fmt: skip
-            if check.restart:
-                log.warning(
-                    "restart %s: unfinished upload %s cannot be resumed, %s; aborting it",
-                    f.key,
-                    short_id(upload.upload_id),
-                    check.restart,
-                )
-                self._abort(f.key, upload.upload_id)
-            else:
+        source version (so that a part of the right size counts without reading it again), and whether its marker is
+        still to send.
+
+        Concurrent writers, decided from S3 alone: the file's unfinished uploads are looked at newest first.  The
+        first made for this very source version and layout (its marker says so) is joined, even while another run
+        adds parts to it (they add the same parts: whoever completes it first makes the object, the other finds it
+        made, see _complete).  An upload of another tool without marker is resumed once abandoned, each part checked
+        by MD5.  Any other upload (another version or layout, nothing in it yet, another tool's) is aborted only once
+        abandoned: nothing added to it for AbandonedAfter seconds, by S3's clock; one with a part added sooner may be
+        another run's work in progress, and is left alone (a later run removes it once it is idle).  None to join: a
+        new upload."""
+        f, plan = task.src, shape.plan
+        for upload in sorted((u for u in (task.upload, *task.stale) if u is not None), key=lambda u: -u.initiated):
+            check, data, state = examine_upload(self.client, self.bucket, f, upload, self.source, self.retry, shape,
+                                                can_read_back=not self.mover.copies)  # fmt: skip
+            abandoned = state.abandoned(self.s)
+            if check.proven or (not check.restart and abandoned):
                 by_number: dict[int, list[ExistingPart]] = {}
                 for p in data:
                     by_number.setdefault(p.number, []).append(p)
@@ -2510,13 +3214,21 @@ class Engine:
                     short_id(upload.upload_id),
                     len(by_number),
                     plan.part_count,
-                    "made for this version of the source" if check.proven else "nothing in it yet" if not data else
+                    "made for this version of the source" if check.proven else
                     "made without s3_upload's marker: each part is checked against the source before it is reused",
                 )  # fmt: skip
-                # An upload with nothing in it yet (another run's, a moment old) or one of ours stopped between its two
-                # marker parts gets its marker now, before any data part.
-                unmarked = not data and not check.markers or check.proven and len(check.markers) == 1 and not data
-                return upload.upload_id, by_number, check.proven, unmarked
+                # One of ours stopped between its two marker parts gets its marker again, before any data part.
+                remark = check.proven and len(check.markers) == 1 and not data
+                return upload.upload_id, by_number, check.proven, remark
+            if abandoned:
+                log.warning("restart %s: unfinished upload %s cannot be resumed, %s; nothing was added to it for %s: "
+                            "aborting it", f.key, short_id(upload.upload_id), check.restart,
+                            human_duration(state.idle))  # fmt: skip
+                self._abort(f.key, upload.upload_id)
+            else:
+                log.info("%s: leaving unfinished upload %s alone: %s, and a part was added %s ago (another run may be "
+                         "at work on it; it is aborted once idle for AbandonedAfter)", f.key,
+                         short_id(upload.upload_id), check.restart, human_duration(state.idle))  # fmt: skip
         upload_id = self._create_upload(f, shape, facts)
         log.debug("%s: new upload %s, %d parts of %s", f.key, short_id(upload_id), plan.part_count,
                   human_bytes(plan.part_size))  # fmt: skip
@@ -2539,28 +3251,19 @@ class Engine:
                 if reuse is not None and is_md5_hex(reuse.etag):
                     self.progress.part_done(f.key, length, how="found")
                     return PartResult(number, reuse.etag, binascii.unhexlify(reuse.etag), 0)
-            return self.mover.part(f, upload_id, number, offset, length, shape, listed, failed)
-
-        results: list[PartResult] = []
-        with concurrent.futures.ThreadPoolExecutor(self.s.max_thread, thread_name_prefix="part") as pool:
-            # Missing parts first: the network starts at once, and checking the parts already on S3 (reading and
-            # hashing them) overlaps with those uploads instead of delaying them.
-            ordered = sorted(shape.plan.parts(), key=lambda part: part[0] in existing)
-            futures = []
             try:
-                if marker:
-                    for marking in [
-                        pool.submit(self._send_marker, f, upload_id, shape, n, failed) for n in MARKER_PARTS
-                    ]:
-                        marking.result()
-                futures = [pool.submit(send, *part) for part in ordered]
-                for future in concurrent.futures.as_completed(futures):
-                    results.append(future.result())
+                return self.mover.part(f, upload_id, number, offset, length, shape, listed, failed)
             except BaseException:
-                failed.set()
-                pool.shutdown(wait=True, cancel_futures=True)
+                failed.set()  # now, not once the file thread wakes: the part queued next here must not start
                 raise
-        return results
+
+        if marker:
+            markers = [functools.partial(self._send_marker, f, upload_id, shape, n, failed) for n in MARKER_PARTS]
+            self.budget.map(markers, failed)
+        # Missing parts first: the network starts at once, and checking the parts already on S3 (reading and hashing
+        # them) overlaps with those uploads instead of delaying them.
+        ordered = sorted(shape.plan.parts(), key=lambda part: part[0] in existing)
+        return self.budget.map([functools.partial(send, *part) for part in ordered], failed)
 
     def _check_unchanged(self, f: SourceFile) -> None:
         """Before completing: is the source still the version listed?  Any write since (even one that restored the
@@ -2583,74 +3286,66 @@ class Engine:
 
     # -- 6. Verify ------------------------------------------------------------------------------------------------
 
-    def _verify_by_reread(self, f: SourceFile, shape: Shape, result: FileResult) -> bool:
-        """ifVerifyMD5: read the whole source again and recompute the ETag.  It is compared with what the completion
-        itself accepted: S3's ETag when it is built from the MD5s of our parts; what was sent when S3's is no MD5
-        (KMS, SSE-C); nothing more when S3 copied the parts itself and its copies carry ETags of the store's own (the
-        pinned copy stays the proof).  A difference is S3's fault only while the source is still the version sent:
-        then the object is deleted and the file sent again (False); a source changed since fails the file and the
-        object, which holds the version listed, is kept."""
-        try:
-            if not shape.multipart:
-                digest = md5_of(self.retry.call(f"READ {f.key}", lambda: self.source.read(f, 0, f.size)))[0]
-                expected = digest.hex()
-            else:
-                digests = []
-                for number, offset, length in shape.plan.parts():
-                    data = self.retry.call(
-                        f"VERIFY {f.key} part {number}", functools.partial(self.source.read, f, offset, length)
-                    )
-                    digests.append(hashlib.md5(data).digest())
-                expected = multipart_etag(digests)
-            if result.etag_is_md5 and result.etag_known:
-                uploaded = result.etag
-            elif not result.bytes_copied:
-                uploaded = result.expected_etag
-            else:
-                log.info("verified %s: the source re-read is the version S3 copied (ETag %s); the copy's ETag is the "
-                         "store's own: proven by %s", f.key, expected, result.proof)  # fmt: skip
-                return True
-            if expected == uploaded:
-                log.info("verified %s: re-read ETag %s matches", f.key, expected)
-                return True
-            self._check_unchanged(f)
-        except SourceChanged:
-            raise SourceChanged(f"{self.source.describe(f)} changed after it was uploaded: its object holds the "
-                                f"version listed and was kept; rerun to upload the new version") from None  # fmt: skip
-        log.error(
-            "verify %s: source ETag %s but S3 has %s; deleting it and uploading again", f.key, expected, result.etag
-        )
-        self.retry.call(f"DELETE {f.key}", lambda: self.client.delete_object(Bucket=self.bucket, Key=f.key))
-        return False
-
     # -- the file pool --------------------------------------------------------------------------------------------
 
-    def run(self, tasks: Iterable[FileTask]) -> list[FileResult]:
-        """MaxParallelFile threads take the next file from ``tasks`` as they become free: no file is queued ahead,
-        so a job of a million files costs the same per file as one of ten (no futures, no wait over a set)."""
+    def run(self, tasks: Iterable[FileTask], record: Callable[[FileResult], None] | None = None) -> list[FileResult]:
+        """Run every task as ``tasks`` yields it (a plan made while the listings go on): a file sent in parts gets
+        one of MaxParallelFile file threads, which drives it (resume, marker, completion, proofs) while its parts go
+        through the one budget of requests; a file sent in one request is itself one request of that budget.  Each
+        result goes to ``record`` as it comes (no list of them is kept then), else it is returned."""
         results: list[FileResult] = []
-        todo, take, errors = iter(tasks), threading.Lock(), []
+        keep = record or results.append
+        lock = threading.Lock()
 
-        def work() -> None:
-            while not self.stop.is_set():
-                with take:
-                    task = next(todo, None)
-                if task is None:
-                    return
+        def recorded(result: FileResult) -> None:
+            with lock:
+                keep(result)
+
+        errors: list[BaseException] = []  # a listing that failed, or a bug: the run stops
+        multipart: queue.Queue[FileTask | None] = queue.Queue(maxsize=self.s.max_parallel_file)
+        small = _FileRequests(collections.deque(), threading.Event())
+
+        def file_thread() -> None:
+            while (task := multipart.get()) is not None:
                 try:
-                    results.append(self.run_file(task))
+                    recorded(self.run_file(task))
                 except BaseException as exc:  # run_file keeps every file's failure: this is a bug, say it
                     errors.append(exc)
                     self.stop.set()
-                    return
 
-        threads = [
-            threading.Thread(target=work, name=f"file-{n}", daemon=True) for n in range(self.s.max_parallel_file)
-        ]
-        for thread in threads:
+        def dispatch() -> None:
+            try:
+                for task in tasks:
+                    if self.stop.is_set():
+                        break
+                    self.progress.add(task)
+                    if task.action == "multipart":
+                        while not self.stop.is_set():
+                            with contextlib.suppress(queue.Full):
+                                multipart.put(task, timeout=0.2)
+                                break
+                    elif task.action == "skip" and not task.stale:  # nothing to ask S3
+                        recorded(self.run_file(task))
+                    else:
+                        self.budget.submit(functools.partial(lambda t: recorded(self.run_file(t)), task), small)
+                self.progress.listed()
+                self.budget.drain(small)
+                if small.error is not None:
+                    raise small.error
+            except BaseException as exc:
+                errors.append(exc)
+                self.stop.set()
+            finally:
+                for _ in threads:
+                    multipart.put(None)
+
+        threads = [threading.Thread(target=file_thread, name=f"file-{n}", daemon=True)
+                   for n in range(self.s.max_parallel_file)]  # fmt: skip
+        dispatcher = threading.Thread(target=dispatch, name="plan", daemon=True)
+        for thread in (*threads, dispatcher):
             thread.start()
         try:
-            for thread in threads:
+            for thread in (dispatcher, *threads):
                 # Wake up often: Ctrl-C may be delivered to a worker thread, and Python only runs the handler
                 # (raising KeyboardInterrupt here) when this main thread runs.
                 while thread.is_alive():
@@ -2698,10 +3393,85 @@ class Engine:
 
 
 # ----------------------------------------------------------------------------------------------------------------------
-# 7. Report and main
+# 7. Prove: what makes a finished object equal to its source (checked at completion, and by ifVerifyMD5)
 # ----------------------------------------------------------------------------------------------------------------------
 
 
+def check_checksum(e: Engine, f: SourceFile, shape: Shape, resp: dict, result: FileResult) -> None:
+    """The full-object checksum S3 keeps must be the source's: S3 checked the bytes against the one we gave it (a
+    store that keeps another value did not: the object is deleted and the file fails).  A store that keeps none
+    (asked once more with HeadObject when its answer says nothing) checked nothing: the file is then proven by
+    what else proves it, and never said proven by the checksum."""
+    assert shape.checksum is not None
+    algorithm, value = shape.checksum
+    answered = resp.get(f"Checksum{algorithm}") or head_of(e.client, e.bucket, f.key, e.retry)(
+        ChecksumMode="ENABLED").get(f"Checksum{algorithm}")  # fmt: skip
+    if answered and answered != value:
+        raise discard(e, f.key, f"the copy's {algorithm} {answered} is not the source's {value}", ProofFailed)
+    if not answered and result.proof == shape.proof:
+        result.proof = PROOF_SERVER if e.mover.copies else PROOF_PARTS
+        log.info("%s: the store keeps no %s of the object: proven by %s", f.key, algorithm, result.proof)
+
+
+def discard(e: Engine, key: str, why: str, failure: type[FileFailed] = FileFailed) -> FileFailed:
+    """The object at key is not the one computed here (a store that does not check Content-MD5 kept a damaged
+    part, the answer itself is wrong, or a proof failed): delete it, so that no later run takes it for complete
+    by its key and size, and fail the file."""
+    try:
+        e.retry.call(f"DELETE {key}", lambda: e.client.delete_object(Bucket=e.bucket, Key=key))
+    except Interrupted:
+        raise
+    except Exception as exc:
+        return failure(f"{why}; deleting it failed ({describe_error(exc)}): delete s3://{e.bucket}/{key} "
+                       f"yourself, or the next run takes it for complete")  # fmt: skip
+    return failure(f"{why}; the object was deleted, the next run uploads it again")
+
+
+def verify_by_reread(e: Engine, f: SourceFile, shape: Shape, result: FileResult) -> bool:
+    """ifVerifyMD5: read the whole source again and recompute the ETag.  It is compared with what the completion
+    itself accepted: S3's ETag when it is built from the MD5s of our parts; what was sent when S3's is no MD5
+    (KMS, SSE-C); nothing more when S3 copied the parts itself and its copies carry ETags of the store's own (the
+    pinned copy stays the proof).  A difference is S3's fault only while the source is still the version sent:
+    then the object is deleted and the file sent again (False); a source changed since fails the file and the
+    object, which holds the version listed, is kept."""
+    try:
+        if not shape.multipart:
+            digest = md5_of(e.retry.call(f"READ {f.key}", lambda: e.source.read(f, 0, f.size)))[0]
+            expected = digest.hex()
+        else:
+            digests = []
+            for number, offset, length in shape.plan.parts():
+                data = e.retry.call(
+                    f"VERIFY {f.key} part {number}", functools.partial(e.source.read, f, offset, length)
+                )
+                digests.append(hashlib.md5(data).digest())
+            expected = multipart_etag(digests)
+        if result.etag_is_md5 and result.etag_known:
+            uploaded = result.etag
+        elif not result.bytes_copied:
+            uploaded = result.expected_etag
+        else:
+            log.info("verified %s: the source re-read is the version S3 copied (ETag %s); the copy's ETag is the "
+                     "store's own: proven by %s", f.key, expected, result.proof)  # fmt: skip
+            return True
+        if expected == uploaded:
+            log.info("verified %s: re-read ETag %s matches", f.key, expected)
+            return True
+        e._check_unchanged(f)
+    except SourceChanged:
+        raise SourceChanged(f"{e.source.describe(f)} changed after it was uploaded: its object holds the "
+                            f"version listed and was kept; rerun to upload the new version") from None  # fmt: skip
+    log.error("verify %s: source ETag %s but S3 has %s; deleting it and uploading again", f.key, expected, result.etag)
+    e.retry.call(f"DELETE {f.key}", lambda: e.client.delete_object(Bucket=e.bucket, Key=f.key))
+    return False
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+# 8. Report: logging, the CLEAN question, the dry run, the closing block, --report
+# ----------------------------------------------------------------------------------------------------------------------
+
+
+@functools.lru_cache(maxsize=4096)  # sizes repeat: a dry run of millions of files says each one's
 def human_bytes(n: float) -> str:
     for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
         if round(abs(n), 1) < 1024 or unit == "TiB":
@@ -2852,6 +3622,254 @@ def notes_summary(uploads: list[UnfinishedUpload], notes: dict[str, str]) -> str
         (f", {unknown} of them could not be checked against the source" if unknown else "")  # fmt: skip
 
 
+def print_dry_run(tasks: Iterable[FileTask], cleaned: list[UnfinishedUpload], client, settings: Settings,
+                  retry: RetryPolicy, source, copies: bool = False,
+                  notes: dict[str, str] | None = None) -> None:  # fmt: skip
+    """--dry-run: what a run would do, file by file; only listings are sent, nothing is written.  ``notes``:
+    source_notes of the uploads CLEAN aborts.  The lines of the files go to stdout as the plan is made, written as a
+    file is (a logging record and a flush per line would cost more than planning the file); the totals come last,
+    and go to the log too."""
+    for u in cleaned:
+        note = (notes or {}).get(u.key, "")
+        report.info("clean    %s (abort unfinished upload %s%s)", u.key, short_id(u.upload_id),
+                    f"; {note}" if note else "")  # fmt: skip
+    counts: dict[str, int] = {}
+    lines: list[str] = []
+
+    def write(line: str) -> None:
+        lines.append(line)
+        if len(lines) >= 500:  # a write per few hundred lines (stdout may be unbuffered: PYTHONUNBUFFERED)
+            sys.stdout.write("".join(lines))
+            lines.clear()
+
+    for t in tasks:
+        f = t.src
+        if t.confirm:  # as the run decides it
+            same = confirmed_same(f, source, head_of(client, settings.des_bucket, f.key, retry))
+            if same:
+                t = dataclasses.replace(
+                    t, action="skip", reason=same, stale=t.stale + ((t.upload,) if t.upload else ())
+                )
+        why = f"; {t.reason}" if t.reason and t.action != "skip" else ""
+        if t.action == "skip":
+            verb, detail = "skip", t.reason
+        elif t.action == "put":
+            verb, detail = "upload", f"{human_bytes(f.size)}, one request{why}"
+        elif t.upload is None:
+            verb, detail = (
+                "upload",
+                f"{human_bytes(f.size)}, {t.plan.part_count} parts of {human_bytes(t.plan.part_size)}{why}",
+            )
+        else:  # as the run decides it (Engine._resume_or_create): the first upload to join, newest first
+            shape = shape_of(t, source.facts(f), settings, copies)
+            verb, detail = (
+                "upload",
+                f"{human_bytes(f.size)}, {t.plan.part_count} parts of {human_bytes(t.plan.part_size)}",
+            )
+            for u in sorted((t.upload, *t.stale), key=lambda u: -u.initiated):
+                check, parts, state = examine_upload(
+                    client, settings.des_bucket, f, u, source, retry, shape, not copies
+                )
+                if check.proven or (not check.restart and state.abandoned(settings)):
+                    verb, detail = (
+                        "resume",
+                        f"{len({p.number for p in parts})} of {t.plan.part_count} parts already on S3",
+                    )
+                    break
+                if state.abandoned(settings):
+                    verb, detail = "restart", check.restart
+                else:
+                    detail += f"; upload {short_id(u.upload_id)} left alone: {check.restart}, a part added " \
+                              f"{human_duration(state.idle)} ago"  # fmt: skip
+        counts[verb] = counts.get(verb, 0) + 1
+        write(f"{verb:<8} {f.key} ({detail})\n")
+        for u in t.stale:  # as the run decides them (Engine._abort_stale)
+            state = read_upload(client, settings.des_bucket, f.key, u.upload_id, u.initiated, retry)
+            if state.abandoned(settings):
+                write(f"clean    {f.key} (abort unfinished upload {short_id(u.upload_id)}, which this file no longer "
+                      f"needs)\n")  # fmt: skip
+            else:
+                write(f"leave    {f.key} (unfinished upload {short_id(u.upload_id)}: a part was added "
+                      f"{human_duration(state.idle)} ago, another run may be at work on it)\n")  # fmt: skip
+    sys.stdout.write("".join(lines))
+    sys.stdout.flush()
+    report.info("dry run: %s; nothing was written", ", ".join(f"{n} to {v}" for v, n in counts.items()) or "no files")
+
+
+class Outcome:
+    """What the closing block says, counted as the results come: counts and sums, the proofs and the skip reasons by
+    kind, and the failures (the first thousand named; the report names every one).  Nothing grows with the files."""
+
+    def __init__(self, report_file: ReportWriter | None = None):
+        self.report_file = report_file
+        self.uploaded = self.resumed = self.skipped = self.copied_bytes = 0
+        self.proofs: collections.Counter[str] = collections.Counter()
+        self.skip_reasons: collections.Counter[str] = collections.Counter()
+        self.failed = Tally()
+        self.missing = Tally()
+        self.left_alone = Tally()  # unfinished uploads not aborted: another run may be at work on them
+        self.retries = 0
+
+    def record(self, r: FileResult) -> None:
+        if r.status == "uploaded":
+            self.uploaded += 1
+            self.resumed += bool(r.parts_reused)
+            self.copied_bytes += r.bytes_copied
+            self.proofs[r.proof] += 1
+        elif r.status == "skipped":
+            self.skipped += 1
+            self.skip_reasons[r.detail] += 1
+        else:
+            self.failed.add(f"{r.key}: {r.detail}")
+        if self.report_file is not None:
+            self.report_file.file(r)
+
+
+class ReportWriter:
+    """--report as JSON Lines, written as the run goes (to PATH.partial, renamed to PATH when the run ends): a header
+    line, one line per file as it finishes ({"key", "size", "status", "detail", "parts", "parts_reused", "bytes_sent",
+    "bytes_copied", "etag", "proof", "retries", "seconds"}), one line per object the final comparison found missing
+    ({"key", "size", "status": "missing"}), one line per listing error ({"listing_error": text}), and a last line with
+    the totals ({"summary": {...}}).  A run that dies leaves PATH.partial, every finished file in it."""
+
+    def __init__(self, path: str, settings: Settings, dest_prefix: str):
+        self.path, self.partial = path, f"{path}.partial"
+        self._lock = threading.Lock()
+        self._fh = open(self.partial, "w", encoding="utf-8", errors="backslashreplace")  # noqa: SIM115
+        self._write({"tool": f"s3_upload {__version__}", "job_type": settings.job_type,
+                     "destination": f"s3://{settings.des_bucket}/{dest_prefix}"})  # fmt: skip
+
+    def _write(self, document: dict) -> None:
+        with self._lock:
+            self._fh.write(json.dumps(document, ensure_ascii=False) + "\n")
+
+    def file(self, r: FileResult) -> None:
+        self._write({"key": r.key, "size": r.size, "status": r.status, "detail": r.detail, "parts": r.parts,
+                     "parts_reused": r.parts_reused, "bytes_sent": r.bytes_sent, "bytes_copied": r.bytes_copied,
+                     "etag": r.etag, "proof": r.proof, "retries": r.retries,
+                     "seconds": round(r.seconds, 3)})  # fmt: skip
+
+    def missing(self, f: SourceFile) -> None:
+        self._write({"key": f.key, "size": f.size, "status": "missing"})
+
+    def finish(self, outcome: Outcome, listing_errors: Tally, code: int, seconds: float, bytes_sent: int) -> None:
+        for error in listing_errors:
+            self._write({"listing_error": error})
+        self._write({"summary": {"exit_code": code, "seconds": round(seconds, 3), "bytes_sent": bytes_sent,
+                                 "uploaded": outcome.uploaded, "skipped": outcome.skipped,
+                                 "failed": len(outcome.failed), "missing": len(outcome.missing),
+                                 "listing_errors": len(listing_errors)}})  # fmt: skip
+        self._fh.close()
+        os.replace(self.partial, self.path)
+        log.info("report written to %s", self.path)
+
+
+def read_report(path: str) -> tuple[dict, list[dict], dict]:
+    """A --report file read back: (header, one dict per file, missing object and listing error, summary)."""
+    with open(path, encoding="utf-8") as fh:
+        lines = [json.loads(line) for line in fh if line.strip()]
+    return lines[0], lines[1:-1], lines[-1].get("summary", {})
+
+
+def _ignored(settings: Settings, f: SourceFile) -> bool:
+    return settings.ignore_small_file and f.size < settings.chunk_size
+
+
+def compare_with_destination(job: Job, outcome: Outcome) -> None:
+    """The seed's final comparison: list the source and the destination again and look for every source file in
+    the destination (its key, its size), the two listings walked in lock step."""
+    settings = job.settings
+    for f, there in March(job, quiet=True):
+        if (there is None or there[1] != f.size) and not _ignored(settings, f):
+            outcome.missing.add(f"{f.key} ({human_bytes(f.size)})")
+            if outcome.report_file is not None:
+                outcome.report_file.missing(f)
+    if outcome.missing:
+        report.info("%d source file(s) are not in the destination:", len(outcome.missing))
+        for line in outcome.missing:
+            report.info("  %s", line)
+        if outcome.missing.untold:
+            report.info("  ... and %d more (--report names every one)", outcome.missing.untold)
+    else:
+        report.info("All source files are in destination s3://%s/%s", settings.des_bucket, job.dest_prefix)
+
+
+EXIT_MEANINGS = {
+    EXIT_OK: "every source file is at the destination",
+    EXIT_FAILED: "some files failed or are missing (named above); run the same command again to resume them",
+}
+
+
+def print_summary(outcome: Outcome, listing_errors: Tally, bytes_sent: int, seconds: float, code: int) -> None:
+    """The closing block: a person never needs the log to know what happened."""
+    rate = bytes_sent / seconds if seconds > 0 else 0.0
+    report.info(
+        "summary: %d uploaded%s, %d skipped, %d failed; %s (%d bytes) sent in %.1fs, %s/s; %d retries",
+        outcome.uploaded,
+        f" ({outcome.resumed} resumed from parts already on S3)" if outcome.resumed else "",
+        outcome.skipped,
+        len(outcome.failed) + len(listing_errors),
+        human_bytes(bytes_sent),
+        bytes_sent,
+        seconds,
+        human_bytes(rate),
+        outcome.retries,
+    )
+    if outcome.copied_bytes:
+        report.info("  copied by S3 itself (server-side): %s (%d bytes), none of it through this machine",
+                    human_bytes(outcome.copied_bytes), outcome.copied_bytes)  # fmt: skip
+    if outcome.proofs:
+        report.info("  proven equal to the source: %s",
+                    ", ".join(f"{n} by {p}" for p, n in sorted(outcome.proofs.items())))  # fmt: skip
+    for reason, count in outcome.skip_reasons.items():
+        report.info("  skipped: %d %s", count, reason)
+    for line in outcome.failed:
+        report.info("  failed: %s", line)
+    if outcome.failed.untold:
+        report.info("  failed: %d more (the log and --report name every one)", outcome.failed.untold)
+    if outcome.left_alone:
+        report.info("  left alone: %d unfinished upload(s) a part was added to less than AbandonedAfter ago (another "
+                    "run may be at work on them); a later run aborts each once it is idle, --clean now: %s",
+                    len(outcome.left_alone), ", ".join(list(outcome.left_alone)[:5]))  # fmt: skip
+    for e in listing_errors:
+        report.info("  failed to list: %s", e)
+    if listing_errors.untold:
+        report.info("  failed to list: %d more (the log names every one)", listing_errors.untold)
+    report.info("exit code %d: %s", code, EXIT_MEANINGS[code])
+
+
+def mission_line(settings: Settings, seconds: float) -> str:
+    """The original's closing line: MISSION ACCOMPLISHED - Time: 0H:1M:23S - FROM: <source> TO <bucket>/<prefix>,
+    the run's whole time unpadded, S3Prefix as typed."""
+    hours, rest = divmod(int(seconds), 3600)
+    minutes, secs = divmod(rest, 60)
+    if settings.job_type == "LOCAL_TO_S3":
+        source = settings.src_dir[:-1] if settings.src_dir.endswith(("/", "\\")) else settings.src_dir
+    else:
+        source = f"{source_bucket(settings)}/{settings.s3_prefix}"
+    return (f"MISSION ACCOMPLISHED - Time: {hours}H:{minutes}M:{secs}S - FROM: {source} TO "
+            f"{settings.des_bucket}/{settings.s3_prefix}")  # fmt: skip
+
+
+def job_line(job: Job) -> str:
+    """Where from, where to: the first thing a person is told."""
+    s = job.settings
+    target = f"s3://{s.des_bucket}/{job.dest_prefix} (profile {s.des_profile})"
+    if s.job_type == "LOCAL_TO_S3":
+        source = os.path.abspath(s.src_dir)
+    elif s.job_type == "S3_TO_S3":
+        source = f"s3://{s.src_bucket}/{s.s3_prefix} (profile {s.src_profile})"
+    else:
+        source = f"oss://{s.ali_src_bucket}/{s.s3_prefix} ({oss_endpoint_url(s.ali_endpoint)})"
+    one = "" if s.src_file_index == "*" else f", only {s.src_file_index}"
+    return f"{s.job_type} {source} -> {target}{one}"
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+# 9. Run a job: the command line, --check, and the pipeline that ties the sections together
+# ----------------------------------------------------------------------------------------------------------------------
+
+
 def check_access(exc: BaseException, what: str) -> None:
     """Turn a failure of the first listing into one line the user can act on (exit code 2)."""
     code = error_code(exc)
@@ -2930,6 +3948,12 @@ class Job:
     dest_prefix: str
     copy_from: str | None = None  # CopyMode's choice once made: the source bucket (server-side copy) or ''
 
+    def check_source(self, exc: BaseException, what: str) -> None:
+        """A failure to list the source as one line the user can act on, where it is one (UserError)."""
+        if self.settings.job_type == "ALIOSS_TO_S3":
+            check_oss_access(exc, what)
+        check_access(exc, what)
+
 
 def open_job(settings: Settings, stop: threading.Event) -> Job:
     retry = RetryPolicy(settings.max_retry, settings.retry_delay, stop)
@@ -2958,43 +3982,6 @@ def open_job(settings: Settings, stop: threading.Event) -> Job:
     else:
         dest_prefix = settings.s3_prefix  # destination keys equal source keys: the same prefix, as typed
     return Job(settings, retry, endpoints, des_client, source, src_what, des_what, dest_prefix)
-
-
-def list_job(job: Job) -> tuple[list[SourceFile], dict[str, DestObject], list[UnfinishedUpload]]:
-    """The source, the destination (once) and its unfinished uploads; a refusal here is a user error (exit 2)."""
-    settings, retry, des_client = job.settings, job.retry, job.des_client
-    listing_errors = (botocore.exceptions.BotoCoreError, botocore.exceptions.ClientError)
-
-    def source_files() -> list[SourceFile]:
-        try:
-            return job.source.list()
-        except listing_errors as exc:
-            if settings.job_type == "ALIOSS_TO_S3":
-                check_oss_access(exc, job.src_what)
-            check_access(exc, job.src_what)
-            raise
-
-    def destination_objects() -> dict[str, DestObject]:
-        try:
-            return {o["Key"]: DestObject(o["Size"], o.get("ETag", "").strip('"'), o["LastModified"].timestamp())
-                    for o in list_objects(des_client, settings.des_bucket, job.dest_prefix, retry)}  # fmt: skip
-        except listing_errors as exc:
-            check_access(exc, job.des_what)
-            raise
-
-    def unfinished() -> list[UnfinishedUpload]:
-        try:
-            return list_unfinished_uploads(des_client, settings.des_bucket, job.dest_prefix, retry)
-        except listing_errors as exc:
-            check_access(exc, job.des_what)
-            raise
-
-    # The three listings do not depend on each other: on a long link each costs round trips, so they overlap.
-    with concurrent.futures.ThreadPoolExecutor(3, thread_name_prefix="list") as pool:
-        listed = pool.submit(source_files), pool.submit(destination_objects), pool.submit(unfinished)
-        files, destination, uploads = listed[0].result(), listed[1].result(), listed[2].result()
-    log.info("source: %d file(s), %s", len(files), human_bytes(sum(f.size for f in files)))
-    return files, destination, uploads
 
 
 def choose_copy(job: Job, sample: SourceFile | None) -> str:
@@ -3028,21 +4015,39 @@ def choose_copy(job: Job, sample: SourceFile | None) -> str:
     return source.bucket
 
 
+def decide_clean(uploads: list[UnfinishedUpload], job: Job, options: RunOptions,
+                 notes: Callable[[], dict[str, str]]) -> bool:  # fmt: skip
+    """CLEAN or resume: --clean / --yes, else the prompt.  ``notes`` gives source_notes, asked only when shown."""
+    settings = job.settings
+    if options.clean_answer:
+        log.warning("%d unfinished multipart upload(s) under s3://%s/%s: %s%s", len(uploads), settings.des_bucket,
+                    job.dest_prefix, "CLEAN (--clean)" if options.clean_answer == "clean" else "resuming (--yes)",
+                    notes_summary(uploads, notes()))  # fmt: skip
+        return options.clean_answer == "clean"
+    if options.dry_run and not settings.dont_ask_me_to_clean:
+        log.info("dry run: not asking about %d unfinished upload(s); showing what resuming would do", len(uploads))
+        return False
+    return ask_clean(uploads, settings, job.dest_prefix, notes())
+
+
 def run_job(settings: Settings, stop: threading.Event, options: RunOptions = RunOptions()) -> int:
-    """The pipeline: list source, list destination, ask about unfinished uploads, plan, transfer, compare, report."""
+    """The pipeline, as the data flows: list (both sides as sorted streams) -> match -> plan -> move -> prove ->
+    report.  The transfer starts with the first pages of the listings, never after them."""
     job = open_job(settings, stop)
     retry, des_client, source, dest_prefix = job.retry, job.des_client, job.source, job.dest_prefix
     log.info("job: %s", job_line(job))
-    files, destination, uploads = list_job(job)
+    listings = open_listings(job)
+    uploads = listings.uploads
 
     # CLEAN, as in the original: every unfinished upload under the prefix, this job's or not, so that the question
     # does not come back on the next run; each one whose key the source does not have is marked wherever it is
-    # shown.  The source is asked once, and only if the uploads are shown.
+    # shown.  The source is asked once, and only if the uploads are shown.  Asked before any byte moves.
     notes = functools.cache(functools.partial(source_notes, job, uploads))
     clean = bool(uploads) and decide_clean(uploads, job, options, notes)
-    copy_from = choose_copy(job, files[0] if files else None)
+    copy_from = choose_copy(job, listings.first)
+    tally = PlanTally()
+    tasks = tally.counted(plan_stream(settings, listings.pairs, [] if clean else uploads, source))
     if options.dry_run:
-        tasks = plan_files(settings, files, destination, [] if clean else uploads, source)
         if settings.job_type == "S3_TO_S3":
             report.info("copy     %s", "server-side (S3 copies the parts itself)" if copy_from else
                         "streamed through this machine")  # fmt: skip
@@ -3056,55 +4061,29 @@ def run_job(settings: Settings, stop: threading.Event, options: RunOptions = Run
             log.warning("CLEAN: aborting unfinished upload of %s (%s%s)", u.key, short_id(u.upload_id),
                         f"; {note}" if note else "")  # fmt: skip
             abort_upload(des_client, settings.des_bucket, u.key, u.upload_id, retry)
-        uploads = []
 
-    tasks = plan_files(settings, files, destination, uploads, source)
-    log.info("plan: %s", plan_line(tasks))
     progress = make_progress(options.progress)
-    progress.begin(tasks)
+    report_file = ReportWriter(options.report_path, settings, dest_prefix) if options.report_path else None
+    outcome = Outcome(report_file)
     engine = Engine(settings, source, des_client, retry, stop, progress, copy_from)
+    progress.begin()
     try:
-        results = engine.run(tasks)
+        engine.run(tasks, outcome.record)
     finally:
         progress.close()
     if stop.is_set():
         raise KeyboardInterrupt
-    for r in results:
-        r.retries = retry.retries_by_key.get(r.key, 0)
-
-    # The seed's final comparison: list the destination again and look for every source file in it.
-    after = {o["Key"]: o["Size"] for o in list_objects(des_client, settings.des_bucket, dest_prefix, retry)}
-    missing = [f for f in files if after.get(f.key) != f.size and not _ignored(settings, f)]
-    if missing:
-        report.info("%d source file(s) are not in the destination:", len(missing))
-        for f in missing:
-            report.info("  %s (%s)", f.key, human_bytes(f.size))
-    else:
-        report.info("All source files are in destination s3://%s/%s", settings.des_bucket, dest_prefix)
-
+    outcome.retries = retry.retries
+    compare_with_destination(job, outcome)
     seconds = time.monotonic() - started
-    failed = [r for r in results if r.status == "failed"]
-    code = EXIT_FAILED if failed or missing or source.listing_errors else EXIT_OK
-    print_summary(results, source.listing_errors, engine.progress.sent_bytes, seconds, retry.retries, code)
-    if options.report_path:
-        write_report(options.report_path, settings, dest_prefix, results, missing, source.listing_errors, code,
-                     seconds, engine.progress.sent_bytes)  # fmt: skip
+    code = EXIT_FAILED if outcome.failed or outcome.missing or source.listing_errors else EXIT_OK
+    outcome.left_alone = engine.left_alone
+    print_summary(outcome, source.listing_errors, engine.progress.sent_bytes, seconds, code)
+    if report_file is not None:
+        report_file.finish(outcome, source.listing_errors, code, seconds, engine.progress.sent_bytes)
     if code == EXIT_OK:  # the original's closing line, which scripts look for; never printed over a failure
         report.info("%s", mission_line(settings, time.monotonic() - options.run_started))
     return code
-
-
-def mission_line(settings: Settings, seconds: float) -> str:
-    """The original's closing line: MISSION ACCOMPLISHED - Time: 0H:1M:23S - FROM: <source> TO <bucket>/<prefix>,
-    the run's whole time unpadded, S3Prefix as typed."""
-    hours, rest = divmod(int(seconds), 3600)
-    minutes, secs = divmod(rest, 60)
-    if settings.job_type == "LOCAL_TO_S3":
-        source = settings.src_dir[:-1] if settings.src_dir.endswith(("/", "\\")) else settings.src_dir
-    else:
-        source = f"{source_bucket(settings)}/{settings.s3_prefix}"
-    return (f"MISSION ACCOMPLISHED - Time: {hours}H:{minutes}M:{secs}S - FROM: {source} TO "
-            f"{settings.des_bucket}/{settings.s3_prefix}")  # fmt: skip
 
 
 @dataclasses.dataclass(frozen=True)
@@ -3235,140 +4214,6 @@ def check_destination(job: Job) -> list[Check]:
     return [*checks, deleted]
 
 
-def job_line(job: Job) -> str:
-    """Where from, where to: the first thing a person is told."""
-    s = job.settings
-    target = f"s3://{s.des_bucket}/{job.dest_prefix} (profile {s.des_profile})"
-    if s.job_type == "LOCAL_TO_S3":
-        source = os.path.abspath(s.src_dir)
-    elif s.job_type == "S3_TO_S3":
-        source = f"s3://{s.src_bucket}/{s.s3_prefix} (profile {s.src_profile})"
-    else:
-        source = f"oss://{s.ali_src_bucket}/{s.s3_prefix} ({oss_endpoint_url(s.ali_endpoint)})"
-    one = "" if s.src_file_index == "*" else f", only {s.src_file_index}"
-    return f"{s.job_type} {source} -> {target}{one}"
-
-
-def plan_line(tasks: list[FileTask]) -> str:
-    """What will happen, before it happens: how many files and bytes to upload, resume and skip."""
-    upload = [t for t in tasks if t.action != "skip" and t.upload is None]
-    resume = [t for t in tasks if t.action != "skip" and t.upload is not None]
-    skip = [t for t in tasks if t.action == "skip"]
-    there = sum(1 for t in skip if t.complete)
-
-    def amount(group: list[FileTask]) -> str:
-        return human_bytes(sum(t.src.size for t in group))
-
-    parts = [f"{len(upload)} to upload ({amount(upload)})"] if upload else []
-    if resume:
-        parts.append(f"{len(resume)} to resume ({amount(resume)}, parts already on S3 are not sent again)")
-    if there:
-        parts.append(f"{there} to skip (already at the destination)")
-    if len(skip) > there:
-        parts.append(f"{len(skip) - there} to skip (smaller than ChunkSize, IgnoreSmallFile)")
-    return f"{len(tasks)} file(s), {amount(tasks)}: " + (", ".join(parts) or "nothing to do")
-
-
-def decide_clean(uploads: list[UnfinishedUpload], job: Job, options: RunOptions,
-                 notes: Callable[[], dict[str, str]]) -> bool:  # fmt: skip
-    """CLEAN or resume: --clean / --yes, else the prompt.  ``notes`` gives source_notes, asked only when shown."""
-    settings = job.settings
-    if options.clean_answer:
-        log.warning("%d unfinished multipart upload(s) under s3://%s/%s: %s%s", len(uploads), settings.des_bucket,
-                    job.dest_prefix, "CLEAN (--clean)" if options.clean_answer == "clean" else "resuming (--yes)",
-                    notes_summary(uploads, notes()))  # fmt: skip
-        return options.clean_answer == "clean"
-    if options.dry_run and not settings.dont_ask_me_to_clean:
-        log.info("dry run: not asking about %d unfinished upload(s); showing what resuming would do", len(uploads))
-        return False
-    return ask_clean(uploads, settings, job.dest_prefix, notes())
-
-
-def print_dry_run(tasks: list[FileTask], cleaned: list[UnfinishedUpload], client, settings: Settings,
-                  retry: RetryPolicy, source, copies: bool = False,
-                  notes: dict[str, str] | None = None) -> None:  # fmt: skip
-    """--dry-run: what a run would do, file by file; only listings are sent, nothing is written.  ``notes``:
-    source_notes of the uploads CLEAN aborts."""
-    for u in cleaned:
-        note = (notes or {}).get(u.key, "")
-        report.info("clean    %s (abort unfinished upload %s%s)", u.key, short_id(u.upload_id),
-                    f"; {note}" if note else "")  # fmt: skip
-    counts: dict[str, int] = {}
-    for t in tasks:
-        f = t.src
-        if t.confirm:  # as the run decides it
-            same = confirmed_same(f, source, head_of(client, settings.des_bucket, f.key, retry))
-            if same:
-                t = dataclasses.replace(
-                    t, action="skip", reason=same, stale=t.stale + ((t.upload,) if t.upload else ())
-                )
-        why = f"; {t.reason}" if t.reason and t.action != "skip" else ""
-        if t.action == "skip":
-            verb, detail = "skip", t.reason
-        elif t.action == "put":
-            verb, detail = "upload", f"{human_bytes(f.size)}, one request{why}"
-        elif t.upload is None:
-            verb, detail = (
-                "upload",
-                f"{human_bytes(f.size)}, {t.plan.part_count} parts of {human_bytes(t.plan.part_size)}{why}",
-            )
-        else:
-            shape = shape_of(t, source.facts(f), settings, copies)  # as the run would cut it
-            check, parts = examine_upload(client, settings.des_bucket, t, source, retry, shape, not copies)
-            if check.restart:
-                verb, detail = "restart", check.restart
-            else:
-                have = len({p.number for p in parts})
-                verb, detail = "resume", f"{have} of {t.plan.part_count} parts already on S3"
-        counts[verb] = counts.get(verb, 0) + 1
-        report.info("%-8s %s (%s)", verb, f.key, detail)
-        for u in t.stale:
-            report.info("%-8s %s (abort unfinished upload %s, which this file no longer needs)", "clean", f.key,
-                        short_id(u.upload_id))  # fmt: skip
-    report.info("dry run: %s; nothing was written", ", ".join(f"{n} to {v}" for v, n in counts.items()) or "no files")
-
-
-def write_report(path: str, settings: Settings, dest_prefix: str, results: list[FileResult],
-                 missing: list[SourceFile], listing_errors: list[str], code: int, seconds: float,
-                 bytes_sent: int) -> None:  # fmt: skip
-    """--report: one JSON document with every file's outcome, for scripts and audits.  ``dest_prefix`` is the job's
-    (Job.dest_prefix): where the objects went."""
-    document = {
-        "tool": f"s3_upload {__version__}",
-        "job_type": settings.job_type,
-        "destination": f"s3://{settings.des_bucket}/{dest_prefix}",
-        "exit_code": code,
-        "seconds": round(seconds, 3),
-        "bytes_sent": bytes_sent,
-        "files": [
-            {
-                "key": r.key,
-                "size": r.size,
-                "status": r.status,
-                "detail": r.detail,
-                "parts": r.parts,
-                "parts_reused": r.parts_reused,
-                "bytes_sent": r.bytes_sent,
-                "bytes_copied": r.bytes_copied,
-                "etag": r.etag,
-                "proof": r.proof,
-                "retries": r.retries,
-                "seconds": round(r.seconds, 3),
-            }
-            for r in sorted(results, key=lambda r: r.key)
-        ],  # fmt: skip
-        "missing": [f.key for f in missing],
-        "listing_errors": listing_errors,
-    }
-    # Written whole or not at all: a crash or a full disk never leaves a truncated JSON behind.
-    partial = f"{path}.partial"
-    with open(partial, "w", encoding="utf-8", errors="backslashreplace") as fh:
-        json.dump(document, fh, indent=2, ensure_ascii=False)
-        fh.write("\n")
-    os.replace(partial, path)
-    log.info("report written to %s", path)
-
-
 def check_report_path(path: str) -> None:
     """--report is checked before anything is transferred: a typo must not cost the report of a long run."""
     directory = os.path.dirname(os.path.abspath(path))
@@ -3378,57 +4223,6 @@ def check_report_path(path: str) -> None:
         raise UserError(f"--report {path}: the directory {directory} does not exist; create it or choose another path")
     if not os.access(directory, os.W_OK):
         raise UserError(f"--report {path}: this user cannot write in {directory}; choose another path")
-
-
-def _ignored(settings: Settings, f: SourceFile) -> bool:
-    return settings.ignore_small_file and f.size < settings.chunk_size
-
-
-EXIT_MEANINGS = {
-    EXIT_OK: "every source file is at the destination",
-    EXIT_FAILED: "some files failed or are missing (named above); run the same command again to resume them",
-}
-
-
-def print_summary(results: list[FileResult], listing_errors: list[str], bytes_sent: int, seconds: float,
-                  retries: int, code: int) -> None:  # fmt: skip
-    """The closing block: a person never needs the log to know what happened."""
-    done = [r for r in results if r.status == "uploaded"]
-    resumed = [r for r in done if r.parts_reused]
-    skipped = [r for r in results if r.status == "skipped"]
-    failed = [r for r in results if r.status == "failed"]
-    rate = bytes_sent / seconds if seconds > 0 else 0.0
-    report.info(
-        "summary: %d uploaded%s, %d skipped, %d failed; %s (%d bytes) sent in %.1fs, %s/s; %d retries",
-        len(done),
-        f" ({len(resumed)} resumed from parts already on S3)" if resumed else "",
-        len(skipped),
-        len(failed) + len(listing_errors),
-        human_bytes(bytes_sent),
-        bytes_sent,
-        seconds,
-        human_bytes(rate),
-        retries,
-    )
-    copied = sum(r.bytes_copied for r in done)
-    if copied:
-        report.info("  copied by S3 itself (server-side): %s (%d bytes), none of it through this machine",
-                    human_bytes(copied), copied)  # fmt: skip
-    proofs: dict[str, int] = {}
-    for r in done:
-        proofs[r.proof] = proofs.get(r.proof, 0) + 1
-    if proofs:
-        report.info("  proven equal to the source: %s", ", ".join(f"{n} by {p}" for p, n in sorted(proofs.items())))
-    reasons: dict[str, int] = {}
-    for r in skipped:
-        reasons[r.detail] = reasons.get(r.detail, 0) + 1
-    for reason, count in reasons.items():
-        report.info("  skipped: %d %s", count, reason)
-    for r in failed:
-        report.info("  failed: %s: %s", r.key, r.detail)
-    for e in listing_errors:
-        report.info("  failed to list: %s", e)
-    report.info("exit code %d: %s", code, EXIT_MEANINGS[code])
 
 
 SIZE_UNITS = {"": 1, "b": 1, "k": KiB, "kb": KiB, "kib": KiB, "m": MiB, "mb": MiB, "mib": MiB, "g": GiB, "gb": GiB,
@@ -3623,11 +4417,14 @@ def cli() -> None:
 
 
 # ----------------------------------------------------------------------------------------------------------------------
-# 8. Fleet mode: a sender queues one SQS message per file; workers on many machines run each through the same engine.
+# 10. Fleet mode: a sender queues one SQS message per file; workers on many machines run each through the same engine.
 #    S3 stays the only state, so a worker that dies mid-file leaves a multipart upload the next worker resumes.
 # ----------------------------------------------------------------------------------------------------------------------
 
+
 MESSAGE_VERSION = 1
+
+
 SQS_BATCH = 10  # SendMessageBatch takes at most 10 messages
 
 
@@ -3734,40 +4531,61 @@ def not_sqs(queue_url: str, sqs, answer: str) -> str:
 
 
 def send_to_queue(settings: Settings, stop: threading.Event, options: RunOptions, queue_url: str) -> int:
-    """--sqs-send: list and diff once, exactly as a run decides, then queue one message per file to transfer."""
+    """--sqs-send: list and diff once, exactly as a run decides, and queue one message per file to transfer, as the
+    listing goes."""
     job = open_job(settings, stop)
     sqs = None if options.dry_run else open_queue(job, queue_url)
-    files, destination, uploads = list_job(job)
-    tasks = [t for t in plan_files(settings, files, destination, uploads, job.source) if t.action != "skip"
-             and not (t.confirm and confirmed_same(t.src, job.source, head_of(job.des_client, settings.des_bucket,
-                                                                             t.src.key, job.retry)))]  # fmt: skip
-    skipped = len(files) - len(tasks)
-    messages = [file_message(settings, t.src) for t in tasks]
-    if options.dry_run:
-        for m in messages:
-            report.info("%s", json.dumps(m))
-        report.info("dry run: %d message(s) would be queued, %d file(s) skipped; nothing was sent", len(messages),
-                    skipped)  # fmt: skip
-        return EXIT_OK
-    assert sqs is not None
-    for start in range(0, len(messages), SQS_BATCH):
+    listings = open_listings(job)
+    tally = PlanTally()
+    tasks = tally.counted(plan_stream(settings, listings.pairs, listings.uploads, job.source))
+    queued = queued_bytes = 0
+
+    def to_send() -> Iterator[FileTask]:
+        for t in tasks:
+            if t.action == "skip" or (t.confirm and confirmed_same(t.src, job.source, head_of(
+                    job.des_client, settings.des_bucket, t.src.key, job.retry))):  # fmt: skip
+                continue
+            yield t
+
+    batch: list[str] = []
+    for t in to_send():
+        if stop.is_set():
+            raise KeyboardInterrupt
         # ASCII JSON: a local path that is not UTF-8 travels as \udcXX escapes and comes back the same.
-        batch = {str(n): json.dumps(m) for n, m in enumerate(messages[start : start + SQS_BATCH])}
-        for attempt in range(settings.max_retry + 1):
-            entries = [{"Id": i, "MessageBody": body} for i, body in batch.items()]
-            resp = job.retry.call("SQS send", functools.partial(sqs.send_message_batch, QueueUrl=queue_url,
-                                                                Entries=entries))  # fmt: skip
-            batch = {f["Id"]: batch[f["Id"]] for f in resp.get("Failed", [])}
-            if not batch:
-                break
-            log.warning("SQS refused %d message(s) of a batch; sending them again", len(batch))
-            if stop.wait(attempt * settings.retry_delay):
-                raise KeyboardInterrupt
-        if batch:
-            raise FileFailed(f"SQS refused {len(batch)} message(s) {settings.max_retry + 1} times")
-    total = sum(t.src.size for t in tasks)
-    report.info("queued %d file(s) (%s) to %s; %d skipped", len(messages), human_bytes(total), queue_url, skipped)
+        message = json.dumps(file_message(settings, t.src))
+        queued, queued_bytes = queued + 1, queued_bytes + t.src.size
+        if options.dry_run:
+            report.info("%s", message)
+            continue
+        batch.append(message)
+        if len(batch) == SQS_BATCH:
+            send_batch(job, sqs, queue_url, batch, stop)
+            batch = []
+    if batch:
+        send_batch(job, sqs, queue_url, batch, stop)
+    skipped = tally.files - queued
+    if options.dry_run:
+        report.info("dry run: %d message(s) would be queued, %d file(s) skipped; nothing was sent", queued, skipped)
+    else:
+        report.info("queued %d file(s) (%s) to %s; %d skipped", queued, human_bytes(queued_bytes), queue_url, skipped)
     return EXIT_OK
+
+
+def send_batch(job: Job, sqs, queue_url: str, messages: list[str], stop: threading.Event) -> None:
+    """SendMessageBatch (at most 10): the messages SQS refuses are sent again, at most MaxRetry times."""
+    settings = job.settings
+    batch = {str(n): body for n, body in enumerate(messages)}
+    for attempt in range(settings.max_retry + 1):
+        entries = [{"Id": i, "MessageBody": body} for i, body in batch.items()]
+        resp = job.retry.call("SQS send", functools.partial(sqs.send_message_batch, QueueUrl=queue_url,
+                                                            Entries=entries))  # fmt: skip
+        batch = {f["Id"]: batch[f["Id"]] for f in resp.get("Failed", [])}
+        if not batch:
+            return
+        log.warning("SQS refused %d message(s) of a batch; sending them again", len(batch))
+        if stop.wait(attempt * settings.retry_delay):
+            raise KeyboardInterrupt
+    raise FileFailed(f"SQS refused {len(batch)} message(s) {settings.max_retry + 1} times")
 
 
 def run_worker(settings: Settings, stop: threading.Event, options: RunOptions, queue_url: str) -> int:
@@ -3844,15 +4662,15 @@ def work_on_message(job: Job, engine: Engine, sqs, queue_url: str, message: dict
 
 
 def destination_complete(job: Job, f: SourceFile) -> bool:
-    """Is the object there and this file (the same test as a normal run's skip)?  Unfinished uploads of
-    the key older than the object are leftovers of duplicate deliveries: nothing can resume them any more."""
+    """Is the object there and this file (the same test as a normal run's skip)?  Unfinished uploads of the key
+    that nothing adds to any more (AbandonedAfter) are leftovers of duplicate deliveries: aborted."""
     settings = job.settings
     head = head_destination(job.des_client, settings.des_bucket, f.key, job.retry,
                             "to tell whether the object is already complete")  # fmt: skip
     if head is None:
         return False
     written = head["LastModified"].timestamp()
-    there = DestObject(head["ContentLength"], str(head.get("ETag", "")).strip('"'), written)
+    there = Listed(f.key, head["ContentLength"], str(head.get("ETag", "")).strip('"'), written)
     verdict, _ = listed_verdict(f, there, job.source.kind, getattr(job.source, "multipart_etags_comparable", True))
     if verdict == "send":
         return False
@@ -3861,8 +4679,16 @@ def destination_complete(job: Job, f: SourceFile) -> bool:
         if not confirmed_same(f, job.source, lambda **kwargs: asked(**kwargs) if kwargs else head):
             return False
     for u in list_unfinished_uploads(job.des_client, settings.des_bucket, f.key, job.retry):
-        if u.key == f.key and u.initiated < written:
-            log.info("%s: aborting upload %s, older than the complete object", f.key, short_id(u.upload_id))
+        if u.key != f.key:
+            continue
+        try:
+            state = read_upload(job.des_client, settings.des_bucket, f.key, u.upload_id, u.initiated, job.retry)
+        except botocore.exceptions.ClientError as exc:
+            if error_code(exc) == "NoSuchUpload":
+                continue
+            raise
+        if state.abandoned(settings):  # a leftover of a duplicate delivery; a live one may be another worker's
+            log.info("%s: aborting upload %s, which nothing adds to any more", f.key, short_id(u.upload_id))
             abort_upload(job.des_client, settings.des_bucket, f.key, u.upload_id, job.retry)
     return True
 

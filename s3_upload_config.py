@@ -69,6 +69,8 @@ LoggingLevel = "INFO"  # 日志输出级别 'WARNING' | 'INFO' | 'DEBUG'
 # ACL = ""  # e.g. "bucket-owner-full-control" when writing into another account's bucket
 # MaxBandwidth = 0  # upload cap in bytes per second for all threads, e.g. 20 * Megabytes
 # CopyMode = "auto"  # S3_TO_S3: "auto" lets S3 copy the parts itself when it can, "server" requires it, "stream" never
+# AbandonedAfter = 3600  # an unfinished upload nothing was added to for this many seconds is aborted; sooner, it may
+#                         # be another run's work in progress, and is left alone
 # SQSProfileName = ""  # fleet mode: the profile for the SQS queue ("" = DesProfileName)
 # SQSEndpointURL = ""  # fleet mode: "" = the region's SQS endpoint
 # SQSIdleSeconds = 60  # fleet mode: a worker exits after the queue was empty this long

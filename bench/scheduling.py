@@ -6,7 +6,7 @@ Usage (from the repository root):
                                          [--out bench/results/scheduling.md]
 
 A job of a million small files must list, plan and schedule in time and memory linear in the file count: the main
-thread lists SrcDir (LocalSource.list), decides every file's action (plan_files) and feeds the file pool
+thread lists SrcDir (walk_source), decides every file's action (plan_files) and feeds the file pool
 (Engine.run).  Engine.run submits at most 2 x MaxParallelFile files at a time: the window of files submitted at once
 keeps scheduling cost per file flat (with every file submitted up front, the work queue would hold a million futures
 and each wait for the first finished one would walk all of them, a cost per file that grows with the job).
@@ -19,7 +19,7 @@ For each file count N (default 1,000, 10,000 and 100,000; --quick: 1,000 and 10,
      script with --child, so that memory figures belong to one N, variant and round) imports s3_upload from the
      repository root and runs the tool's pipeline as run_job chains it: Settings(des_bucket="bench", src_dir=DIR,
      s3_prefix="up/", ChunkSize 5 MiB, the tool's default MaxParallelFile and MaxThread),
-     LocalSource(settings).list(), plan_files(settings, files, destination, []), then Progress.begin and
+     walk_source(LocalSource(settings)), plan_files(settings, files, destination, [], source), then Progress.begin and
      Engine(...).run(tasks) with a stub client:
        put   nothing at the destination: every file is a real Engine._put_small (read, MD5, put_object); the stub's
              put_object answers at once with the ETag S3 would give (the MD5 of the body), so the tool's ETag check
@@ -161,10 +161,10 @@ def child(count: int, data_dir: str, variant: str) -> dict:
     rss_before = current_rss()
 
     with phase(figures, "list"):
-        files = source.list()
-    destination = {f.key: f.size for f in files} if variant == "skip" else {}
+        files = list(s3_upload.walk_source(source))
+    destination = {f.key: s3_upload.Listed(f.key, f.size, "", f.mtime + 1) for f in files} if variant == "skip" else {}
     with phase(figures, "plan"):
-        tasks = s3_upload.plan_files(settings, files, destination, [])
+        tasks = s3_upload.plan_files(settings, files, destination, [], source)
     with phase(figures, "run"):
         progress = s3_upload.Progress()
         progress.begin(tasks)
@@ -175,7 +175,7 @@ def child(count: int, data_dir: str, variant: str) -> dict:
 
     peak_rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024  # KiB on Linux
     size = sum(f.size for f in files)
-    errors = [f"listing error: {e}" for e in source.listing_errors[:3]]
+    errors = [f"listing error: {e}" for e in list(source.listing_errors)[:3]]
     if len(files) != count:
         errors.append(f"listed {len(files)} files, expected {count}")
     wrong = [r for r in results if r.status != EXPECTED_STATUS[variant]]

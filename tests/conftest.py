@@ -259,6 +259,9 @@ def make_config(tmp_path, src_dir, bucket, aws_profiles):
             "LoggingLevel": "INFO",
             "RetryDelay": 0.05,
             "LogDir": str(tmp_path / "log"),
+            # The uploads these tests leave or make by hand stand for runs long dead: abandoned at once.  The tests of
+            # concurrent runs set the default (an hour) back.
+            "AbandonedAfter": 0,
         }
         values.update(overrides)
         values = {k: v for k, v in values.items() if v is not DROP}
@@ -374,6 +377,21 @@ def list_keys(client, bucket: str, prefix: str = "") -> dict[str, int]:
     for page in client.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix):
         keys.update({o["Key"]: o["Size"] for o in page.get("Contents", [])})
     return keys
+
+
+def load_report(path) -> dict:
+    """A --report file (JSON Lines: a header, a line per file, per missing object and per listing error, a summary)
+    as one dict: the header's fields, the summary's, "files" (the file lines, in key order), "missing" (keys) and
+    "listing_errors"."""
+    import json
+
+    lines = [json.loads(line) for line in pathlib.Path(path).read_text(encoding="utf-8").splitlines() if line]
+    document = dict(lines[0], **lines[-1]["summary"])
+    entries = lines[1:-1]
+    document["files"] = sorted((e for e in entries if e.get("status") not in (None, "missing")), key=lambda e: e["key"])
+    document["missing"] = [e["key"] for e in entries if e.get("status") == "missing"]
+    document["listing_errors"] = [e["listing_error"] for e in entries if "listing_error" in e]
+    return document
 
 
 def unfinished_uploads(client, bucket: str) -> list[dict]:
@@ -496,7 +514,9 @@ def leave_unfinished(make, aws_profiles, dst_server, fail_part: int = 2, **overr
     with FaultProxy("127.0.0.1", dst_server.port).start() as proxy:
         proxy.set(outage=True, error_status=500, error_code="InternalError", match=refused)
         aws_profiles.add("interrupted", proxy.endpoint_url, *DST_KEYS)
-        run = run_tool(make(**{"DesProfileName": "interrupted", "MaxThread": 1, "MaxRetry": 0, **overrides}))
+        run = run_tool(
+            make(**{"DesProfileName": "interrupted", "MaxThread": 1, "MaxParallelFile": 1, "MaxRetry": 0, **overrides})
+        )
     assert run.code == 1, run
     return run
 

@@ -27,7 +27,12 @@ all default off):
 - ``stall_rate``: share of requests where the proxy stops forwarding at such a random point: the connections stay
   open, no more bytes pass, until the client gives up (its read timeout), ``stop()``, or ``stall_seconds`` have
   passed (then the client connection is reset). A stall in the request direction does not read from the client,
-  so its send buffer fills and blocks, as on a dead network path.
+  so its send buffer fills and blocks, as on a dead network path.  What the client then reports depends on how much
+  of the body was left, against the socket buffers (several MiB on loopback, sized by the kernel as it goes): if the
+  rest fits, the client has sent it all and waits for an answer until its read timeout (botocore:
+  ReadTimeoutError); if not, its send blocks until its send timeout, which urllib3 sets to the *connect* timeout, and
+  botocore reports that as ConnectionClosedError ("Connection was closed before we received a valid response").
+  Both are the client's own timeout: the proxy closes nothing during a stall unless ``stall_seconds`` is set.
 - ``fault_where``: where resets and stalls happen: ``"any"`` (default: request or response at random when the
   request has a body, else response), ``"request"`` or ``"response"``. A reset in the response of a PutObject or
   UploadPart means the server stored the data but the client never learnt it.
@@ -40,6 +45,10 @@ all default off):
   (de-chunked); returns the new body (None: unchanged). The proxy then sends it with a fresh Content-Length.
 
 Order of checks per matching request: outage, error, reset, stall (at most one fault per request).
+
+``Gate(which)`` is a ``match`` that faults nothing but holds the requests ``which`` accepts (before a byte of them is
+forwarded) until ``gate.open()``: a test keeps a run from getting past a point until the test has acted (killed the
+tool, started another worker...), instead of betting that the run is still going when it acts.
 
 Randomness: every decision comes from ``random.Random`` seeded with the proxy's ``seed`` plus the request's
 identity (method, path, query without uploadId, Range headers) and how many times that identity was seen before, so
@@ -73,7 +82,7 @@ import urllib.parse
 from dataclasses import dataclass, field
 from typing import Any, Callable, Iterator, Optional
 
-__all__ = ["FaultProxy", "Request"]
+__all__ = ["FaultProxy", "Gate", "Request"]
 
 CHUNK = 64 * 1024
 MAX_LINE = 64 * 1024
@@ -185,6 +194,32 @@ class Request:
         ranges = [self.headers.get(h, "") for h in ("range", "x-amz-copy-source-range")]
         path = f"/{self.bucket}{self.path}" if self.virtual_hosted else self.path
         return repr((self.method, path, q, ranges))
+
+
+class Gate:
+    """A ``match`` (see the module docstring) that holds each request ``which`` accepts until ``open()``, or for
+    ``limit`` seconds at most (then it lets it go and sets ``timed_out``, so that a failed test does not hang), and
+    faults none.  ``held``: the requests held so far.  While a request is held its body waits in the socket buffers:
+    a client that sends more than they hold gives up after its send timeout (botocore: the connect timeout) and sends
+    it again, held again.  Open it in a ``finally``: ``FaultProxy.stop()`` does not wake a held request."""
+
+    def __init__(self, which: Callable[[Request], bool], limit: float = 60):
+        self.which, self.limit = which, limit
+        self.held: list[Request] = []
+        self.timed_out = False
+        self._open = threading.Event()
+        self._lock = threading.Lock()
+
+    def __call__(self, request: Request) -> bool:
+        if not self._open.is_set() and self.which(request):
+            with self._lock:
+                self.held.append(request)
+            if not self._open.wait(self.limit):
+                self.timed_out = True
+        return False
+
+    def open(self) -> None:
+        self._open.set()
 
 
 class _Cut(Exception):

@@ -111,6 +111,8 @@ BAD_VALUES = [
     ("SrcFileIndex-empty", {"SrcFileIndex": ""}, ("SrcFileIndex", "empty", "'*'")),
     ("S3Prefix-int", {"S3Prefix": 2024}, ("S3Prefix", "must be str", "int 2024", "fix it")),
     ("RetryDelay-negative", {"RetryDelay": -1}, ("RetryDelay", "0 or more")),
+    ("AbandonedAfter-negative", {"AbandonedAfter": -1}, ("AbandonedAfter", "0 or more", "AbandonedAfter = 3600")),
+    ("AbandonedAfter-NaN", {"AbandonedAfter": Expr("float('nan')")}, ("AbandonedAfter", "nan", "finite")),
     ("RetryDelay-str", {"RetryDelay": "5"}, ("RetryDelay", "must be int or float", "'5'")),
     ("LogDir-int", {"LogDir": 7}, ("LogDir", "must be str", "int 7")),
     ("LogDir-is-a-file", lambda d, b: {"LogDir": str(d / "small.txt")}, ("cannot write the log", "set LogDir")),

@@ -4,6 +4,7 @@ that must stay bounded.  Real SeaweedFS; bytes checked."""
 from __future__ import annotations
 
 import json
+import os
 import re
 import subprocess
 import sys
@@ -68,17 +69,16 @@ def test_write_denied_fails_at_once_without_retries(dst, bucket, src_dir, make_c
 
 
 def test_a_refused_head_fails_its_file_and_the_other_files_go_on(dst, bucket, src_dir, make_config, no_get_object):
-    """A complete object with an unfinished upload of its key needs a HeadObject (was the upload begun before the
-    object was written?); a profile without s3:GetObject is refused it.  That file fails, named with the permission
-    to grant, and its upload is left (nothing tells whether it is stale); the next file is uploaded; exit 1.  (The
-    refusal used to stop the run there: "rerun to resume", the other files never sent.)"""
-    from test_resume import start_upload
-
+    """An object of the same size written before the file was last modified needs a HeadObject (is the mtime
+    recorded with it the file's?); a profile without s3:GetObject is refused it.  That file fails, named with the
+    permission to grant, and its object is left as it is; the next file is uploaded; exit 1.  (A refused HeadObject
+    used to stop the run there: "rerun to resume", the other files never sent.)"""
     done, new = src_dir / "done.bin", src_dir / "new.txt"
     write_file(done, 5 * MiB + 5)
     write_file(new, 300)
     dst.put_object(Bucket=bucket, Key="up/done.bin", Body=done.read_bytes())
-    left = start_upload(dst, bucket, "up/done.bin", done.read_bytes(), 5 * MiB, parts=(1,))
+    written = dst.head_object(Bucket=bucket, Key="up/done.bin")["LastModified"].timestamp()
+    os.utime(done, (written + 60, written + 60))  # modified after its object was written
     run = run_tool(make_config(DesProfileName=no_get_object, MaxParallelFile=1))  # done.bin first, then new.txt
     assert run.code == s3_upload.EXIT_FAILED, run
     assert "Traceback" not in run.output and "rerun to resume" not in run.output
@@ -86,8 +86,8 @@ def test_a_refused_head_fails_its_file_and_the_other_files_go_on(dst, bucket, sr
     [failed] = [line for line in run.stdout.splitlines() if line.startswith("  failed: up/done.bin: ")]
     assert "HeadObject" in failed and "grant the destination's profile s3:GetObject" in failed, failed
     assert object_md5(dst, bucket, "up/new.txt") == md5_file(new)
-    assert object_md5(dst, bucket, "up/done.bin") == md5_file(done)
-    assert [u["UploadId"] for u in unfinished_uploads(dst, bucket)] == [left]
+    assert object_md5(dst, bucket, "up/done.bin") == md5_file(done)  # left as it is
+    assert unfinished_uploads(dst, bucket) == []
 
 
 def test_memory_stays_bounded_by_threads_times_chunk(dst, bucket, src_dir, make_config):

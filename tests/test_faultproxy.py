@@ -138,6 +138,8 @@ def test_stall_until_the_client_times_out(dst_server, bucket, proxy):
     proxy.stall_rate = 1.0
     with pytest.raises(ReadTimeoutError):
         s3.list_objects_v2(Bucket=bucket)
+    # The stall starts once the server has answered: on a busy machine that can be after the client gave up.
+    wait_until(lambda: proxy.stats["stalls"], "the stall")
     assert proxy.stats["stalls"] == 1 and proxy.history[0].fault == "stall-response"  # a GET has no body to stall
 
 

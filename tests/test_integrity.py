@@ -12,10 +12,10 @@ import os
 import pathlib
 import subprocess
 import sys
+import time
 
 import pytest
 from test_resume import start_upload
-from test_sqs_fleet import wait_for_the_server_clock
 
 import s3_upload
 from conftest import (
@@ -28,6 +28,7 @@ from conftest import (
     in_process_logging,
     leave_unfinished,
     list_keys,
+    load_report,
     md5,
     md5_file,
     modified_earlier,
@@ -119,7 +120,7 @@ def test_source_replaced_mid_copy_aborts_the_upload(src, src_bucket, dst, bucket
     with FaultProxy("127.0.0.1", src_server.port).start() as proxy:
         proxy.set(match=replace_before_part_2)
         aws_profiles.add("srcproxy", proxy.endpoint_url, *SRC_KEYS)
-        run = run_tool(s3_job(SrcProfileName="srcproxy", MaxThread=1))
+        run = run_tool(s3_job(SrcProfileName="srcproxy", MaxThread=1, MaxParallelFile=1))
     assert replaced
     assert run.code == 1, run
     assert "changed" in run.stdout
@@ -155,7 +156,7 @@ def test_local_file_rewritten_in_place_with_mtime_restored_is_never_completed(ds
     with FaultProxy("127.0.0.1", dst_server.port).start() as proxy:
         proxy.set(match=rewrite_during_part_2)
         aws_profiles.add("watched", proxy.endpoint_url, *DST_KEYS)
-        run = run_tool(make_config(DesProfileName="watched", MaxThread=1))
+        run = run_tool(make_config(DesProfileName="watched", MaxThread=1, MaxParallelFile=1))
     assert rewritten and path.stat().st_mtime_ns == before.st_mtime_ns and path.stat().st_size == before.st_size
     assert run.code == 1, run
     assert "changed during the transfer" in run.stdout
@@ -215,16 +216,18 @@ def test_a_directory_that_cannot_be_listed_is_a_listing_error(dst, bucket, src_d
 def test_dangling_link_and_a_file_gone_before_stat_are_listing_errors(src_dir, monkeypatch):
     write_file(src_dir / "ok.txt", 10)
     (src_dir / "dangling").symlink_to(src_dir / "nowhere")
-    real_walk = os.walk
+    write_file(src_dir / "vanished.bin", 10)
+    real_stat = os.stat
 
-    def walk_that_lists_a_file_deleted_meanwhile(top, **kwargs):
-        for dirpath, dirnames, filenames in real_walk(top, **kwargs):
-            yield dirpath, dirnames, filenames + (["vanished.bin"] if dirpath == str(src_dir) else [])
+    def stat_after_it_was_deleted(path, *args, **kwargs):  # listed by the directory, gone before its stat
+        if str(path).endswith("vanished.bin"):
+            raise FileNotFoundError(2, "No such file or directory", str(path))
+        return real_stat(path, *args, **kwargs)
 
-    monkeypatch.setattr(s3_upload.os, "walk", walk_that_lists_a_file_deleted_meanwhile)
+    monkeypatch.setattr(s3_upload.os, "stat", stat_after_it_was_deleted)
     settings = s3_upload.Settings(des_bucket="b", src_dir=str(src_dir), s3_prefix="up")
     source = s3_upload.LocalSource(settings)
-    files = source.list()
+    files = list(s3_upload.walk_source(source))
     assert [f.key for f in files] == ["up/ok.txt"]
     errors = "\n".join(source.listing_errors)
     assert "dangling" in errors and "vanished.bin" in errors, errors
@@ -296,33 +299,43 @@ def test_a_damaged_part_a_store_kept_is_never_a_success(moto_s3, moto_bucket, sr
 
 @pytest.mark.parametrize("case", ["now-one-put", "now-ignored", "already-complete"])
 def test_an_upload_the_file_no_longer_needs_is_aborted(case, dst, bucket, src_dir, make_config):
+    """An earlier run's upload (nothing added to it for AbandonedAfter: here 0 s) that the file no longer needs: the
+    file now goes up in one request, is ignored, or is complete already."""
     path = src_dir / "mid.bin"
     write_file(path, CHUNK + MiB)
     modified_earlier(path)
     start_upload(dst, bucket, "up/mid.bin", path.read_bytes(), CHUNK, parts=(1,))  # an earlier run, ChunkSize 5 MiB
-    newer = None
     if case == "already-complete":
-        # The object was completed later (e.g. by another machine), the old upload stayed behind; another upload of
-        # the key begun after the object was written may be a run's work in progress, and stays.  SeaweedFS counts
-        # these times in seconds: each waits for the server's clock to move, so that upload, object and upload are
-        # in three different seconds and the test does not depend on where the second boundaries fall.
-        older = unfinished_uploads(dst, bucket)[0]
-        wait_for_the_server_clock(dst, bucket, older["Initiated"])
-        dst.put_object(Bucket=bucket, Key="up/mid.bin", Body=path.read_bytes())
-        wait_for_the_server_clock(dst, bucket, dst.head_object(Bucket=bucket, Key="up/mid.bin")["LastModified"])
-        newer = start_upload(dst, bucket, "up/mid.bin", path.read_bytes(), CHUNK, parts=(1,))
-        dst.delete_object(Bucket=bucket, Key="clock")
+        dst.put_object(Bucket=bucket, Key="up/mid.bin", Body=path.read_bytes())  # completed since, by another machine
         run = run_tool(make_config())
     elif case == "now-one-put":
         run = run_tool(make_config(ChunkSize=8 * MiB))  # the file is now smaller than one chunk
     else:
         run = run_tool(make_config(ChunkSize=8 * MiB, IgnoreSmallFile=True))
     assert run.code == 0, run
-    assert [u["UploadId"] for u in unfinished_uploads(dst, bucket)] == ([newer] if newer else [])
+    assert unfinished_uploads(dst, bucket) == []
     if case == "now-ignored":
         assert list_keys(dst, bucket) == {}
     else:
         assert object_md5(dst, bucket, "up/mid.bin") == md5_file(path)
+
+
+def test_an_upload_another_run_adds_parts_to_is_never_aborted(dst, bucket, src_dir, make_config):
+    """Concurrent writers: an upload of the key that a part was added to a moment ago may be another run's work in
+    progress.  With AbandonedAfter at its default (an hour), the run leaves it alone and says so in its closing block,
+    whatever the upload holds (here: another ChunkSize, so it cannot be joined); once nothing was added to it for
+    AbandonedAfter, a run aborts it."""
+    path = src_dir / "mid.bin"
+    write_file(path, 2 * CHUNK + MiB)
+    other = start_upload(dst, bucket, "up/mid.bin", path.read_bytes(), 6 * MiB, parts=(1,))  # another run, 6 MiB parts
+    run = run_tool(make_config(AbandonedAfter=3600))
+    assert run.code == 0, run
+    assert object_md5(dst, bucket, "up/mid.bin") == md5_file(path)
+    assert [u["UploadId"] for u in unfinished_uploads(dst, bucket)] == [other]
+    assert "left alone: 1 unfinished upload(s)" in run.stdout, run
+    later = run_tool(make_config(AbandonedAfter=0))  # as a run an hour later sees it
+    assert later.code == 0 and later.bytes_sent == 0, later
+    assert unfinished_uploads(dst, bucket) == []
 
 
 # ---------------------------------------------------------------------------------------------------------------------
@@ -474,7 +487,7 @@ def test_a_name_that_is_not_utf8_is_uploaded_under_a_reversible_key(dst, bucket,
     key = "up/r\u201bE9sum\u201bE9.txt"
     assert object_md5(dst, bucket, key) == hashlib.md5(b"bytes of a latin-1 named file").hexdigest()
     assert s3_upload.local_name_of_key("r\u201bE9sum\u201bE9.txt") == os.fsdecode(b"r\xe9sum\xe9.txt")
-    document = json.loads(report.read_text(encoding="utf-8"))
+    document = load_report(report)
     assert {f["key"] for f in document["files"]} == {key, "up/plain.txt"}
     log_text = b"".join(p.read_bytes() for p in (tmp_path / "log").glob("*.log")).decode("utf-8")
     assert f"finish {key}: " in log_text  # the log stays UTF-8 (decoded above) and names the file by its key
@@ -556,7 +569,8 @@ def test_two_runs_in_the_same_second_write_two_log_files(tmp_path, monkeypatch):
 
 
 def test_files_are_taken_one_at_a_time_as_threads_free_up():
-    """No file is queued ahead of the threads that work on them: at most MaxParallelFile taken and not finished."""
+    """The plan never runs far ahead of the transfer: files sent in one request wait for the budget of requests
+    (MaxParallelFile x MaxThread) at most one budget deep, so at most two budgets' worth are taken and not finished."""
     settings = s3_upload.Settings(des_bucket="b", src_dir=".", max_parallel_file=3)
     stop = s3_upload.threading.Event()
     engine = s3_upload.Engine(settings, None, None, s3_upload.RetryPolicy(0, 0, stop), stop)
@@ -577,7 +591,7 @@ def test_files_are_taken_one_at_a_time_as_threads_free_up():
     engine.run_file = run_file
     results = engine.run(lazily())
     assert sorted(r.key for r in results) == sorted(f"k{i}" for i in range(2000))
-    assert most[0] <= settings.max_parallel_file, most[0]
+    assert most[0] <= 2 * settings.max_parallel_file * settings.max_thread + 1, most[0]
 
 
 def test_a_bug_in_a_file_thread_is_raised_not_lost():
@@ -601,10 +615,23 @@ def test_a_part_that_fails_for_good_stops_its_siblings_retries(dst, bucket, src_
     write_file(src_dir / "big.bin", 2 * CHUNK)
     with FaultProxy("127.0.0.1", dst_server.port).start() as flaky, \
             FaultProxy("127.0.0.1", flaky.port).start() as refusing:  # fmt: skip
+
+        def part_1_failed() -> bool:
+            return any(r.query.get("partNumber") == "1" and r.status == 500 for r in flaky.history)
+
+        def part_2_once_part_1_failed(request) -> bool:
+            # Refused only once part 1 got its 500, so that part 1 is in its backoff then, however the two threads
+            # are scheduled (a refusal 3 s late would let part 1 try again).
+            if request.operation != "UploadPart" or request.query.get("partNumber") != "2":
+                return False
+            deadline = time.monotonic() + 60
+            while not part_1_failed() and time.monotonic() < deadline:
+                time.sleep(0.01)
+            return True
+
         flaky.set(outage=True, error_status=500, error_code="InternalError",
                   match=lambda r: r.operation == "UploadPart" and r.query.get("partNumber") == "1")  # fmt: skip
-        refusing.set(outage=True, error_status=403, error_code="AccessDenied",
-                     match=lambda r: r.operation == "UploadPart" and r.query.get("partNumber") == "2")  # fmt: skip
+        refusing.set(outage=True, error_status=403, error_code="AccessDenied", match=part_2_once_part_1_failed)
         aws_profiles.add("chain", refusing.endpoint_url, *DST_KEYS)
         run = run_tool(make_config(DesProfileName="chain", MaxThread=2, MaxRetry=5, RetryDelay=3), timeout=300)
         part_1_tries = sum(1 for r in flaky.history if r.operation == "UploadPart" and r.query["partNumber"] == "1")
@@ -612,6 +639,30 @@ def test_a_part_that_fails_for_good_stops_its_siblings_retries(dst, bucket, src_
     assert "AccessDenied" in run.stdout
     assert part_1_tries <= 2, part_1_tries
     assert "retry 2/5" not in run.stderr
+
+
+def test_a_part_that_fails_for_good_stops_the_parts_queued_behind_it():
+    """One thread (MaxThread=1): part 2 is refused for good; part 3, queued behind it on the same thread, is never
+    started, whenever the file's own thread gets to see the failure (on a busy machine it used to be sent first)."""
+    settings = s3_upload.Settings(des_bucket="b", src_dir=".", max_thread=1)
+    stop = s3_upload.threading.Event()
+    source = s3_upload.types.SimpleNamespace(verify_existing_parts=False)
+    engine = s3_upload.Engine(settings, source, None, s3_upload.RetryPolicy(0, 0, stop), stop)
+    started = []
+
+    class Mover:
+        def part(self, f, upload_id, number, offset, length, shape, listed, cancel):
+            started.append(number)
+            if number == 2:
+                raise s3_upload.botocore.exceptions.ClientError({"Error": {"Code": "AccessDenied"}}, "UploadPart")
+            return s3_upload.PartResult(number, "0" * 32, bytes(16), length)
+
+    engine.mover = Mover()
+    f = s3_upload.SourceFile("k", 3 * CHUNK, 0.0)
+    shape = s3_upload.Shape(s3_upload.ChunkPlan(3 * CHUNK, CHUNK), multipart=True)
+    with pytest.raises(s3_upload.botocore.exceptions.ClientError):
+        engine._send_parts(f, shape, "upload-id", {}, proven=True)
+    assert started == [1, 2]
 
 
 if sys.platform != "linux":  # pragma: no cover

@@ -23,12 +23,14 @@ from conftest import (
     list_keys,
     md5_file,
     object_md5,
+    parts_on_server,
     run_tool,
     tool_command,
     unfinished_uploads,
+    wait_until,
     write_file,
 )
-from faultproxy import FaultProxy
+from faultproxy import FaultProxy, Gate
 
 CHUNK = 5 * MiB
 
@@ -118,31 +120,29 @@ def test_dont_ask_me_to_clean_resumes_without_prompt(dst, bucket, src_dir, make_
     assert object_md5(dst, bucket, "up/big.bin") == md5_file(src_dir / "big.bin")
 
 
-def test_kill_9_mid_upload_then_rerun_resumes(dst, bucket, src_dir, make_config):
+def test_kill_9_mid_upload_then_rerun_resumes(dst, bucket, src_dir, make_config, aws_profiles, dst_server):
     size = 30 * CHUNK + 12345
     write_file(src_dir / "huge.bin", size)
     config = make_config(MaxThread=2, MaxParallelFile=1)
-    proc = subprocess.Popen(
-        tool_command(config), cwd=config.parent, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )  # fmt: skip
-    parts_before_kill = 0
-    try:
-        deadline = time.monotonic() + 60
-        while time.monotonic() < deadline and proc.poll() is None:
-            uploads = unfinished_uploads(dst, bucket)
-            if uploads:
-                parts = dst.list_parts(Bucket=bucket, Key="up/huge.bin", UploadId=uploads[0]["UploadId"])
-                numbers = {p["PartNumber"] for p in parts.get("Parts", [])} - set(s3_upload.MARKER_PARTS)
-                parts_before_kill = len(numbers)
-                if parts_before_kill >= 6:
-                    break
-            time.sleep(0.02)
-    finally:
-        proc.send_signal(signal.SIGKILL)
-        proc.wait()
+    # The parts after the 6th wait at a proxy until the kill: it lands mid-upload however fast the run goes.
+    gate = Gate(lambda r: r.operation == "UploadPart" and 6 < (r.part_number or 0) < min(s3_upload.MARKER_PARTS))
+    with FaultProxy("127.0.0.1", dst_server.port, match=gate).start() as proxy:
+        aws_profiles.add("gated", proxy.endpoint_url, *DST_KEYS)
+        gated = make_config(DesProfileName="gated", MaxThread=2, MaxParallelFile=1)
+        proc = subprocess.Popen(
+            tool_command(gated), cwd=gated.parent, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )  # fmt: skip
+        try:
+            wait_until(lambda: len(data_parts(dst, bucket, "up/huge.bin")) >= 6, "six data parts on the server")
+        finally:
+            proc.send_signal(signal.SIGKILL)
+            proc.wait()
+            parts_before_kill = len(data_parts(dst, bucket, "up/huge.bin"))
+            gate.open()
+        assert not proxy.exceptions and not gate.timed_out
     assert proc.returncode == -signal.SIGKILL, "the upload finished before it could be killed"
-    assert parts_before_kill >= 6
+    assert parts_before_kill == 6
     assert "up/huge.bin" not in list_keys(dst, bucket)
 
     run = run_tool(config)
@@ -151,6 +151,10 @@ def test_kill_9_mid_upload_then_rerun_resumes(dst, bucket, src_dir, make_config)
     assert run.bytes_sent <= size - parts_before_kill * CHUNK
     assert object_md5(dst, bucket, "up/huge.bin") == md5_file(src_dir / "huge.bin")
     assert unfinished_uploads(dst, bucket) == []
+
+
+def data_parts(client, bucket: str, key: str) -> list[int]:
+    return [n for n in parts_on_server(client, bucket, key) if n not in s3_upload.MARKER_PARTS]
 
 
 def test_chunk_size_changed_between_runs_restarts_the_file(dst, bucket, src_dir, make_config):

@@ -4,7 +4,6 @@ source profile, UploadPart to the destination profile; every object downloaded f
 from __future__ import annotations
 
 import hashlib
-import json
 import os
 
 import botocore.config
@@ -12,7 +11,7 @@ import pytest
 from test_resume import start_upload
 
 import s3_upload
-from conftest import SRC_KEYS, MiB, leave_unfinished, list_keys, object_md5, run_tool, unfinished_uploads
+from conftest import SRC_KEYS, MiB, leave_unfinished, list_keys, load_report, object_md5, run_tool, unfinished_uploads
 from faultproxy import FaultProxy
 
 CHUNK = 5 * MiB
@@ -167,7 +166,7 @@ def test_a_source_whose_parts_are_not_of_one_size_is_copied_in_its_own_layout(sr
     assert run.code == 0, run
     assert object_md5(dst, bucket, "data/odd.bin") == hashlib.md5(body).hexdigest()
     assert dst.head_object(Bucket=bucket, Key="data/odd.bin")["ETag"] == source_etag
-    [copied] = json.loads(report.read_text())["files"]
+    [copied] = load_report(report)["files"]
     assert copied["proof"] == "ETag equal to the source"
     assert unfinished_uploads(dst, bucket) == []
     again = run_tool(s3_config(SrcFileIndex="odd.bin", ChunkSize=8 * MiB))

@@ -8,7 +8,6 @@ that nothing unfinished is left."""
 from __future__ import annotations
 
 import base64
-import json
 import os
 import re
 import zlib
@@ -24,6 +23,7 @@ from conftest import (
     MiB,
     leave_unfinished,
     list_keys,
+    load_report,
     md5,
     new_bucket,
     object_md5,
@@ -71,7 +71,7 @@ def through_client(proxy) -> int:
 
 
 def report_files(path) -> dict[str, dict]:
-    return {f["key"]: f for f in json.loads(path.read_text())["files"]}
+    return {f["key"]: f for f in load_report(path)["files"]}
 
 
 def put_multipart(client, bucket: str, key: str, data: bytes, part_size: int) -> str:
@@ -151,7 +151,7 @@ def test_source_replaced_mid_server_copy_is_never_completed(plain, dst, bucket, 
         return False
 
     proxy.set(match=replace_before_part_2)
-    run = run_tool(make(MaxThread=1))
+    run = run_tool(make(MaxThread=1, MaxParallelFile=1))
     assert replaced and run.code == 1, run
     assert "changed during the copy" in run.stdout
     assert "data/big.bin" not in list_keys(dst, bucket) and unfinished_uploads(dst, bucket) == []

@@ -13,7 +13,6 @@ import re
 import signal
 import subprocess
 import threading
-import time
 import uuid
 
 import boto3
@@ -37,7 +36,7 @@ from conftest import (
     wait_until,
     write_file,
 )
-from faultproxy import FaultProxy
+from faultproxy import FaultProxy, Gate
 
 CHUNK = 5 * MiB
 
@@ -61,6 +60,11 @@ def make_queues(sqs, max_receive_count: int) -> tuple[str, str]:
 @pytest.fixture
 def queues(sqs):
     return make_queues(sqs, 2)  # poison goes to the dead-letter queue after two tries
+
+
+def visible_count(sqs, url: str) -> int:
+    attrs = sqs.get_queue_attributes(QueueUrl=url, AttributeNames=["ApproximateNumberOfMessages"])["Attributes"]
+    return int(attrs["ApproximateNumberOfMessages"])
 
 
 def queue_count(sqs, url: str) -> int:
@@ -96,6 +100,8 @@ def worker_log(tmp_path, worker: str) -> str:
 
 def test_sender_and_three_workers_survive_a_killed_worker(dst, bucket, src_dir, tmp_path, sqs, fleet_config,
                                                           aws_profiles, dst_server):  # fmt: skip
+    """Two workers share the queue; the one on big.bin is killed mid-file; a third, started as a fleet replaces a
+    lost instance, or the other one, takes its message once it reappears and resumes the upload from its parts."""
     queue, dlq = make_queues(sqs, 5)  # the killed worker's file is received at least twice
     write_file(src_dir / "big.bin", 12 * CHUNK + 11)
     for i in range(2):
@@ -103,36 +109,45 @@ def test_sender_and_three_workers_survive_a_killed_worker(dst, bucket, src_dir, 
     for i in range(6):
         write_file(src_dir / "small" / f"s{i}.txt", 1000 * i + 1)
     write_file(src_dir / "empty.dat", 0)
-    # The destination through a bandwidth cap, so the big file takes seconds and can be caught mid-upload.
-    with FaultProxy("127.0.0.1", dst_server.port).start() as proxy:
-        proxy.set(bandwidth=12 * MiB)
-        aws_profiles.add("slow", proxy.endpoint_url, *DST_KEYS)
-        sent = run(fleet_config(DesProfileName="slow"), "--sqs-send", queue)
+    # big.bin's parts after the second wait at the proxy until the kill: it lands mid-file, however fast the run.
+    gate = Gate(lambda r: r.key == "up/big.bin" and r.operation == "UploadPart"
+                and 2 < (r.part_number or 0) < min(s3_upload.MARKER_PARTS))  # fmt: skip
+    with FaultProxy("127.0.0.1", dst_server.port, match=gate).start() as proxy:
+        aws_profiles.add("gated", proxy.endpoint_url, *DST_KEYS)
+        sent = run(fleet_config(DesProfileName="gated"), "--sqs-send", queue)
         assert sent.returncode == 0, sent.stderr
         assert "queued 10 file(s)" in sent.stdout
         assert queue_count(sqs, queue) == 10
 
-        names = ["w1", "w2", "w3"]
-        # Idle exit later than the visibility timeout: the killed worker's message must reappear for the others.
-        workers = {n: start_worker(fleet_config(n, DesProfileName="slow", SQSIdleSeconds=8), queue) for n in names}
-        victim, deadline = None, time.monotonic() + 60
-        while victim is None and time.monotonic() < deadline:
-            uploads = [u for u in unfinished_uploads(dst, bucket) if u["Key"] == "up/big.bin"]
-            if uploads:
-                parts = dst.list_parts(Bucket=bucket, Key="up/big.bin", UploadId=uploads[0]["UploadId"])
-                if len(parts.get("Parts", [])) >= 3:
-                    victim = next((n for n in names if "big.bin" in worker_log(tmp_path, n)), None)
-            time.sleep(0.05)
-        assert victim is not None, "no worker was caught uploading big.bin"
-        workers[victim].send_signal(signal.SIGKILL)
+        def worker(name: str) -> subprocess.Popen:
+            # Idle exit later than the visibility timeout: the killed worker's message reappears within it.
+            return start_worker(fleet_config(name, DesProfileName="gated", SQSIdleSeconds=8), queue)
+
+        workers = {n: worker(n) for n in ("w1", "w2")}
+
+        def on_big_bin() -> str | None:
+            if len(data_parts(dst, bucket, "up/big.bin")) < 2:
+                return None
+            return next((n for n in workers if "big.bin" in worker_log(tmp_path, n)), None)
+
+        try:
+            victim = wait_until(on_big_bin, "a worker with two parts of big.bin on the server")
+            workers[victim].send_signal(signal.SIGKILL)
+            workers[victim].wait()
+        finally:
+            gate.open()
+        # Started after the kill, the third worker is polling when the message reappears (at most the visibility
+        # timeout after the last heartbeat), however long the other one has been idle by then.
+        workers["w3"] = worker("w3")
         codes = {n: p.wait(timeout=120) for n, p in workers.items()}
+        assert not proxy.exceptions and not gate.timed_out
     assert codes[victim] == -signal.SIGKILL
     assert all(code == 0 for n, code in codes.items() if n != victim), codes
     assert assert_tree_uploaded(dst, bucket, "up/", src_dir) == 10
     assert unfinished_uploads(dst, bucket) == []
     assert queue_count(sqs, queue) == 0 and queue_count(sqs, dlq) == 0
     # The killed worker's file was resumed from its parts on S3, not restarted from zero.
-    survivors = "".join(worker_log(tmp_path, n) for n in names if n != victim)
+    survivors = "".join(worker_log(tmp_path, n) for n in workers if n != victim)
     assert "resume up/big.bin: upload" in survivors
 
 
@@ -237,27 +252,36 @@ def test_a_queue_endpoint_that_answers_as_s3_is_one_line(dst, bucket, src_dir, f
     assert list_keys(dst, bucket) == {} and unfinished_uploads(dst, bucket) == []
 
 
-def test_two_workers_racing_on_one_file(dst, bucket, src_dir, tmp_path, sqs, queues, fleet_config):
+def test_two_workers_racing_on_one_file(dst, bucket, src_dir, tmp_path, sqs, queues, fleet_config, aws_profiles,
+                                        dst_server):  # fmt: skip
     """The file is queued twice (a duplicate); a slow worker takes one message, and once it is mid-file a second
-    worker takes the other, resumes the first one's upload (its parts checked by MD5) and completes it with the
-    parts it verified itself.  The first worker then finds its upload gone and the object complete, and deletes
-    its message: one object, byte-identical, nothing unfinished, no message left."""
+    worker takes the other, joins the first one's upload (made for this very version: its marker says so) and
+    completes it.  The first worker then finds its upload gone, the object complete with this file's ETag, counts the
+    file done and deletes its message: one object, byte-identical, nothing unfinished, no message left, both exit 0."""
     queue, dlq = queues
     write_file(src_dir / "big.bin", 8 * CHUNK)
     assert run(fleet_config(), "--sqs-send", queue).returncode == 0
     [queued] = sqs.receive_message(QueueUrl=queue, VisibilityTimeout=0)["Messages"]  # left visible
     sqs.send_message(QueueUrl=queue, MessageBody=queued["Body"])  # the duplicate
-    slow = start_worker(fleet_config("w1", MaxBandwidth=8 * MiB, SQSIdleSeconds=1), queue)  # 40 MiB: about 5 s
-    try:
-        wait_until(lambda: data_parts(dst, bucket, "up/big.bin"), "the first worker's first data part")
-        fast = run(fleet_config("w2", SQSIdleSeconds=1), "--sqs-worker", queue)
-        slow_code = slow.wait(timeout=120)
-    finally:
-        slow.kill()
+    # The slow worker: its parts after the first wait at a proxy until the second worker is done, so that the order
+    # above is the one that happens, however the two processes are scheduled.
+    gate = Gate(lambda r: r.operation == "UploadPart" and 1 < (r.part_number or 0) < min(s3_upload.MARKER_PARTS))
+    with FaultProxy("127.0.0.1", dst_server.port, match=gate).start() as proxy:
+        aws_profiles.add("held", proxy.endpoint_url, *DST_KEYS)
+        slow = start_worker(fleet_config("w1", DesProfileName="held", SQSIdleSeconds=1), queue)
+        try:
+            wait_until(lambda: data_parts(dst, bucket, "up/big.bin"), "the first worker's first data part")
+            fast = run(fleet_config("w2", SQSIdleSeconds=1), "--sqs-worker", queue)
+            gate.open()
+            slow_code = slow.wait(timeout=120)
+        finally:
+            gate.open()
+            slow.kill()
+        assert not proxy.exceptions and not gate.timed_out
     assert (slow_code, fast.returncode) == (0, 0), fast.stderr
     joined = re.search(r"resume up/big\.bin: upload \S+ has (\d+) of 8 parts", worker_log(tmp_path, "w2"))
     assert joined and int(joined.group(1)) < 8, worker_log(tmp_path, "w2")  # it joined mid-file
-    assert "was completed by another worker; deleting the message" in worker_log(tmp_path, "w1")
+    assert "another run completed its upload while its parts were being sent" in worker_log(tmp_path, "w1")
     assert assert_tree_uploaded(dst, bucket, "up/", src_dir) == 1
     assert unfinished_uploads(dst, bucket) == []
     assert queue_count(sqs, queue) == 0 and queue_count(sqs, dlq) == 0
@@ -266,26 +290,23 @@ def test_two_workers_racing_on_one_file(dst, bucket, src_dir, tmp_path, sqs, que
 def test_worker_aborts_uploads_older_than_the_complete_object(dst, bucket, src_dir, tmp_path, sqs, queues,
                                                               fleet_config):  # fmt: skip
     """A message for an object already complete: the worker deletes it without work, and aborts the unfinished
-    uploads of that key begun before the object was written (a duplicate's leftovers), not one begun after it
-    (another run's work in progress).  SeaweedFS counts times in seconds: the test waits for its clock to move."""
+    uploads of that key nothing adds to any more (a duplicate's leftovers; AbandonedAfter 0 s here).  (One that a part
+    was added to sooner may be another worker's work in progress: test_integrity's
+    test_an_upload_another_run_adds_parts_to_is_never_aborted.)"""
     queue, dlq = queues
     path = src_dir / "big.bin"
     write_file(path, CHUNK + 5)
     modified_earlier(path)
     assert run(fleet_config(), "--sqs-send", queue).returncode == 0
     older = start_upload(dst, bucket, "up/big.bin", path.read_bytes(), CHUNK, parts=(1,))
-    wait_for_the_server_clock(dst, bucket, initiated(dst, bucket, older))
     dst.put_object(Bucket=bucket, Key="up/big.bin", Body=path.read_bytes())  # completed by another worker
-    wait_for_the_server_clock(dst, bucket, dst.head_object(Bucket=bucket, Key="up/big.bin")["LastModified"])
-    newer = start_upload(dst, bucket, "up/big.bin", path.read_bytes(), CHUNK, parts=(1,))
     worker = run(fleet_config("w1", SQSIdleSeconds=1), "--sqs-worker", queue)
     assert worker.returncode == 0, worker.stderr
-    assert f"aborting upload {s3_upload.short_id(older)}, older than the complete object" in worker.stderr
+    assert f"aborting upload {s3_upload.short_id(older)}, which nothing adds to any more" in worker.stderr
     assert "is already complete; deleting the message" in worker.stderr
-    assert [u["UploadId"] for u in unfinished_uploads(dst, bucket)] == [newer]
+    assert unfinished_uploads(dst, bucket) == []
     assert object_md5(dst, bucket, "up/big.bin") == md5_file(path)
     assert queue_count(sqs, queue) == 0 and queue_count(sqs, dlq) == 0
-    dst.abort_multipart_upload(Bucket=bucket, Key="up/big.bin", UploadId=newer)
 
 
 def initiated(client, bucket: str, upload_id: str):
@@ -303,28 +324,36 @@ def wait_for_the_server_clock(client, bucket: str, after) -> None:
 
 
 def test_sigterm_stops_a_worker_and_the_next_worker_resumes(dst, bucket, src_dir, tmp_path, sqs, queues,
-                                                            fleet_config):  # fmt: skip
+                                                            fleet_config, aws_profiles, dst_server):  # fmt: skip
     """SIGTERM (a fleet scaling in) stops a worker like Ctrl-C: exit 130, the message is not deleted and comes back
     after its visibility timeout, and the next worker resumes the upload from its parts on S3."""
     queue, dlq = queues
     path = src_dir / "big.bin"
     write_file(path, 6 * CHUNK)
     assert run(fleet_config(), "--sqs-send", queue).returncode == 0
-    config = fleet_config("w1", MaxBandwidth=8 * MiB, SQSVisibilityTimeout=1)  # 30 MiB: about 4 s
-    worker = subprocess.Popen(tool_command(config) + ["--sqs-worker", queue], cwd=config.parent,
-                              stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                              text=True)  # fmt: skip
-    try:
-        wait_until(lambda: data_parts(dst, bucket, "up/big.bin"), "a data part on the server")
-        worker.send_signal(signal.SIGTERM)
-        out, err = worker.communicate(timeout=60)
-    finally:
-        worker.kill()
+    # The parts after the first wait at a proxy until the worker has stopped: the SIGTERM lands mid-file.
+    gate = Gate(lambda r: r.operation == "UploadPart" and 1 < (r.part_number or 0) < min(s3_upload.MARKER_PARTS))
+    with FaultProxy("127.0.0.1", dst_server.port, match=gate).start() as proxy:
+        aws_profiles.add("held", proxy.endpoint_url, *DST_KEYS)
+        config = fleet_config("w1", DesProfileName="held", SQSVisibilityTimeout=1)
+        worker = subprocess.Popen(tool_command(config) + ["--sqs-worker", queue], cwd=config.parent,
+                                  stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                  text=True)  # fmt: skip
+        try:
+            wait_until(lambda: data_parts(dst, bucket, "up/big.bin"), "a data part on the server")
+            worker.send_signal(signal.SIGTERM)
+            out, err = worker.communicate(timeout=60)
+        finally:
+            worker.kill()
+            gate.open()
+        assert not proxy.exceptions and not gate.timed_out
     assert worker.returncode == 130, err
     assert "run the same command again to resume" in err and "Traceback" not in out + err
     assert "up/big.bin" not in list_keys(dst, bucket)
     kept = len(data_parts(dst, bucket, "up/big.bin"))
     assert queue_count(sqs, queue) == 1  # not deleted: hidden until its visibility timeout ends
+    # Back in the queue once its visibility timeout (1 s) is over: the next worker finds it at once.
+    wait_until(lambda: visible_count(sqs, queue) == 1, "the message to be visible again", timeout=30)
     nxt = run(fleet_config("w2", SQSIdleSeconds=3), "--sqs-worker", queue)
     assert nxt.returncode == 0, nxt.stderr
     resumed = re.search(r"resume up/big\.bin: upload \S+ has (\d+) of 6 parts", worker_log(tmp_path, "w2"))

@@ -377,9 +377,9 @@ def settings(**kw) -> Settings:
     return Settings(des_bucket="bucket", src_dir="/tmp", chunk_size=CHUNK, **kw)
 
 
-def there(size: int) -> s3_upload.DestObject:
+def there(size: int) -> s3_upload.Listed:
     """An object of the destination listing with this size (and the same empty ETag as the sources here)."""
-    return s3_upload.DestObject(size, "", T)
+    return s3_upload.Listed("", size, "", T)
 
 
 @pytest.mark.parametrize(
@@ -902,7 +902,7 @@ def no_retry() -> s3_upload.RetryPolicy:
 def test_a_file_deleted_after_listing_fails_saying_it_disappeared(tmp_path):
     source = s3_upload.LocalSource(Settings(des_bucket="b", src_dir=str(tmp_path), s3_prefix="up/"))
     (tmp_path / "gone.bin").write_bytes(b"x" * 100)
-    [f] = source.list()
+    [f] = list(s3_upload.walk_source(source))
     (tmp_path / "gone.bin").unlink()
     with pytest.raises(FileNotFoundError) as info:
         source.read(f, 0, 100)
@@ -970,15 +970,15 @@ def test_a_fifo_in_srcdir_is_skipped_with_a_warning_not_read_nor_a_listing_error
     (tmp_path / "a.txt").write_bytes(b"a")
     os.mkfifo(tmp_path / "pipe")  # reading it would block the run forever
     source = local_source(tmp_path)
-    assert [f.key for f in source.list()] == ["up/a.txt"]
-    assert source.listing_errors == []
+    assert [f.key for f in s3_upload.walk_source(source)] == ["up/a.txt"]
+    assert list(source.listing_errors) == []
     assert any("skip" in r.getMessage() and "pipe: not a regular file" in r.getMessage() for r in s3_log.records)
 
 
 def test_src_file_index_below_a_file_is_one_line_naming_the_reason(tmp_path):
     (tmp_path / "a.txt").write_bytes(b"a")
     with pytest.raises(s3_upload.UserError, match=r"SrcFileIndex 'a.txt/inner': .* cannot be read \(Not a directory\)"):
-        local_source(tmp_path, index="a.txt/inner").list()
+        list(s3_upload.walk_source(local_source(tmp_path, index="a.txt/inner")))
 
 
 def test_a_part_is_read_at_its_offset_where_os_has_no_pread(tmp_path, monkeypatch):
@@ -986,7 +986,7 @@ def test_a_part_is_read_at_its_offset_where_os_has_no_pread(tmp_path, monkeypatc
     data = os.urandom(3000)
     (tmp_path / "f.bin").write_bytes(data)
     source = local_source(tmp_path)
-    [f] = source.list()
+    [f] = list(s3_upload.walk_source(source))
     monkeypatch.delattr(os, "pread")
     assert source.read(f, 1000, 1500) == data[1000:2500]
     with pytest.raises(s3_upload.SourceChanged, match="shorter than when listed"):
@@ -1041,7 +1041,7 @@ def test_a_worker_finds_each_file_by_the_key_the_listing_gives_it(tmp_path):
     (tmp_path / "link.txt").symlink_to(outside / "target.txt")
     (tmp_path / "linked").symlink_to(outside / "dir", target_is_directory=True)
     source = local_source(tmp_path)
-    listed = {f.key: f.path for f in source.list()}
+    listed = {f.key: f.path for f in s3_upload.walk_source(source)}
     assert set(listed) == {"up/a/caf\u201bE9.txt", "up/b/caf\u201bE9.txt", "up/link.txt"}
     for key, path in listed.items():
         assert source.resolve(key).path == path
@@ -1104,10 +1104,10 @@ def test_a_source_object_deleted_before_its_head_is_not_completed():
 def test_src_file_index_missing_is_a_user_error_and_a_refused_head_is_left_for_check_access():
     missing = s3_source(FakeClient(head_object=client_error("404", 404, op="HeadObject")), index="a.bin")
     with pytest.raises(s3_upload.UserError, match=r"SrcFileIndex 'a.bin': s3://src/data/a.bin does not exist"):
-        missing.list()
+        list(s3_upload.walk_source(missing))
     denied = client_error("AccessDenied", 403, op="HeadObject")
     with pytest.raises(botocore.exceptions.ClientError) as info:
-        s3_source(FakeClient(head_object=denied), index="a.bin").list()
+        list(s3_upload.walk_source(s3_source(FakeClient(head_object=denied), index="a.bin")))
     assert info.value is denied  # list_job's check_access makes it one line, exit 2
 
 
@@ -1140,17 +1140,19 @@ def source_with_parts(sizes: dict[int, int], parts_count: int | None, size: int)
     return s3_source(client), client, f
 
 
-def test_a_source_of_many_uniform_parts_has_the_size_of_every_part_asked():
-    """A layout guessed from a few parts could be wrong, and the copy's ETag would then never equal the source's:
-    every part's size is asked (HeadObject with PartNumber, several at a time)."""
+def test_a_source_of_many_parts_has_every_part_size_asked():
+    """A layout guessed from a few parts can be wrong (issue 17, item 8): every part's size is asked, once."""
     part, count = 5 * MiB, 40
     size = part * (count - 1) + 123
     sizes = {n: part for n in range(1, count)} | {count: 123}
     source, client, f = source_with_parts(sizes, count, size)
     facts = source.facts(f)
     assert (facts.part_size, facts.parts, facts.part_ends) == (part, count, ())
-    asked = [kw.get("PartNumber") for kw in client.asked("head_object")]
-    assert asked[0] is None and sorted(asked[1:]) == list(range(1, count + 1))
+    assert sorted(kw.get("PartNumber") or 0 for kw in client.asked("head_object")) == list(range(count + 1))
+    sizes[20], sizes[21] = part + MiB, part - MiB  # the same total, one part longer and the next one shorter
+    source, client, f = source_with_parts(sizes, count, size)
+    facts = source.facts(f)
+    assert facts.part_size == part + MiB and facts.part_ends[19:21] == (20 * part + MiB, 21 * part)
 
 
 def test_a_source_in_parts_of_several_sizes_has_its_own_layout():
@@ -1169,11 +1171,22 @@ def test_a_source_in_parts_of_several_sizes_has_its_own_layout():
     ids=["no-parts-count", "other-parts-count"],
 )
 def test_a_source_layout_that_is_not_known_is_not_copied(sizes, parts_count):
-    """Copied with its own layout, the copy's ETag must equal the source's; a layout that cannot be known would give
-    another ETag, so such a source is cut at ChunkSize and proven by part MD5s instead."""
+    """Copied with its own layout, the copy's ETag must equal the source's; a layout not known would give another
+    ETag, so such a source is cut at ChunkSize and proven by part MD5s instead."""
     source, _, f = source_with_parts(sizes, parts_count, 16 * MiB)
     facts = source.facts(f)
     assert (facts.part_size, facts.parts) == (0, 0)
+
+
+def test_a_source_layout_with_a_part_s3_would_refuse_is_copied_at_chunk_size():
+    """A store that took a part under 5 MiB before the last (S3 would refuse to complete such a copy): its layout is
+    known, but the copy is cut at ChunkSize and proven by part MD5s."""
+    source, _, f = source_with_parts({1: 5 * MiB, 2: 5 * MiB, 3: 4 * MiB, 4: 2 * MiB}, 4, 16 * MiB)
+    facts = source.facts(f)
+    assert facts.part_ends == (5 * MiB, 10 * MiB, 14 * MiB, 16 * MiB)
+    task = s3_upload.FileTask(f, "multipart", s3_upload.plan_chunks(f.size, 5 * MiB))
+    shape = s3_upload.shape_of(task, facts, Settings(des_bucket="b", chunk_size=5 * MiB), copies=False)
+    assert not shape.same_layout and shape.plan == task.plan and shape.proof == "part MD5s"
 
 
 def test_a_store_without_head_object_per_part_copies_at_chunk_size():
@@ -1306,12 +1319,12 @@ def test_a_source_layout_s3_cannot_repeat_is_cut_at_chunk_size_and_proven_by_par
 def test_an_upload_without_marker_copied_by_s3_restarts_since_its_parts_cannot_be_checked():
     plan = s3_upload.ChunkPlan(12 * MiB, 5 * MiB)
     f = SourceFile("data/a.bin", plan.size, 0.0, etag=f"{SRC_ETAG}-3", version="v")
-    task = s3_upload.FileTask(f, "multipart", plan, upload=UnfinishedUpload("data/a.bin", "u1", 0.0))
+    upload = UnfinishedUpload("data/a.bin", "u1", 0.0)
     client = FakeClient(list_parts={"Parts": [{"PartNumber": 1, "Size": 5 * MiB, "ETag": f'"{MD5_OLD}"'}]})
     source, shape = s3_source(client), s3_upload.Shape(plan, True)
-    streamed, parts = s3_upload.examine_upload(client, "dst", task, source, no_retry(), shape, can_read_back=True)
+    streamed, parts, _ = s3_upload.examine_upload(client, "dst", f, upload, source, no_retry(), shape, True)
     assert streamed.restart == "" and not streamed.proven and [p.number for p in parts] == [1]  # read back, checked
-    copied, _ = s3_upload.examine_upload(client, "dst", task, source, no_retry(), shape, can_read_back=False)
+    copied, _, _ = s3_upload.examine_upload(client, "dst", f, upload, source, no_retry(), shape, can_read_back=False)
     assert copied.restart == "it has no marker, and S3 copies the parts again sooner than they can be checked"
 
 
@@ -1319,7 +1332,7 @@ def test_a_file_that_grew_during_the_transfer_is_not_completed_and_says_by_how_m
     (tmp_path / "log.bin").write_bytes(b"a" * 10)
     settings = Settings(des_bucket="b", src_dir=str(tmp_path), s3_prefix="up/")
     source = local_source(tmp_path)
-    [f] = source.list()
+    [f] = list(s3_upload.walk_source(source))
     engine = s3_upload.Engine(settings, source, None, no_retry(), threading.Event())
     engine._check_unchanged(f)  # unchanged: goes on
     with open(tmp_path / "log.bin", "ab") as fh:

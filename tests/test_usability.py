@@ -20,7 +20,6 @@ import fcntl
 import functools
 import hashlib
 import io
-import json
 import logging
 import os
 import pathlib
@@ -48,6 +47,7 @@ from conftest import (
     Run,
     assert_tree_uploaded,
     list_keys,
+    load_report,
     md5,
     md5_file,
     modified_earlier,
@@ -57,6 +57,7 @@ from conftest import (
     run_tool,
     tool_command,
     unfinished_uploads,
+    wait_until,
     write_file,
 )
 from faultproxy import FaultProxy
@@ -210,12 +211,12 @@ def test_log_progress_counts_bytes_files_in_flight_and_logs_lines(caplog, monkey
         assert (progress.done_bytes, progress.sent_bytes) == (2 * CHUNK, CHUNK)
 
         progress.file_finished("up/big.bin")
-        deadline = time.monotonic() + 5
-        while time.monotonic() < deadline:
-            lines = [r.getMessage() for r in caplog.records if r.getMessage().startswith("progress: ")]
-            if any("files 1/2" in m for m in lines):
-                break
-            time.sleep(0.02)
+
+        def progress_lines() -> list[str]:
+            return [r.getMessage() for r in caplog.records if r.getMessage().startswith("progress: ")]
+
+        wait_until(lambda: any("files 1/2" in m for m in progress_lines()), "a progress line after the first file")
+        lines = progress_lines()
         assert any("files 1/2, in flight: up/small.txt 0/1" in m for m in lines), lines
         assert all(r.levelno == logging.INFO for r in caplog.records if r.getMessage().startswith("progress: "))
 
@@ -229,12 +230,16 @@ def test_log_progress_counts_bytes_files_in_flight_and_logs_lines(caplog, monkey
     assert not progress._thread.is_alive()
 
 
-def test_log_progress_without_work_starts_no_thread():
+def test_log_progress_without_work_logs_no_line(caplog, monkeypatch):
+    monkeypatch.setattr(s3_upload.log, "propagate", True)  # main() turns it off; caplog listens at the root
+    caplog.set_level(logging.INFO, logger="s3_upload")
     progress = s3_upload.LogProgress(interval=0.05)
     progress.begin(progress_tasks()[2:])  # only a skipped file
-    assert progress.total_files == 0 and not progress._thread.is_alive()
-    assert "files 0/0" in progress.line() and "(100%)" in progress.line()
+    time.sleep(0.3)
     progress.close()
+    assert progress.total_files == 0
+    assert "files 0/0" in progress.line() and "(100%)" in progress.line()
+    assert not [r for r in caplog.records if "progress:" in r.getMessage()]
 
 
 def test_progress_log_lines_during_a_run(dst, bucket, src_dir, make_config, monkeypatch, capsys, request):
@@ -509,7 +514,7 @@ def test_report_lists_every_file_with_status_parts_and_etag(dst, bucket, src_dir
     failed_path = tmp_path / "failed.json"
     run = run_with(make_config(DesProfileName="reader"), "--report", str(failed_path))
     assert run.code == 1, run
-    failed = json.loads(failed_path.read_text())
+    failed = load_report(failed_path)
     assert failed["exit_code"] == 1
     files = {f["key"]: f for f in failed["files"]}
     assert {k: f["status"] for k, f in files.items()} == {
@@ -523,7 +528,7 @@ def test_report_lists_every_file_with_status_parts_and_etag(dst, bucket, src_dir
     path = tmp_path / "report.json"
     run = run_with(make_config(), "--report", str(path))
     assert run.code == 0, run
-    doc = json.loads(path.read_text())
+    doc = load_report(path)
     assert doc["exit_code"] == 0 and doc["job_type"] == "LOCAL_TO_S3" and doc["missing"] == []
     assert doc["destination"] == f"s3://{bucket}/up/" and doc["bytes_sent"] == run.bytes_sent
     files = {f["key"]: f for f in doc["files"]}
@@ -548,7 +553,7 @@ def test_report_destination_is_where_the_objects_went(src, src_bucket, dst, buck
     path = tmp_path / "local.json"
     run = run_with(make_config(S3Prefix="//lead//x/"), "--report", str(path))
     assert run.code == 0, run
-    assert json.loads(path.read_text())["destination"] == f"s3://{bucket}/lead/x/"
+    assert load_report(path)["destination"] == f"s3://{bucket}/lead/x/"
     assert list(list_keys(dst, bucket)) == ["lead/x/a.txt"]
     assert object_md5(dst, bucket, "lead/x/a.txt") == md5_file(src_dir / "a.txt")
 
@@ -560,7 +565,7 @@ def test_report_destination_is_where_the_objects_went(src, src_bucket, dst, buck
         run = run_with(make_config(JobType="S3_TO_S3", SrcBucket=src_bucket, SrcProfileName=src_profile,
                                    S3Prefix="data", DesBucket=other), "--report", str(path))  # fmt: skip
         assert run.code == 0, run
-        assert json.loads(path.read_text())["destination"] == f"s3://{other}/data"
+        assert load_report(path)["destination"] == f"s3://{other}/data"
         assert list_keys(dst, other) == {"data.txt": 4, "data/b.txt": 3}
         for key in ("data.txt", "data/b.txt"):
             assert object_md5(dst, other, key) == object_md5(src, src_bucket, key)
@@ -589,7 +594,7 @@ def test_flags_override_config_values_and_say_so(dst, bucket, src_dir, tmp_path,
     assert assert_tree_uploaded(dst, bucket, "other/", other) == 2
     big_etag = etag(dst, bucket, "other/big.bin")
     assert big_etag.endswith("-3") and big_etag == multipart_etag_of(other / "big.bin", 6 * MiB)
-    parts = {f["key"]: f["parts"] for f in json.loads(report_path.read_text())["files"]}
+    parts = {f["key"]: f["parts"] for f in load_report(report_path)["files"]}
     assert parts == {"other/big.bin": 3, "other/note.txt": 1}
 
     assert " settings: " not in run.stderr  # for the log file, not the screen

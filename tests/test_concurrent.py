@@ -1,0 +1,144 @@
+"""Concurrent writers (issue "Grow beyond one machine", item 1): two runs of one job at the same time, on two machines,
+decided from S3 alone.  None aborts another's live upload; a run whose object ends complete and byte-identical exits
+0, whoever completed it; no object is ever mixed; nothing unfinished stays once the runs end (or the next run, once
+the upload is abandoned, removes it).  The runs here use the default AbandonedAfter (an hour)."""
+
+from __future__ import annotations
+
+import subprocess
+import time
+
+import s3_upload
+from conftest import (
+    DST_KEYS,
+    MiB,
+    md5_file,
+    object_md5,
+    run_tool,
+    tool_command,
+    unfinished_uploads,
+    wait_until,
+    write_file,
+)
+from faultproxy import FaultProxy, Gate
+
+CHUNK = 5 * MiB
+
+
+def start(config) -> subprocess.Popen:
+    return subprocess.Popen(tool_command(config), cwd=config.parent, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)  # fmt: skip
+
+
+def finish(proc: subprocess.Popen) -> tuple[int, str]:
+    out, err = proc.communicate(timeout=300)
+    return proc.returncode, out + err
+
+
+def test_two_runs_started_at_once_both_succeed(dst, bucket, src_dir, make_config):
+    """Started together, each makes its own upload (neither sees the other's): both complete, the second completion
+    replaces the object with the same bytes, both exit 0, nothing unfinished is left."""
+    path = src_dir / "big.bin"
+    write_file(path, 6 * CHUNK + 7)
+    config = make_config(AbandonedAfter=3600, MaxThread=2, MaxParallelFile=1)
+    a, b = start(config), start(config)
+    (code_a, out_a), (code_b, out_b) = finish(a), finish(b)
+    assert (code_a, code_b) == (0, 0), out_a + out_b
+    assert object_md5(dst, bucket, "up/big.bin") == md5_file(path)
+    assert unfinished_uploads(dst, bucket) == []
+
+
+def test_a_run_that_joins_another_runs_upload_and_completes_it_first(dst, bucket, src_dir, make_config, aws_profiles,
+                                                                     dst_server):  # fmt: skip
+    """Run A has its marker and first part on S3, its other parts held at a proxy.  Run B, started meanwhile, joins A's
+    upload (made for this very version: the marker says so), sends the missing parts and completes it.  A's held parts
+    then find the upload gone: the object is there with this file's ETag, so A exits 0 too (it used to exit 1 with
+    NoSuchUpload).  One object, byte-identical, nothing unfinished."""
+    path = src_dir / "big.bin"
+    write_file(path, 6 * CHUNK + 7)
+    gate = Gate(lambda r: r.operation == "UploadPart" and 1 < (r.part_number or 0) < min(s3_upload.MARKER_PARTS))
+    with FaultProxy("127.0.0.1", dst_server.port, match=gate).start() as proxy:
+        aws_profiles.add("held", proxy.endpoint_url, *DST_KEYS)
+        a = start(make_config(DesProfileName="held", AbandonedAfter=3600, MaxThread=1, MaxParallelFile=1))
+        try:
+            wait_until(lambda: gate.held, "run A's second part held")
+            b = run_tool(make_config(AbandonedAfter=3600))
+        finally:
+            gate.open()
+        code_a, out_a = finish(a)
+        assert not proxy.exceptions and not gate.timed_out
+    assert b.code == 0, b
+    assert "resume up/big.bin: upload" in b.stderr and "made for this version of the source" in b.stderr, b
+    assert code_a == 0, out_a
+    assert "another run completed its upload" in out_a, out_a
+    assert object_md5(dst, bucket, "up/big.bin") == md5_file(path)
+    assert unfinished_uploads(dst, bucket) == []
+
+
+def test_a_run_whose_marker_is_late_is_left_alone_by_another_run(dst, bucket, src_dir, make_config, aws_profiles,
+                                                                 dst_server):  # fmt: skip
+    """Run A created its upload, but its marker is held (a slow, retried request).  Run B finds that upload with nothing
+    in it: it may be a run's new upload, so B leaves it alone (it used to be resumed and, with a late marker of
+    another layout, aborted under A) and makes its own.  Both exit 0, the object is right; A's upload is gone once A
+    completes it."""
+    path = src_dir / "big.bin"
+    write_file(path, 4 * CHUNK + 7)
+    gate = Gate(lambda r: r.operation == "UploadPart" and (r.part_number or 0) in s3_upload.MARKER_PARTS)
+    with FaultProxy("127.0.0.1", dst_server.port, match=gate).start() as proxy:
+        aws_profiles.add("held", proxy.endpoint_url, *DST_KEYS)
+        a = start(make_config(DesProfileName="held", AbandonedAfter=3600, MaxParallelFile=1))
+        try:
+            wait_until(lambda: gate.held, "run A's marker held")
+            b = run_tool(make_config(AbandonedAfter=3600))
+        finally:
+            gate.open()
+        code_a, out_a = finish(a)
+        assert not proxy.exceptions and not gate.timed_out
+    assert b.code == 0, b
+    assert "leaving unfinished upload" in b.stderr and "nothing is in it" in b.stderr, b
+    assert code_a == 0, out_a
+    assert object_md5(dst, bucket, "up/big.bin") == md5_file(path)
+    assert unfinished_uploads(dst, bucket) == []
+
+
+def test_a_lost_create_answer_never_aborts_another_runs_upload(dst, bucket, src_dir, make_config, aws_profiles,
+                                                               dst_server):  # fmt: skip
+    """Run A is at work on the key (its parts held at a proxy).  Run B's first CreateMultipartUpload is made but its
+    answer lost, so B asks again: the upload a lost answer made cannot be told from another run's new one, so no
+    upload of the key is aborted for it (B used to abort every upload of the key from the last 5 minutes, A's live
+    one included).  Both exit 0; the empty upload B's lost answer left is removed by a later run once abandoned."""
+    path = src_dir / "big.bin"
+    write_file(path, 4 * CHUNK + 7)
+    gate = Gate(lambda r: r.operation == "UploadPart" and 1 < (r.part_number or 0) < min(s3_upload.MARKER_PARTS))
+    with FaultProxy("127.0.0.1", dst_server.port, match=gate).start() as held, \
+            FaultProxy("127.0.0.1", dst_server.port).start() as lossy:  # fmt: skip
+        aws_profiles.add("held", held.endpoint_url, *DST_KEYS)
+        aws_profiles.add("lossy", lossy.endpoint_url, *DST_KEYS)
+        a = start(make_config(DesProfileName="held", AbandonedAfter=3600, MaxThread=1, MaxParallelFile=1))
+        try:
+            wait_until(lambda: gate.held, "run A at work on the key")
+            creates = []
+
+            def first_create(request) -> bool:
+                if request.operation == "CreateMultipartUpload":
+                    creates.append(request)
+                    return len(creates) == 1
+                return False
+
+            lossy.set(reset_rate=1.0, fault_where="response", match=first_create)
+            # B cannot join A's upload (another ChunkSize), so it creates its own: the first answer is lost.
+            b = run_tool(make_config(DesProfileName="lossy", AbandonedAfter=3600, ChunkSize=6 * MiB))
+        finally:
+            gate.open()
+        code_a, out_a = finish(a)
+    assert len(creates) == 2 and lossy.stats["resets"] == 1
+    assert b.code == 0, b
+    assert code_a == 0, out_a
+    assert "another run completed" not in out_a  # A completed its own upload: nobody aborted it
+    assert object_md5(dst, bucket, "up/big.bin") == md5_file(path)
+    left = unfinished_uploads(dst, bucket)
+    assert len(left) <= 1  # the upload B's lost answer made, empty, if the store kept it
+    time.sleep(1)
+    later = run_tool(make_config(AbandonedAfter=0))  # as a run an hour later sees it
+    assert later.code == 0 and later.bytes_sent == 0, later
+    assert unfinished_uploads(dst, bucket) == []
