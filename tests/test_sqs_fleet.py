@@ -13,6 +13,7 @@ import re
 import signal
 import subprocess
 import threading
+import time
 import uuid
 
 import boto3

@@ -1290,6 +1290,28 @@ def test_aborting_an_upload_already_gone_is_not_an_error_but_a_refusal_is():
     assert info.value is denied
 
 
+def test_an_upload_is_idle_since_its_newest_part_by_s3s_clock():
+    """AbandonedAfter counts from the upload's newest part (from its creation when it has none), by the Date of S3's
+    answer, not this machine's clock: an upload begun two hours ago that a run added a part to a minute ago is live."""
+    import datetime
+    import email.utils
+
+    created = 1_800_000_000.0
+    now = created + 7200  # S3's clock; this machine's is whatever it is
+
+    def listing(*ages: float) -> dict:
+        parts = [{"PartNumber": n, "Size": 5 * MiB, "ETag": '"' + "0" * 32 + '"',
+                  "LastModified": datetime.datetime.fromtimestamp(now - age, datetime.timezone.utc)}
+                 for n, age in enumerate(ages, 1)]  # fmt: skip
+        return {"Parts": parts, "ResponseMetadata": {"HTTPHeaders": {"date": email.utils.formatdate(now, usegmt=True)}}}
+
+    settings = Settings(des_bucket="b", abandoned_after=3600)
+    states = {name: s3_upload.read_upload(FakeClient(list_parts=listing(*ages)), "b", "k", "u", created, no_retry())
+              for name, ages in {"live": (7000, 60), "idle": (7000, 3700), "empty": ()}.items()}  # fmt: skip
+    assert {name: (state.idle, state.abandoned(settings)) for name, state in states.items()} == {
+        "live": (60, False), "idle": (3700, True), "empty": (7200, True)}  # fmt: skip
+
+
 # ----------------------------------------------------------------------------------------------------------------------
 # How a file goes up: the source's layout, resuming without a marker, a change before completing
 # ----------------------------------------------------------------------------------------------------------------------

@@ -94,6 +94,24 @@ MUTANTS: tuple[Mutant, ...] = (
         (T + "test_integrity.py::test_a_damaged_part_a_store_kept_is_never_a_success",
          T + "test_faults.py::test_etag_mismatch_after_complete_is_reported"),
     ),
+    Mutant(
+        "gone-upload-any-object-taken", "ETag comparison",
+        "        if not expected or etag != expected or not etag_is_md5(head):",
+        "        if not expected:",
+        "a run whose upload vanished mid-file takes whatever object is at the key for its file, not only one with "
+        "this file's ETag",
+        (T + "test_concurrent.py::test_a_run_whose_upload_is_gone_and_whose_key_holds_other_bytes_fails_and_deletes_"
+             "nothing",),
+    ),
+    Mutant(
+        "gone-upload-other-object-deleted", "ETag comparison",
+        "        if not ours and etag != expected:",
+        "        if False and not ours and etag != expected:",
+        "a run whose upload was completed (or aborted) by someone else takes the object it finds for damaged and "
+        "deletes it: someone's good data",
+        (T + "test_concurrent.py::test_a_run_whose_upload_is_gone_and_whose_key_holds_other_bytes_fails_and_deletes_"
+             "nothing",),
+    ),
     # -- Content-MD5 ---------------------------------------------------------------------------------------------------
     Mutant(
         "part-without-content-md5", "Content-MD5",
@@ -157,6 +175,16 @@ MUTANTS: tuple[Mutant, ...] = (
         "    if any(p.number == MARKER_TWIN_PART and p.size < MIN_PART_SIZE for p in parts):",
         "a small part 9,999 that differs from part 10,000 (s3_upload 1.1's last data part) is taken for a marker",
         (T + "test_units.py::test_judge_upload_of_s3_upload_1_1_resumes_with_its_marker_in_part_10000",),
+    ),
+    Mutant(
+        "marker-without-twin", "marker match",
+        "            markers = [functools.partial(self._send_marker, f, upload_id, shape, n, failed) for n in "
+        "MARKER_PARTS]",
+        "            markers = [functools.partial(self._send_marker, f, upload_id, shape, n, failed) for n in "
+        "(MARKER_PART,)]",
+        "the marker goes in part 10,000 alone: a tool completing the upload from its ListParts appends the marker's "
+        "bytes to the object instead of being refused",
+        (T + "test_resume.py::test_another_tool_completing_our_upload_from_its_parts_fails_loudly",),
     ),
     # -- skip rule -----------------------------------------------------------------------------------------------------
     Mutant(
@@ -285,17 +313,42 @@ MUTANTS: tuple[Mutant, ...] = (
     # -- stale abort ---------------------------------------------------------------------------------------------------
     Mutant(
         "stale-abort-flipped", "stale abort",
-        "            stale = [u for u in stale if u.initiated <= written]",
-        "            stale = [u for u in stale if u.initiated >= written]",
-        "a complete file aborts the uploads begun after its object (another run's work) and keeps the stale ones",
-        (T + "test_integrity.py::test_an_upload_the_file_no_longer_needs_is_aborted",),
+        "                if not state.abandoned(self.s):\n                    self.left_alone.add(",
+        "                if state.abandoned(self.s):\n                    self.left_alone.add(",
+        "a file done with its uploads aborts those another run adds parts to (live) and keeps the abandoned ones",
+        (T + "test_integrity.py::test_an_upload_the_file_no_longer_needs_is_aborted",
+         T + "test_integrity.py::test_an_upload_another_run_adds_parts_to_is_never_aborted"),
     ),
     Mutant(
         "worker-abort-flipped", "stale abort",
-        "        if u.key == f.key and u.initiated < written:",
-        "        if u.key == f.key and u.initiated > written:",
-        "a worker finding the object complete aborts the uploads begun after it and keeps the older leftovers",
+        "        if state.abandoned(settings):  # a leftover of a duplicate delivery",
+        "        if not state.abandoned(settings):  # a leftover of a duplicate delivery",
+        "a worker finding the object complete aborts the uploads another worker adds parts to and keeps the leftovers",
         (T + "test_sqs_fleet.py::test_worker_aborts_uploads_older_than_the_complete_object",),
+    ),
+    Mutant(
+        "restart-aborts-a-live-upload", "stale abort",
+        "            if abandoned:\n                log.warning(\"restart %s",
+        "            if True:\n                log.warning(\"restart %s",
+        "an upload that cannot be resumed (another version or layout) is aborted though a part was added a moment ago: "
+        "another run's work in progress is destroyed under it",
+        (T + "test_integrity.py::test_an_upload_another_run_adds_parts_to_is_never_aborted",
+         T + "test_concurrent.py::test_a_lost_create_answer_never_aborts_another_runs_upload"),
+    ),
+    Mutant(
+        "join-a-live-upload-without-marker", "stale abort",
+        "            if check.proven or (not check.restart and abandoned):",
+        "            if check.proven or not check.restart:",
+        "an upload without this tool's marker is resumed while another tool still adds parts to it",
+        (T + "test_integrity.py::test_an_upload_another_run_adds_parts_to_is_never_aborted",),
+    ),
+    Mutant(
+        "idle-since-creation", "stale abort",
+        "    last = max((p.modified for p in parts), default=0.0) or initiated",
+        "    last = initiated",
+        "an upload's idle time counts from its creation, not from its newest part: a long upload another run still "
+        "adds parts to is taken for abandoned",
+        (T + "test_units.py::test_an_upload_is_idle_since_its_newest_part_by_s3s_clock",),
     ),
     # -- worker confinement --------------------------------------------------------------------------------------------
     Mutant(
@@ -331,8 +384,8 @@ MUTANTS: tuple[Mutant, ...] = (
     ),
     Mutant(
         "worker-complete-ignores-size", "worker confinement",
-        "    there = DestObject(head[\"ContentLength\"], str(head.get(\"ETag\", \"\")).strip('\"'), written)",
-        "    there = DestObject(f.size, str(head.get(\"ETag\", \"\")).strip('\"'), written)",
+        "    there = Listed(f.key, head[\"ContentLength\"], str(head.get(\"ETag\", \"\")).strip('\"'), written)",
+        "    there = Listed(f.key, f.size, str(head.get(\"ETag\", \"\")).strip('\"'), written)",
         "a worker takes an object of the key with another size for the file and deletes the message",
         (T + "test_sqs_fleet.py::test_a_worker_uploads_over_an_object_of_the_key_with_another_size",),
     ),
@@ -346,10 +399,10 @@ MUTANTS: tuple[Mutant, ...] = (
     # -- exit codes ----------------------------------------------------------------------------------------------------
     Mutant(
         "failed-file-exit-0", "exit codes",
-        "    code = EXIT_FAILED if failed or missing or source.listing_errors else EXIT_OK",
-        "    code = EXIT_FAILED if missing or source.listing_errors else EXIT_OK",
+        "    code = EXIT_FAILED if outcome.failed or outcome.missing or source.listing_errors else EXIT_OK",
+        "    code = EXIT_FAILED if outcome.missing or source.listing_errors else EXIT_OK",
         "a failed file whose key has an object of the listed size (kept, or older) leaves exit code 0",
-        (T + "test_verify.py::test_a_file_changed_after_its_upload_keeps_its_object",),
+        (T + "test_verify.py::test_a_file_changed_while_verify_reads_it_keeps_its_object",),
     ),
     Mutant(
         "mission-over-failure", "exit codes",
@@ -384,24 +437,24 @@ MUTANTS: tuple[Mutant, ...] = (
     ),
     Mutant(
         "clean-aborts-none", "CLEAN scope",
-        "            abort_upload(des_client, settings.des_bucket, u.key, u.upload_id, retry)\n        uploads = []",
-        "        uploads = []",
+        "            abort_upload(des_client, settings.des_bucket, u.key, u.upload_id, retry)\n",
+        "            pass\n",
         "CLEAN aborts nothing: the files restart in new uploads and the old ones stay on S3, billed",
         (T + "test_resume.py::test_clean_aborts_every_upload_under_the_prefix_and_restarts",),
     ),
     # -- verify path ---------------------------------------------------------------------------------------------------
     Mutant(
         "verify-deletes-without-asking", "verify path",
-        "                return True\n            self._check_unchanged(f)\n        except SourceChanged:",
-        "                return True\n        except SourceChanged:",
+        "            return True\n        e._check_unchanged(f)\n    except SourceChanged:",
+        "            return True\n    except SourceChanged:",
         "ifVerifyMD5 deletes the object when the re-read differs without asking whether the source changed",
-        (T + "test_verify.py::test_a_file_changed_after_its_upload_keeps_its_object",),
+        (T + "test_verify.py::test_a_file_changed_while_verify_reads_it_keeps_its_object",),
     ),
     # -- checksum proof ------------------------------------------------------------------------------------------------
     Mutant(
         "checksum-proof-claimed", "checksum proof",
-        "        if not answered and result.proof == shape.proof:",
-        "        if not answered and result.proof != shape.proof:",
+        "    if not answered and result.proof == shape.proof:",
+        "    if not answered and result.proof != shape.proof:",
         "a store that keeps no full-object checksum is said to have proven the copy by it",
         (T + "test_server_copy.py::test_a_store_that_keeps_no_checksum_of_the_copy_is_not_said_to_prove_it_by_one",),
     ),
