@@ -217,6 +217,9 @@ class Settings:
     sqs_endpoint_url: str = ""  # SQSEndpointURL: "" = the SQS endpoint of the profile's region
     sqs_idle_seconds: float = 60.0  # SQSIdleSeconds: a worker exits after the queue was empty this long
     sqs_visibility_timeout: int = 300  # SQSVisibilityTimeout: seconds a taken message stays hidden (heartbeat)
+    # SQSPartsPerMessage: a file of more parts is queued as several messages, each a range of this many parts of one
+    # upload, so that many workers send one big file together.
+    sqs_parts_per_message: int = 64
     copy_mode: str = "auto"  # CopyMode: S3_TO_S3 by S3's own copy ("server"), through this machine ("stream"), "auto"
     # AbandonedAfter (advanced): an unfinished upload to which no part was added for this many seconds (S3's clock) is
     # nobody's any more: a run may abort it.  One with a part added sooner may be another run's work in progress.
@@ -262,6 +265,7 @@ CONFIG_OPTIONS: dict[str, tuple[str, tuple[type, ...]]] = {
     "SQSEndpointURL": ("sqs_endpoint_url", (str,)),
     "SQSIdleSeconds": ("sqs_idle_seconds", (int, float)),
     "SQSVisibilityTimeout": ("sqs_visibility_timeout", (int,)),
+    "SQSPartsPerMessage": ("sqs_parts_per_message", (int,)),
     "CopyMode": ("copy_mode", (str,)),
     "AbandonedAfter": ("abandoned_after", (int, float)),
 }
@@ -420,6 +424,9 @@ def validate_settings(s: Settings) -> None:
         raise UserError(f"SQSIdleSeconds must be more than 0, got {s.sqs_idle_seconds}; e.g. SQSIdleSeconds = 60")
     if not 1 <= s.sqs_visibility_timeout <= 43200:
         raise UserError(f"SQSVisibilityTimeout must be 1 to 43200 seconds, got {s.sqs_visibility_timeout}")
+    if not 1 <= s.sqs_parts_per_message <= MAX_DATA_PARTS:
+        raise UserError(f"SQSPartsPerMessage must be 1 to {MAX_DATA_PARTS} parts, got {s.sqs_parts_per_message}; e.g. "
+                        f"SQSPartsPerMessage = 64")  # fmt: skip
     if s.max_bandwidth < 0:
         raise UserError(f"MaxBandwidth must be 0 (unlimited) or bytes per second, got {s.max_bandwidth}")
     if s.storage_class not in STORAGE_CLASSES:
@@ -864,11 +871,70 @@ class Interrupted(Exception):
     """The run is stopping (Ctrl-C): abandon work quietly, S3 keeps what is done."""
 
 
+# Answers that ask the whole client to slow down, not only the request: S3's SlowDown (503), SQS's and STS's throttling.
+THROTTLING_CODES = frozenset({"SlowDown", "Throttling", "ThrottlingException", "RequestLimitExceeded",
+                              "RequestThrottled", "TooManyRequestsException", "RequestThrottledException",
+                              "AWS.SimpleQueueService.RequestThrottled"})  # fmt: skip
+
+
+def is_throttling(exc: BaseException) -> bool:
+    if not isinstance(exc, botocore.exceptions.ClientError):
+        return False
+    status = exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode", 0)
+    return error_code(exc) in THROTTLING_CODES or status in (429, 503)
+
+
+class Pace:
+    """One pace for every request of the process (as rclone's pacer): a throttling answer to any request (SlowDown,
+    503, SQS throttling) spaces every thread's requests out, one at a time and ``interval`` apart, the interval
+    doubling with each throttling answer (from RetryDelay up to a minute) and halving with each success, down to no
+    spacing at all.  So a store that asks to slow down sees the whole process slow down together, instead of each of
+    its threads retrying on its own, and the run speeds up again by itself."""
+
+    def __init__(self, base: float, stop: threading.Event):
+        self.base, self.stop = base, stop
+        self.ceiling = max(60.0, base)
+        self.interval = 0.0
+        self._next = 0.0  # when the next request may start, while the interval is not 0
+        self._last = float("-inf")  # when the interval last grew
+        self._lock = threading.Lock()
+
+    def before(self, cancel: threading.Event | None = None) -> bool:
+        """Wait for this request's turn (at once when nothing was throttled); True if the run stops meanwhile."""
+        if not self.interval:  # the usual case: no lock, no wait
+            return False
+        with self._lock:
+            now = time.monotonic()
+            start = max(now, self._next)
+            self._next = start + self.interval
+        while (left := start - time.monotonic()) > 0:
+            if self.stop.wait(min(left, 0.1)) or (cancel is not None and cancel.is_set()):
+                return True
+        return False
+
+    def throttled(self) -> None:
+        """A throttling answer.  The answers to requests that were already on their way count once: the interval
+        doubles only for one that comes after the last pause ran out."""
+        with self._lock:
+            now = time.monotonic()
+            if now >= self._last + self.interval:
+                self.interval = min(self.ceiling, max(self.base, self.interval * 2))
+                self._last = now
+            self._next = max(self._next, now + self.interval)
+
+    def succeeded(self) -> None:
+        if self.interval:
+            with self._lock:
+                self.interval = self.interval / 2 if self.interval / 2 >= self.base / 8 else 0.0
+
+
 class RetryPolicy:
-    """MaxRetry retries after the first attempt; the n-th retry waits n x RetryDelay seconds (seed: n x 5 s)."""
+    """MaxRetry retries after the first attempt; the n-th retry waits n x RetryDelay seconds (seed: n x 5 s); and one
+    Pace for every request of the process."""
 
     def __init__(self, max_retry: int, delay: float, stop: threading.Event):
         self.max_retry, self.delay, self.stop = max_retry, delay, stop
+        self.pace = Pace(delay, stop)
         self._lock = threading.Lock()
         self.retries = 0
         self.retries_by_key: dict[str, int] = {}
@@ -877,16 +943,23 @@ class RetryPolicy:
     def working_on(self, key: str) -> None:
         self._current.key = key
 
-    def call(self, what: str, request: Callable[[], object], cancel: threading.Event | None = None):
+    def call(self, what: str, request: Callable[[], object], cancel: threading.Event | None = None,
+             paced: bool = True):  # fmt: skip
         """``cancel``: the work this request is for was given up (a sibling part failed for good): stop retrying at
-        once, also in the middle of a wait, instead of after MaxRetry more attempts."""
+        once, also in the middle of a wait, instead of after MaxRetry more attempts.  ``paced``: False for reads of
+        the source (a disk, or another store), which the pace of the stores written to must not slow down."""
         attempt = 0
         while True:
-            if self.stop.is_set() or (cancel is not None and cancel.is_set()):
+            if self.stop.is_set() or (cancel is not None and cancel.is_set()) or (paced and self.pace.before(cancel)):
                 raise Interrupted()
             try:
-                return request()
+                answer = request()
+                if paced:
+                    self.pace.succeeded()
+                return answer
             except Exception as exc:
+                if paced and is_throttling(exc):
+                    self.pace.throttled()
                 if not is_retryable(exc) or attempt >= self.max_retry or (cancel is not None and cancel.is_set()):
                     raise
                 attempt += 1
@@ -2270,6 +2343,9 @@ class FileTask:
     complete: bool = False  # "skip" because the object is already at the destination
     # A same-size object that looks changed: a HeadObject decides, in the file's worker (listed_verdict).
     confirm: bool = False
+    # Fleet: only these parts (first, last) of ``upload``, made by the sender; the upload is completed by whichever
+    # worker finds all its parts there.
+    parts: tuple[int, int] | None = None
 
 
 def plan_task(settings: Settings, f: SourceFile, there: Listed | None, uploads: list[UnfinishedUpload], kind: str,
@@ -2375,6 +2451,7 @@ class FileResult:
     etag_known: bool = True  # the ETag S3 should have is known here (False: parts copied by S3 itself)
     bytes_copied: int = 0  # copied by S3 itself (CopyMode), never through this machine
     proof: str = ""  # what proves the object equal to its source: see Shape
+    missing: int = 0  # a fleet range sent: parts of its upload still missing (its object is made once they are there)
 
 
 @dataclasses.dataclass(slots=True)
@@ -2388,6 +2465,12 @@ class PartResult:
 
 def is_md5_hex(etag: str) -> bool:
     return len(etag) == 32 and all(c in "0123456789abcdefABCDEF" for c in etag)
+
+
+def etag_digest(etag: str) -> bytes:
+    """What a part's ETag adds to the object's ETag: its binary MD5; a store whose parts have other ETags builds the
+    object's ETag from them all the same, so a stand-in derived from the text keeps the check of the whole."""
+    return binascii.unhexlify(etag) if is_md5_hex(etag) else hashlib.md5(etag.encode()).digest()
 
 
 def md5_of(data: bytes) -> tuple[bytes, str]:
@@ -2597,6 +2680,8 @@ class BarProgress(Progress):
     def close(self) -> None:
         global _active_bar
         super().close()
+        if self.bar is None and self.total_files:
+            self._open()  # a run shorter than one tick still shows where it ended
         if self.bar is not None:
             self._tick()
             self.bar.close()
@@ -2642,7 +2727,7 @@ class StreamParts:
 
     def put(self, f: SourceFile, args: dict, shape: Shape, result: FileResult) -> dict:
         e = self.engine
-        data = e.retry.call(f"READ {f.key}", lambda: e.source.read(f, 0, f.size)) if f.size else b""
+        data = e.retry.call(f"READ {f.key}", lambda: e.source.read(f, 0, f.size), paced=False) if f.size else b""
         digest, md5_b64 = md5_of(data)
         e._check_unchanged(f)
         e.throttle.acquire(len(data))
@@ -2661,7 +2746,8 @@ class StreamParts:
     def part(self, f: SourceFile, upload_id: str, number: int, offset: int, length: int, shape: Shape,
              listed: list[ExistingPart], cancel: threading.Event) -> PartResult:  # fmt: skip
         e = self.engine
-        data = e.retry.call(f"READ {f.key} part {number}", lambda: e.source.read(f, offset, length), cancel)
+        data = e.retry.call(f"READ {f.key} part {number}", lambda: e.source.read(f, offset, length), cancel,
+                            paced=False)  # fmt: skip
         digest, md5_b64 = md5_of(data)
         if listed and pick_existing_part(listed, length, digest.hex()) is not None:  # on S3 already, proven by MD5
             e.progress.part_done(f.key, length, how="found")
@@ -2729,8 +2815,7 @@ class CopyParts:
         e.progress.part_done(f.key, length, how="copied")
         # The part's ETag is the MD5 of its bytes on AWS; a store whose copied parts have other ETags builds the
         # object's ETag from them all the same, so the ETag check below still holds.
-        digest = binascii.unhexlify(etag) if is_md5_hex(etag) else hashlib.md5(etag.encode()).digest()
-        return PartResult(number, etag, digest, 0, copied=length)
+        return PartResult(number, etag, etag_digest(etag), 0, copied=length)
 
 
 class PartBudget:
@@ -2924,12 +3009,14 @@ class Engine:
                     self._multipart(task, shape, facts, result)
                 else:
                     self._put(f, shape, facts, result)
+                if result.missing:
+                    break  # a fleet range, sent: the worker that finds every part there makes the object
                 now = self.source.current(f)
                 if now.version != f.version:
                     # Written between the last check and S3's completion: the object holds the version listed, and
                     # S3's LastModified may well be later than the change (a later run would take the object for
                     # this file by its size and time).  The new version is sent now, while it has the same size.
-                    if now.size != f.size or attempt == MAX_FILE_ATTEMPTS:
+                    if now.size != f.size or attempt == MAX_FILE_ATTEMPTS or task.parts:
                         raise SourceChanged(f"{self.source.describe(f)} changed while its object was being "
                                             f"completed; the object holds the version listed; rerun to upload the "
                                             f"new version")  # fmt: skip
@@ -2944,6 +3031,13 @@ class Engine:
                 task = dataclasses.replace(task, upload=None)
             result.status = "uploaded"
             result.seconds = time.monotonic() - started
+            if result.missing:
+                first, last = task.parts or (0, 0)
+                log.info("sent %s parts %d-%d in %.1fs (%d reused); %d part(s) of its upload still to come from "
+                         "other workers", f.key, first, last, result.seconds, result.parts_reused,
+                         result.missing)  # fmt: skip
+                self.progress.file_finished(f.key)
+                return result
             log.info(
                 "finish %s: %s in %.1fs, ETag %s (%d parts, %d reused), proven by %s",
                 f.key,
@@ -3021,6 +3115,9 @@ class Engine:
                 human_bytes(self.s.chunk_size),
                 human_bytes(plan.part_size),
             )
+        if task.parts:
+            self._send_range(task, shape, result)
+            return
         upload_id, existing, proven, new = self._resume_or_create(task, shape, facts)
         if existing and not proven and shape.checksum:
             # Resumed from an upload made without this tool's marker (the original, another tool): whether it was
@@ -3041,6 +3138,68 @@ class Engine:
                 raise
             self._made_by_another(f, shape, result)  # the upload was completed (or aborted) while parts went
             return
+        result.parts_reused = sum(1 for p in parts if not p.sent and not p.copied)
+        # Parts copied by S3 carry the store's ETags (not always their MD5s): the object's ETag is checked against
+        # our digests when every part's MD5 is known here, against the source's when the layout is the source's.
+        self._finish_upload(f, shape, upload_id, parts, result, etag_known=not any(p.copied for p in parts))
+
+    def _send_range(self, task: FileTask, shape: Shape, result: FileResult) -> None:
+        """Fleet: the parts ``task.parts`` of the upload the sender made for this file (``task.upload``), resumed from
+        what is there (every part proven by MD5 as in a run), never another upload; then, if every part of the upload
+        is there, whoever sent them, the object is made here.  Workers that race to make it both succeed (_complete).
+        The upload must be this source version's (its marker says so): a message queued for an older version fails."""
+        f, upload = task.src, task.upload
+        assert upload is not None and task.parts is not None
+        first, last = task.parts
+        if last > shape.plan.part_count:
+            raise FileFailed(f"parts {first}-{last} of the message are not in its {shape.plan.part_count} parts; the "
+                             f"message was not made for this version of the file")  # fmt: skip
+        check, data, _ = examine_upload(self.client, self.bucket, f, upload, self.source, self.retry, shape,
+                                        can_read_back=not self.mover.copies)  # fmt: skip
+        if not check.proven:
+            raise FileFailed(f"upload {short_id(upload.upload_id)} was not made for this version of the file "
+                             f"({check.restart or 'no marker'}); run the sender again to queue the file as it is "
+                             f"now")  # fmt: skip
+        existing: dict[int, list[ExistingPart]] = {}
+        for p in data:
+            existing.setdefault(p.number, []).append(p)
+        try:
+            mine = self._send_parts(f, shape, upload.upload_id, existing, True, numbers=range(first, last + 1))
+            self._check_unchanged(f)
+        except SourceChanged:
+            self._abort(f.key, upload.upload_id)  # made for a version that is gone: nobody can complete it rightly
+            raise
+        result.parts_reused = sum(1 for p in mine if not p.sent and not p.copied)
+        result.bytes_sent += sum(p.sent for p in mine)
+        result.bytes_copied += sum(p.copied for p in mine)
+        # Every part there now?  Each was proven when it was sent (Content-MD5, or S3's copy of the pinned source)
+        # or resumed (read back and hashed), by the worker of its range: its listed ETag stands for it.
+        listed: dict[int, list[ExistingPart]] = {}
+        for p in read_upload(self.client, self.bucket, f.key, upload.upload_id, upload.initiated, self.retry).parts:
+            listed.setdefault(p.number, []).append(p)
+        ours = {p.number: p for p in mine}
+        parts: list[PartResult] = []
+        for number, _, length in shape.plan.parts():
+            if number in ours:
+                parts.append(ours[number])
+                continue
+            there = pick_existing_part(listed.get(number, []), length, None)
+            if there is None:
+                result.missing += 1
+            else:
+                parts.append(PartResult(number, there.etag, etag_digest(there.etag), 0))
+        if result.missing:
+            result.parts = len(mine)
+            return
+        known = not self.mover.copies
+        sent, copied = result.bytes_sent, result.bytes_copied
+        self._finish_upload(f, shape, upload.upload_id, parts, result, etag_known=known)
+        result.bytes_sent, result.bytes_copied = sent, copied  # this worker's share of the bytes, not the file's
+
+    def _finish_upload(self, f: SourceFile, shape: Shape, upload_id: str, parts: list[PartResult], result: FileResult,
+                       etag_known: bool) -> None:  # fmt: skip
+        """Complete the upload from ``parts`` and prove the object: its ETag against the one its parts make (when
+        ``etag_known``: every part's MD5 is known here), the source's full-object checksum, or the source's ETag."""
         parts.sort(key=lambda p: p.number)
         expected = multipart_etag(p.digest for p in parts)
         try:
@@ -3056,13 +3215,10 @@ class Engine:
                              f"this file's (computed here: {expected}); nothing was deleted, rerun to compare and send "
                              f"it again")  # fmt: skip
         result.parts = len(parts)
-        result.parts_reused = sum(1 for p in parts if not p.sent and not p.copied)
         result.bytes_sent += sum(p.sent for p in parts)
         result.bytes_copied += sum(p.copied for p in parts)
         result.etag, result.expected_etag, result.etag_is_md5 = etag, expected, etag_is_md5(completed)
-        # Parts copied by S3 carry the store's ETags (not always their MD5s): the object's ETag is checked against
-        # our digests when every part's MD5 is known here, against the source's when the layout is the source's.
-        result.etag_known = known = not any(p.copied for p in parts)
+        result.etag_known = known = etag_known
         if result.etag_is_md5 and known and etag != expected:
             why = f"ETag mismatch after complete: S3 has {etag}, computed from our parts {expected}"
             raise discard(self, f.key, why)
@@ -3141,7 +3297,8 @@ class Engine:
             expected = f.etag if shape.same_layout else ""
         else:
             digests = [md5_of(self.retry.call(f"READ {f.key} part {n}", functools.partial(
-                self.source.read, f, offset, length)))[0] for n, offset, length in shape.plan.parts()]  # fmt: skip
+                self.source.read, f, offset, length), paced=False))[0] for n, offset, length in shape.plan.parts()
+            ]  # fmt: skip
             expected = multipart_etag(digests)
         if not expected or etag != expected or not etag_is_md5(head):
             raise FileFailed(f"its upload was completed by another run or tool while its parts were being sent, and "
@@ -3234,8 +3391,25 @@ class Engine:
                   human_bytes(plan.part_size))  # fmt: skip
         return upload_id, {}, True, True
 
+    def open_upload(self, task: FileTask) -> tuple[str, int] | None:
+        """Fleet sender: the upload a big file's ranges go to, and its number of parts.  Joined as a run would (one
+        made for this source version: a sender run again queues the same upload), else made, with its marker sent at
+        once, so that every worker can prove it is for this version.  None when the upload to resume is another tool's
+        (its parts need one worker that checks them all): the file is queued whole."""
+        facts = self.source.facts(task.src)
+        shape = shape_of(task, facts, self.s, self.mover.copies)
+        upload_id, _, proven, marker = self._resume_or_create(task, shape, facts)
+        if not proven:
+            return None
+        if marker:
+            cancel = threading.Event()
+            self.budget.map([functools.partial(self._send_marker, task.src, upload_id, shape, n, cancel)
+                             for n in MARKER_PARTS], cancel)  # fmt: skip
+        return upload_id, shape.plan.part_count
+
     def _send_parts(self, f: SourceFile, shape: Shape, upload_id: str, existing: dict[int, list[ExistingPart]],
-                    proven: bool, marker: bool = False) -> list[PartResult]:  # fmt: skip
+                    proven: bool, marker: bool = False, numbers: range | None = None) -> list[PartResult]:  # fmt: skip
+        """Every part of the plan, or those ``numbers`` (a fleet range), into the upload."""
         failed = threading.Event()  # one part's final failure stops this file's other parts at once
         # A part of the right size in an upload tied to this version counts as it is, unless reading it back is
         # cheap (a local file: proven by MD5 anyway).
@@ -3262,7 +3436,8 @@ class Engine:
             self.budget.map(markers, failed)
         # Missing parts first: the network starts at once, and checking the parts already on S3 (reading and hashing
         # them) overlaps with those uploads instead of delaying them.
-        ordered = sorted(shape.plan.parts(), key=lambda part: part[0] in existing)
+        chosen = shape.plan.parts() if numbers is None else (p for p in shape.plan.parts() if p[0] in numbers)
+        ordered = sorted(chosen, key=lambda part: part[0] in existing)
         return self.budget.map([functools.partial(send, *part) for part in ordered], failed)
 
     def _check_unchanged(self, f: SourceFile) -> None:
@@ -3436,7 +3611,7 @@ def verify_by_reread(e: Engine, f: SourceFile, shape: Shape, result: FileResult)
     object, which holds the version listed, is kept."""
     try:
         if not shape.multipart:
-            digest = md5_of(e.retry.call(f"READ {f.key}", lambda: e.source.read(f, 0, f.size)))[0]
+            digest = md5_of(e.retry.call(f"READ {f.key}", lambda: e.source.read(f, 0, f.size), paced=False))[0]
             expected = digest.hex()
         else:
             digests = []
@@ -4417,15 +4592,18 @@ def cli() -> None:
 
 
 # ----------------------------------------------------------------------------------------------------------------------
-# 10. Fleet mode: a sender queues one SQS message per file; workers on many machines run each through the same engine.
-#    S3 stays the only state, so a worker that dies mid-file leaves a multipart upload the next worker resumes.
+# 10. Fleet mode: a sender queues one SQS message per file (per range of parts for a big file); workers on many
+#    machines run each through the same engine.  S3 stays the only state, so a worker that dies mid-file leaves a
+#    multipart upload the next worker resumes.
 # ----------------------------------------------------------------------------------------------------------------------
 
 
-MESSAGE_VERSION = 1
+MESSAGE_VERSION = 1  # one whole file
+RANGE_MESSAGE_VERSION = 2  # a range of the parts of one upload of a big file
 
 
 SQS_BATCH = 10  # SendMessageBatch takes at most 10 messages
+SENDER_BATCHES = 16  # SendMessageBatch requests in flight at once: queuing must never be what limits the fleet
 
 
 def file_message(settings: Settings, f: SourceFile) -> dict:
@@ -4443,14 +4621,33 @@ def file_message(settings: Settings, f: SourceFile) -> dict:
     }
 
 
-def message_key(settings: Settings, body: str) -> str:
-    """Which file a message names: only its key is taken, and only if the message is for this worker's job.  Size,
-    mtime, ETag and path in it are for people; the worker reads the file's state from the source itself.  A message
-    this worker cannot serve is poison: it is left in the queue, and after the queue's maxReceiveCount it goes to
-    the dead-letter queue."""
+def range_messages(settings: Settings, f: SourceFile, upload_id: str, part_count: int) -> Iterator[dict]:
+    """A big file as messages of SQSPartsPerMessage parts each, all of one upload (made by the sender)."""
+    step = settings.sqs_parts_per_message
+    for first in range(1, part_count + 1, step):
+        message = file_message(settings, f)
+        message.update(v=RANGE_MESSAGE_VERSION, upload_id=upload_id, parts=[first, min(part_count, first + step - 1)],
+                       part_count=part_count)  # fmt: skip
+        yield message
+
+
+class QueuedWork(NamedTuple):
+    """What a worker takes from a message: a key of its job, and for a range message the upload and its parts."""
+
+    key: str
+    upload_id: str = ""
+    parts: tuple[int, int] | None = None
+
+
+def parse_message(settings: Settings, body: str) -> QueuedWork:
+    """Which file a message names: only its key (and, for a range, the upload and part numbers) is taken, and only if
+    the message is for this worker's job.  Size, mtime, ETag and path in it are for people; the worker reads the
+    file's state from the source itself, and proves a range's upload is for that state by its marker.  A message this
+    worker cannot serve is poison: it is left in the queue, and after the queue's maxReceiveCount it goes to the
+    dead-letter queue."""
     try:
         m = json.loads(body)
-        if m.get("v") != MESSAGE_VERSION:
+        if m.get("v") not in (MESSAGE_VERSION, RANGE_MESSAGE_VERSION):
             raise ValueError(f"unknown message version {m.get('v')!r}")
         expected = (settings.job_type, settings.des_bucket, source_bucket(settings))
         if (m["job_type"], m["des_bucket"], m["src_bucket"]) != expected:
@@ -4458,7 +4655,15 @@ def message_key(settings: Settings, body: str) -> str:
         key = m["key"]
         if not isinstance(key, str) or not key:
             raise ValueError("it names no key")
-        return key
+        if m["v"] == MESSAGE_VERSION:
+            return QueuedWork(key)
+        upload_id, parts = m["upload_id"], m["parts"]
+        if not isinstance(upload_id, str) or not 0 < len(upload_id) <= 1024 or not upload_id.isprintable():
+            raise ValueError("its upload_id is not an upload ID")
+        if not (isinstance(parts, list) and len(parts) == 2 and all(type(n) is int for n in parts)
+                and 1 <= parts[0] <= parts[1] <= MAX_DATA_PARTS):  # fmt: skip
+            raise ValueError(f"its parts {parts!r} are not a range of part numbers (first, last) in 1-{MAX_DATA_PARTS}")
+        return QueuedWork(key, upload_id, (parts[0], parts[1]))
     except (ValueError, KeyError, TypeError, AttributeError) as exc:
         raise FileFailed(f"unusable message: {exc}") from None
 
@@ -4531,14 +4736,17 @@ def not_sqs(queue_url: str, sqs, answer: str) -> str:
 
 
 def send_to_queue(settings: Settings, stop: threading.Event, options: RunOptions, queue_url: str) -> int:
-    """--sqs-send: list and diff once, exactly as a run decides, and queue one message per file to transfer, as the
-    listing goes."""
+    """--sqs-send: list and diff once, exactly as a run decides, and queue the files to transfer as the listing goes:
+    one message per file, or for a file of more than SQSPartsPerMessage parts, its upload made (or joined) here and
+    one message per range of parts.  Batches of 10 go out in parallel (SENDER_BATCHES at once)."""
     job = open_job(settings, stop)
     sqs = None if options.dry_run else open_queue(job, queue_url)
     listings = open_listings(job)
     tally = PlanTally()
     tasks = tally.counted(plan_stream(settings, listings.pairs, listings.uploads, job.source))
-    queued = queued_bytes = 0
+    engine = Engine(settings, job.source, job.des_client, job.retry, stop)  # makes the uploads of big files
+    files = queued = queued_bytes = 0
+    failed: list[str] = []
 
     def to_send() -> Iterator[FileTask]:
         for t in tasks:
@@ -4547,28 +4755,104 @@ def send_to_queue(settings: Settings, stop: threading.Event, options: RunOptions
                 continue
             yield t
 
-    batch: list[str] = []
-    for t in to_send():
-        if stop.is_set():
-            raise KeyboardInterrupt
-        # ASCII JSON: a local path that is not UTF-8 travels as \udcXX escapes and comes back the same.
-        message = json.dumps(file_message(settings, t.src))
-        queued, queued_bytes = queued + 1, queued_bytes + t.src.size
+    def messages_of(t: FileTask) -> list[dict]:
+        if t.action != "multipart" or t.plan.part_count <= settings.sqs_parts_per_message:
+            return [file_message(settings, t.src)]
         if options.dry_run:
-            report.info("%s", message)
-            continue
-        batch.append(message)
-        if len(batch) == SQS_BATCH:
-            send_batch(job, sqs, queue_url, batch, stop)
-            batch = []
-    if batch:
-        send_batch(job, sqs, queue_url, batch, stop)
-    skipped = tally.files - queued
+            return list(range_messages(settings, t.src, "(made when queued)", t.plan.part_count))
+        if job.copy_from is None:  # as a worker decides it, with the first big file as the sample
+            job.copy_from = choose_copy(job, t.src)
+            engine.copy_from(job.copy_from)
+        opened = engine.open_upload(t)
+        if opened is None:
+            log.info("%s: its unfinished upload was made by another tool; queued whole, for one worker to check its "
+                     "parts", t.src.key)  # fmt: skip
+            return [file_message(settings, t.src)]
+        upload_id, part_count = opened
+        return list(range_messages(settings, t.src, upload_id, part_count))
+
+    with QueueSender(job, sqs, queue_url, stop) as sender:
+        for t in to_send():
+            if stop.is_set():
+                raise KeyboardInterrupt
+            try:
+                messages = messages_of(t)
+            except (FileFailed, OSError, botocore.exceptions.BotoCoreError, botocore.exceptions.ClientError) as exc:
+                detail = str(exc) if isinstance(exc, FileFailed) else describe_error(exc) + fix_hint(exc)
+                log.error("FAILED %s: its upload could not be made: %s", t.src.key, detail)
+                failed.append(t.src.key)
+                continue
+            files, queued, queued_bytes = files + 1, queued + len(messages), queued_bytes + t.src.size
+            for message in messages:
+                # ASCII JSON: a local path that is not UTF-8 travels as \udcXX escapes and comes back the same.
+                body = json.dumps(message)
+                if options.dry_run:
+                    report.info("%s", body)
+                else:
+                    sender.add(body)
+    skipped = tally.files - files - len(failed)
+    ranges = f" as {queued} message(s)" if queued != files else ""
     if options.dry_run:
-        report.info("dry run: %d message(s) would be queued, %d file(s) skipped; nothing was sent", queued, skipped)
+        report.info("dry run: %d file(s)%s would be queued, %d skipped; nothing was sent", files, ranges, skipped)
     else:
-        report.info("queued %d file(s) (%s) to %s; %d skipped", queued, human_bytes(queued_bytes), queue_url, skipped)
+        report.info("queued %d file(s) (%s)%s to %s; %d skipped", files, human_bytes(queued_bytes), ranges, queue_url,
+                    skipped)  # fmt: skip
+    if failed:
+        report.info("%d file(s) not queued (see the log): %s", len(failed), ", ".join(failed[:5]) +
+                    (" ..." if len(failed) > 5 else ""))  # fmt: skip
+        return EXIT_FAILED
     return EXIT_OK
+
+
+class QueueSender:
+    """Messages out in batches of 10, SENDER_BATCHES batches in flight at once, so that a queue far away (each
+    request a round trip) never limits the fleet; the caller waits only when that many are on their way.  The first
+    batch SQS refuses for good stops the sending (raised at the next add, or on leaving)."""
+
+    def __init__(self, job: Job, sqs, queue_url: str, stop: threading.Event):
+        self.job, self.sqs, self.queue_url, self.stop = job, sqs, queue_url, stop
+        self.batch: list[str] = []
+        self._slots = threading.Semaphore(SENDER_BATCHES)
+        self._pool = concurrent.futures.ThreadPoolExecutor(SENDER_BATCHES, thread_name_prefix="sqs-send")
+        self._errors: list[BaseException] = []
+
+    def add(self, body: str) -> None:
+        self.batch.append(body)
+        if len(self.batch) == SQS_BATCH:
+            self._flush()
+
+    def _flush(self) -> None:
+        if self._errors:
+            raise self._errors[0]
+        batch, self.batch = self.batch, []
+        while not self._slots.acquire(timeout=0.5):
+            if self.stop.is_set():
+                raise KeyboardInterrupt
+        if self._errors:
+            self._slots.release()
+            raise self._errors[0]
+
+        def send() -> None:
+            try:
+                send_batch(self.job, self.sqs, self.queue_url, batch, self.stop)
+            except BaseException as exc:
+                self._errors.append(exc)
+            finally:
+                self._slots.release()
+
+        self._pool.submit(send)
+
+    def __enter__(self) -> QueueSender:
+        return self
+
+    def __exit__(self, exc_type, exc, tb) -> None:
+        try:
+            if exc_type is None and self.batch:
+                self._flush()
+        finally:
+            self._pool.shutdown(wait=True)
+        if exc_type is None and self._errors:
+            raise self._errors[0]
 
 
 def send_batch(job: Job, sqs, queue_url: str, messages: list[str], stop: threading.Event) -> None:
@@ -4632,7 +4916,8 @@ def work_on_message(job: Job, engine: Engine, sqs, queue_url: str, message: dict
                         message_id)  # fmt: skip
 
     try:
-        f = job.source.resolve(message_key(settings, message["Body"]))  # the file as it is now, in this job
+        work = parse_message(settings, message["Body"])
+        f = job.source.resolve(work.key)  # the file as it is now, in this job
         if job.copy_from is None:  # decided once, with the first message's object as the sample
             job.copy_from = choose_copy(job, f)
             engine.copy_from(job.copy_from)
@@ -4642,8 +4927,19 @@ def work_on_message(job: Job, engine: Engine, sqs, queue_url: str, message: dict
                          settings.des_bucket, f.key)  # fmt: skip
                 delete()
                 return True
-            uploads = list_unfinished_uploads(job.des_client, settings.des_bucket, f.key, retry)
-            [task] = plan_files(settings, [f], {}, [u for u in uploads if u.key == f.key])
+            uploads = [u for u in list_unfinished_uploads(job.des_client, settings.des_bucket, f.key, retry)
+                       if u.key == f.key]  # fmt: skip
+            [task] = plan_files(settings, [f], {}, uploads)
+            if work.parts:
+                try:
+                    task = range_task(task, work, uploads)
+                except FileFailed:
+                    if not destination_complete(job, f):
+                        raise
+                    log.info("message %s: s3://%s/%s was completed meanwhile; deleting the message", message_id,
+                             settings.des_bucket, f.key)  # fmt: skip
+                    delete()
+                    return True
             [result] = engine.run([task])
         if result.status in ("uploaded", "skipped"):
             delete()
@@ -4659,6 +4955,19 @@ def work_on_message(job: Job, engine: Engine, sqs, queue_url: str, message: dict
         detail = str(exc) if isinstance(exc, FileFailed) else describe_error(exc) + fix_hint(exc)
         log.error("message %s: %s; left in the queue for another try", message_id, detail)
     return False
+
+
+def range_task(task: FileTask, work: QueuedWork, uploads: list[UnfinishedUpload]) -> FileTask:
+    """A range message's work: its parts of the upload it names, which must still be there (unfinished) for this
+    key; the worker then proves from the upload's marker that it was made for the file as it is now."""
+    named = [u for u in uploads if u.upload_id == work.upload_id]
+    if not named:
+        raise FileFailed(f"its upload {short_id(work.upload_id)} is gone (aborted, or completed as another object); "
+                         f"run the sender again to queue the file anew")  # fmt: skip
+    if task.action != "multipart":
+        raise FileFailed("the file is no longer sent in parts (its size changed since it was queued); run the sender "
+                         "again")  # fmt: skip
+    return dataclasses.replace(task, upload=named[0], stale=(), parts=work.parts)
 
 
 def destination_complete(job: Job, f: SourceFile) -> bool:

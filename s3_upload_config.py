@@ -75,3 +75,5 @@ LoggingLevel = "INFO"  # 日志输出级别 'WARNING' | 'INFO' | 'DEBUG'
 # SQSEndpointURL = ""  # fleet mode: "" = the region's SQS endpoint
 # SQSIdleSeconds = 60  # fleet mode: a worker exits after the queue was empty this long
 # SQSVisibilityTimeout = 300  # fleet mode: seconds a taken message stays hidden while a worker works on it
+# SQSPartsPerMessage = 64  # fleet mode: a file of more parts goes out as ranges of this many parts, one per message,
+#                         # so that many workers send it together

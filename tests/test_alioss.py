@@ -410,9 +410,9 @@ def test_fleet_messages_name_the_oss_bucket():
     settings = alioss_settings(SrcBucket="not-this-one")
     message = s3_upload.file_message(settings, s3_upload.SourceFile("multipart/a.bin", 5, 0.0, etag="e", version="e"))
     assert message["job_type"] == "ALIOSS_TO_S3" and message["src_bucket"] == "img-process"
-    assert s3_upload.message_key(settings, json.dumps(message)) == "multipart/a.bin"
+    assert s3_upload.parse_message(settings, json.dumps(message)).key == "multipart/a.bin"
     with pytest.raises(s3_upload.FileFailed, match="another job"):
-        s3_upload.message_key(settings, json.dumps({**message, "src_bucket": "not-this-one"}))
+        s3_upload.parse_message(settings, json.dumps({**message, "src_bucket": "not-this-one"}))
 
 
 def test_fault_proxy_as_a_forward_proxy_sees_virtual_hosted_requests(oss_server, oss, oss_bucket):

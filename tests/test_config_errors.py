@@ -147,6 +147,8 @@ BAD_VALUES = [
     ("SQSVisibilityTimeout-zero", {"SQSVisibilityTimeout": 0}, ("SQSVisibilityTimeout", "1 to 43200", "got 0")),
     ("SQSVisibilityTimeout-above-12h", {"SQSVisibilityTimeout": 43201}, ("SQSVisibilityTimeout", "1 to 43200")),
     ("SQSVisibilityTimeout-float", {"SQSVisibilityTimeout": 1.5}, ("SQSVisibilityTimeout", "must be int", "float")),
+    ("SQSPartsPerMessage-zero", {"SQSPartsPerMessage": 0}, ("SQSPartsPerMessage", "1 to 9998", "got 0")),
+    ("SQSPartsPerMessage-above-the-data-parts", {"SQSPartsPerMessage": 9999}, ("SQSPartsPerMessage", "1 to 9998")),
     ("CopyMode-unknown", {"CopyMode": "sideways"}, ("CopyMode", "'sideways'", "unknown", "'server'")),
     ("ali_SrcBucket-empty", dict(OSS_JOB, ali_SrcBucket=""), ("ali_SrcBucket", "empty", "OSS bucket")),
     ("ali_access_key_id-empty", dict(OSS_JOB, ali_access_key_id=""), ("ali_access_key_id", "empty", "RAM user")),

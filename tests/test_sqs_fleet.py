@@ -445,6 +445,44 @@ def test_sender_resends_the_messages_of_a_partly_refused_batch(src_dir, sqs, que
     assert sorted(keys) == [f"up/f{i:02d}.txt" for i in range(12)]  # each file once: none lost, none twice
 
 
+def test_the_sender_sends_its_batches_in_parallel(src_dir, sqs, queues, fleet_config, monkeypatch, capsys, request):
+    """40 files: four batches of 10, each SendMessageBatch held until all four are on their way at once (a sender
+    that waits for each answer before the next batch never gets there: SQS far away would limit the whole fleet).
+    Every file queued exactly once.  In-process, to watch the calls."""
+    queue, dlq = queues
+    for i in range(40):
+        write_file(src_dir / f"f{i:02d}.txt", 10 + i)
+    real_sqs_client = s3_upload.Endpoints.sqs_client
+    together = threading.Condition()
+    in_flight = [0, 0]  # now, most at once
+
+    def sqs_client(self):
+        client = real_sqs_client(self)
+        send_batch = client.send_message_batch
+
+        def held_until_four(QueueUrl, Entries):
+            with together:
+                in_flight[0] += 1
+                in_flight[1] = max(in_flight)
+                together.notify_all()
+                together.wait_for(lambda: in_flight[1] >= 4, timeout=10)
+                in_flight[0] -= 1
+            return send_batch(QueueUrl=QueueUrl, Entries=Entries)
+
+        client.send_message_batch = held_until_four
+        return client
+
+    monkeypatch.setattr(s3_upload.Endpoints, "sqs_client", sqs_client)
+    for logger in (s3_upload.log, s3_upload.report):  # main() changes these; put them back afterwards
+        monkeypatch.setattr(logger, "propagate", logger.propagate)
+        request.addfinalizer(functools.partial(logger.setLevel, logger.level))
+    assert s3_upload.main(["--config", str(fleet_config()), "--sqs-send", queue]) == 0
+    out, _ = capsys.readouterr()
+    assert in_flight[1] == 4, in_flight
+    assert "queued 40 file(s)" in out
+    assert sorted(json.loads(b)["key"] for b in take_all(sqs, queue)) == [f"up/f{i:02d}.txt" for i in range(40)]
+
+
 # ---------------------------------------------------------------------------------------------------------------------
 # Sender and worker agree on every file: names with quote marks or bytes that are not UTF-8, links
 # ---------------------------------------------------------------------------------------------------------------------
@@ -599,3 +637,166 @@ def test_a_worker_refused_its_head_fails_that_message_and_names_the_permission(
         worker.stderr  # fmt: skip
     assert "Traceback" not in worker.stderr
     assert list_keys(dst, bucket) == {}
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# One big file, many workers: a file of more than SQSPartsPerMessage parts is queued as ranges of one upload
+# ---------------------------------------------------------------------------------------------------------------------
+
+RANGES = [[1, 2], [3, 4], [5, 6], [7, 7]]  # a file of 7 parts at SQSPartsPerMessage 2
+
+
+def queued_messages(sqs, queue: str) -> list[dict]:
+    """Every message in the queue, left visible (read with a visibility timeout of 0)."""
+    seen: dict[str, dict] = {}
+    for _ in range(20):
+        for m in sqs.receive_message(QueueUrl=queue, MaxNumberOfMessages=10, VisibilityTimeout=0).get("Messages", []):
+            seen[m["MessageId"]] = json.loads(m["Body"])
+    return list(seen.values())
+
+
+def take_all(sqs, queue: str) -> list[str]:
+    """Remove every message from the queue; their bodies."""
+    bodies = []
+    while messages := sqs.receive_message(QueueUrl=queue, MaxNumberOfMessages=10, VisibilityTimeout=30).get(
+        "Messages", []
+    ):
+        for m in messages:
+            bodies.append(m["Body"])
+            sqs.delete_message(QueueUrl=queue, ReceiptHandle=m["ReceiptHandle"])
+    return bodies
+
+
+def test_a_big_file_is_queued_as_ranges_of_one_upload_that_two_workers_complete(dst, bucket, src_dir, tmp_path, sqs,
+                                                                                 fleet_config):  # fmt: skip
+    """SQSPartsPerMessage 2: the sender makes the upload (its marker, no data part) and queues four ranges of it; the
+    small file goes whole.  Run again (a sender killed and started anew), it joins the same upload and queues them
+    all again.  Two workers share the eight range messages and the two file messages, duplicates included: one
+    object, byte-identical, nothing unfinished, the queues empty."""
+    queue, dlq = make_queues(sqs, 1000)  # the test reads the queue many times (each read is a receive)
+    write_file(src_dir / "big.bin", 6 * CHUNK + 123)
+    write_file(src_dir / "small.txt", 1000)
+    config = fleet_config(SQSPartsPerMessage=2)
+    first = run(config, "--sqs-send", queue)
+    assert first.returncode == 0, first.stderr
+    assert "queued 2 file(s) (30.0 MiB) as 5 message(s)" in first.stdout
+    ranges = [m for m in queued_messages(sqs, queue) if m["v"] == 2]
+    assert sorted(m["parts"] for m in ranges) == RANGES
+    [upload_id] = {m["upload_id"] for m in ranges}
+    assert [u["UploadId"] for u in unfinished_uploads(dst, bucket)] == [upload_id]
+    assert parts_on_server(dst, bucket, "up/big.bin") == sorted(s3_upload.MARKER_PARTS)  # the marker, no data yet
+    again = run(config, "--sqs-send", queue)
+    assert again.returncode == 0, again.stderr
+    assert {m["upload_id"] for m in queued_messages(sqs, queue) if m["v"] == 2} == {upload_id}  # joined
+    assert queue_count(sqs, queue) == 10
+    workers = [start_worker(fleet_config(f"w{n}", SQSIdleSeconds=2, SQSPartsPerMessage=2), queue) for n in (1, 2)]
+    try:
+        codes = [w.wait(timeout=120) for w in workers]
+    finally:
+        for w in workers:
+            w.kill()
+    assert codes == [0, 0], worker_log(tmp_path, "w1") + worker_log(tmp_path, "w2")
+    assert assert_tree_uploaded(dst, bucket, "up/", src_dir) == 2
+    head = dst.head_object(Bucket=bucket, Key="up/big.bin")
+    assert head["ETag"].strip('"').endswith("-7")
+    assert unfinished_uploads(dst, bucket) == []
+    assert queue_count(sqs, queue) == 0 and queue_count(sqs, dlq) == 0
+    logs = worker_log(tmp_path, "w1") + worker_log(tmp_path, "w2")
+    assert "still to come from other workers" in logs and "Traceback" not in logs
+
+
+def test_a_worker_killed_mid_range_leaves_it_to_the_next(dst, bucket, src_dir, tmp_path, sqs, queues, fleet_config,
+                                                         aws_profiles, dst_server):  # fmt: skip
+    """The first worker is killed (SIGKILL) while part 4 of range 3-4 is on its way; its message comes back after
+    its visibility timeout and the next worker sends that range, reusing part 3 (read back and checked by MD5), and
+    the other ranges, and makes the object."""
+    queue, dlq = make_queues(sqs, 5)
+    write_file(src_dir / "big.bin", 6 * CHUNK + 123)
+    assert run(fleet_config(SQSPartsPerMessage=2), "--sqs-send", queue).returncode == 0
+    gate = Gate(lambda r: r.operation == "UploadPart" and r.part_number == 4)
+    with FaultProxy("127.0.0.1", dst_server.port, match=gate).start() as proxy:
+        aws_profiles.add("held", proxy.endpoint_url, *DST_KEYS)
+        killed = start_worker(fleet_config("w1", DesProfileName="held", SQSPartsPerMessage=2), queue)
+        try:
+            wait_until(lambda: gate.held, "part 4 at the proxy")
+            wait_until(lambda: 3 in parts_on_server(dst, bucket, "up/big.bin"), "part 3 on the server")
+            killed.kill()
+            killed.wait(timeout=30)
+        finally:
+            killed.kill()
+            gate.open()
+        assert not proxy.exceptions
+    assert "up/big.bin" not in list_keys(dst, bucket)
+    nxt = run(fleet_config("w2", SQSIdleSeconds=8, SQSPartsPerMessage=2), "--sqs-worker", queue)
+    assert nxt.returncode == 0, nxt.stderr
+    assert assert_tree_uploaded(dst, bucket, "up/", src_dir) == 1
+    assert unfinished_uploads(dst, bucket) == []
+    assert queue_count(sqs, queue) == 0 and queue_count(sqs, dlq) == 0
+
+
+def test_two_workers_racing_to_complete_one_upload_both_succeed(dst, bucket, src_dir, tmp_path, sqs, queues,
+                                                                fleet_config, aws_profiles, dst_server):  # fmt: skip
+    """Every range but the last is sent first; then the last range is queued twice, and two workers each find every
+    part there and complete the upload at the same moment (their two CompleteMultipartUpload requests are held at a
+    proxy until both arrive).  One makes the object; the other finds its upload gone and the object's ETag the one its
+    parts make: both exit 0, one object, nothing left."""
+    queue, dlq = queues
+    write_file(src_dir / "big.bin", 6 * CHUNK + 123)
+    assert run(fleet_config(SQSPartsPerMessage=2), "--sqs-send", queue).returncode == 0
+    bodies = take_all(sqs, queue)
+    last = [b for b in bodies if json.loads(b)["parts"] == [7, 7]]
+    for body in bodies:
+        if body not in last:
+            sqs.send_message(QueueUrl=queue, MessageBody=body)
+    first = run(fleet_config("w0", SQSIdleSeconds=1, SQSPartsPerMessage=2), "--sqs-worker", queue)
+    assert first.returncode == 0, first.stderr
+    assert "up/big.bin" not in list_keys(dst, bucket)  # part 7 is missing
+    sqs.send_message(QueueUrl=queue, MessageBody=last[0])
+    sqs.send_message(QueueUrl=queue, MessageBody=last[0])
+    gate = Gate(lambda r: r.operation == "CompleteMultipartUpload")
+    with FaultProxy("127.0.0.1", dst_server.port, match=gate).start() as proxy:
+        aws_profiles.add("held", proxy.endpoint_url, *DST_KEYS)
+        workers = [start_worker(fleet_config(f"w{n}", DesProfileName="held", SQSIdleSeconds=2,
+                                             SQSPartsPerMessage=2), queue) for n in (1, 2)]  # fmt: skip
+        try:
+            wait_until(lambda: len(gate.held) == 2, "both workers' COMPLETE at the proxy")
+            gate.open()
+            codes = [w.wait(timeout=60) for w in workers]
+        finally:
+            gate.open()
+            for w in workers:
+                w.kill()
+        assert not proxy.exceptions and not gate.timed_out
+    logs = worker_log(tmp_path, "w1") + worker_log(tmp_path, "w2")
+    assert codes == [0, 0], logs
+    assert "finish up/big.bin" in logs and "Traceback" not in logs
+    assert assert_tree_uploaded(dst, bucket, "up/", src_dir) == 1
+    assert unfinished_uploads(dst, bucket) == []
+    assert queue_count(sqs, queue) == 0 and queue_count(sqs, dlq) == 0
+
+
+def test_a_range_queued_for_an_older_version_of_the_file_is_refused(dst, bucket, src_dir, tmp_path, sqs, queues,
+                                                                    fleet_config):  # fmt: skip
+    """The file is rewritten (same size) after the sender queued its ranges: the upload's marker names the old
+    version, so every range fails (nothing sent, no object), and the messages stay.  The sender run again aborts that
+    upload (abandoned: AbandonedAfter 0 s here) and queues the new version, which the workers send."""
+    queue, dlq = queues
+    path = src_dir / "big.bin"
+    write_file(path, 6 * CHUNK + 123)
+    modified_earlier(path)
+    assert run(fleet_config(SQSPartsPerMessage=2), "--sqs-send", queue).returncode == 0
+    [old_upload] = [u["UploadId"] for u in unfinished_uploads(dst, bucket)]
+    write_file(path, 6 * CHUNK + 123, seed=7)
+    stale = run(fleet_config("w1", SQSIdleSeconds=1, SQSPartsPerMessage=2), "--sqs-worker", queue)
+    assert stale.returncode == 1, stale.stderr
+    assert "was not made for this version of the file" in stale.stderr
+    assert "up/big.bin" not in list_keys(dst, bucket)
+    assert parts_on_server(dst, bucket, "up/big.bin") == sorted(s3_upload.MARKER_PARTS)  # no data part was sent
+    sqs.purge_queue(QueueUrl=queue)  # the stale messages, hidden for their visibility timeout after the failure
+    assert run(fleet_config(SQSPartsPerMessage=2), "--sqs-send", queue).returncode == 0
+    assert old_upload not in [u["UploadId"] for u in unfinished_uploads(dst, bucket)]
+    nxt = run(fleet_config("w2", SQSIdleSeconds=1, SQSPartsPerMessage=2), "--sqs-worker", queue)
+    assert nxt.returncode == 0, nxt.stderr
+    assert object_md5(dst, bucket, "up/big.bin") == md5_file(path)
+    assert unfinished_uploads(dst, bucket) == []
+    assert queue_count(sqs, queue) == 0 and queue_count(sqs, dlq) == 0

@@ -613,7 +613,7 @@ def test_retry_policy_gives_up_after_max_retry_with_the_last_error(max_retry):
 def test_retry_policy_waits_grow_linearly(s3_log):
     stop = RecordingEvent()
     policy = s3_upload.RetryPolicy(3, 5.0, stop)  # the seed's 5 s; RecordingEvent does not sleep
-    request = Flaky(*[client_error("SlowDown", 503) for _ in range(4)])
+    request = Flaky(*[client_error("InternalError", 500) for _ in range(4)])  # not throttling: no pace
     with pytest.raises(botocore.exceptions.ClientError):
         policy.call("PUT k", request)
     assert stop.waits == [5.0, 10.0, 15.0]
@@ -625,7 +625,7 @@ def test_retry_policy_waits_grow_linearly(s3_log):
 def test_retry_policy_real_waits_with_a_small_delay(s3_log):
     stop = RecordingEvent(sleep=True)
     policy = s3_upload.RetryPolicy(3, 0.01, stop)
-    assert policy.call("GET k", Flaky(*[client_error("SlowDown", 503) for _ in range(3)])) == "done"
+    assert policy.call("GET k", Flaky(*[client_error("InternalError", 500) for _ in range(3)])) == "done"
     assert stop.waits == pytest.approx([0.01, 0.02, 0.03])
     waits = [r.args[-1] for r in s3_log.records if r.name == "s3_upload"]  # the "in X s" argument
     assert waits == pytest.approx([0.01, 0.02, 0.03])
@@ -639,6 +639,26 @@ def test_retry_policy_retries_a_dropped_connection_at_once_the_first_time(s3_log
     dropped = [TimeoutError(), urllib3.exceptions.ProtocolError("reset"), ConnectionResetError()]
     assert policy.call("GET k", Flaky(*dropped)) == "done"
     assert stop.waits == [0.0, 5.0, 10.0]
+
+
+def test_the_pace_grows_once_per_pause_and_recovers_by_halves():
+    """A throttling answer spaces every request RetryDelay apart; the answers of requests already on their way count
+    once; each success halves the spacing, down to none."""
+    pace = s3_upload.Pace(1.0, threading.Event())
+    assert pace.interval == 0 and not pace.before()
+    pace.throttled()
+    pace.throttled()  # on its way at the same time: the same pause
+    assert pace.interval == 1.0
+    pace._last -= 1.0  # the pause ran out: the next refusal doubles it
+    pace.throttled()
+    assert pace.interval == 2.0
+    for expected in (1.0, 0.5, 0.25, 0.125, 0.0):
+        pace.succeeded()
+        assert pace.interval == expected
+    assert s3_upload.is_throttling(client_error("SlowDown", 503)) and s3_upload.is_throttling(
+        client_error("AWS.SimpleQueueService.RequestThrottled", 400)
+    )
+    assert not s3_upload.is_throttling(client_error("InternalError", 500))
 
 
 def test_retry_policy_stop_set_before_the_call_raises_interrupted():
@@ -1490,18 +1510,40 @@ ANOTHER_JOB = r"it belongs to another job \(JobType or buckets differ from this 
 
 @pytest.mark.parametrize(
     ("change", "why"),
-    [({"v": 2}, "unknown message version 2"), ({"key": ""}, "it names no key"), ({"key": 7}, "it names no key"),
+    [({"v": 3}, "unknown message version 3"), ({"key": ""}, "it names no key"), ({"key": 7}, "it names no key"),
+     ({"v": 2, "upload_id": "u", "parts": [0, 3]}, r"its parts \[0, 3\] are not a range of part numbers .*"),
+     ({"v": 2, "upload_id": "u", "parts": [5, 4]}, r"its parts \[5, 4\] are not a range .*"),
+     ({"v": 2, "upload_id": "u", "parts": [1, 9999]}, r"its parts \[1, 9999\] are not a range .*"),
+     ({"v": 2, "upload_id": "u", "parts": [1, True]}, r"its parts \[1, True\] are not a range .*"),
+     ({"v": 2, "upload_id": "u", "parts": "1-3"}, r"its parts '1-3' are not a range .*"),
+     ({"v": 2, "upload_id": "", "parts": [1, 3]}, "its upload_id is not an upload ID"),
+     ({"v": 2, "upload_id": "a\nb", "parts": [1, 3]}, "its upload_id is not an upload ID"),
+     ({"v": 2, "parts": [1, 3]}, "'upload_id'"),
      ({"des_bucket": "other"}, ANOTHER_JOB), ({"job_type": "S3_TO_S3"}, ANOTHER_JOB)],
-    ids=["version-2", "empty-key", "key-not-a-string", "another-destination", "another-job-type"],
+    ids=["version-3", "empty-key", "key-not-a-string", "part-0", "range-backwards", "marker-part", "bool-part",
+         "range-as-text", "empty-upload-id", "upload-id-with-newline", "range-without-upload-id", "another-destination",
+         "another-job-type"],
 )  # fmt: skip
 def test_a_message_this_worker_cannot_serve_is_poison_not_a_file(change, why):
     import json
 
     settings = Settings(des_bucket="dst", src_dir=".")
     body = {"v": 1, "job_type": "LOCAL_TO_S3", "src_bucket": "", "des_bucket": "dst", "key": "up/a.txt"}
-    assert s3_upload.message_key(settings, json.dumps(body)) == "up/a.txt"
+    assert s3_upload.parse_message(settings, json.dumps(body)).key == "up/a.txt"
     with pytest.raises(s3_upload.FileFailed, match=f"^unusable message: {why}$"):
-        s3_upload.message_key(settings, json.dumps(body | change))
+        s3_upload.parse_message(settings, json.dumps(body | change))
+
+
+def test_a_range_message_names_its_upload_and_parts():
+    import json
+
+    settings = Settings(des_bucket="dst", src_dir=".")
+    body = {"v": 2, "job_type": "LOCAL_TO_S3", "src_bucket": "", "des_bucket": "dst", "key": "up/a.txt",
+            "upload_id": "abc", "parts": [65, 128], "part_count": 300}  # fmt: skip
+    assert s3_upload.parse_message(settings, json.dumps(body)) == ("up/a.txt", "abc", (65, 128))
+    f = s3_upload.SourceFile("up/a.txt", 300 * 5 * MiB, 0.0, path="a.txt")
+    ranges = [m["parts"] for m in s3_upload.range_messages(Settings(sqs_parts_per_message=128), f, "abc", 300)]
+    assert ranges == [[1, 128], [129, 256], [257, 300]]
 
 
 def queue_job(sqs) -> object:
