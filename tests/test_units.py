@@ -661,6 +661,18 @@ def test_the_pace_grows_once_per_pause_and_recovers_by_halves():
     assert not s3_upload.is_throttling(client_error("InternalError", 500))
 
 
+def test_a_throttling_answer_to_one_request_paces_every_request_of_the_policy():
+    """A SlowDown to one request, retried, leaves the policy's one pace spacing the requests of every thread that uses
+    it; a 500 (the server's trouble, not a request to slow down) leaves it alone, and so do reads of the source (not
+    paced: a slow destination must not slow the disk)."""
+    policy = s3_upload.RetryPolicy(3, 0.01, threading.Event())
+    assert policy.call("GET source", Flaky(client_error("SlowDown", 503)), paced=False) == "done"
+    assert policy.call("PUT k", Flaky(client_error("InternalError", 500))) == "done"
+    assert policy.pace.interval == 0
+    assert policy.call("PUT k", Flaky(client_error("SlowDown", 503))) == "done"
+    assert policy.pace.interval > 0  # grown by the SlowDown, halved once by the success that followed
+
+
 def test_retry_policy_stop_set_before_the_call_raises_interrupted():
     stop = threading.Event()
     stop.set()

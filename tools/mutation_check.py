@@ -186,6 +186,13 @@ MUTANTS: tuple[Mutant, ...] = (
         "bytes to the object instead of being refused",
         (T + "test_resume.py::test_another_tool_completing_our_upload_from_its_parts_fails_loudly",),
     ),
+    Mutant(
+        "range-into-another-versions-upload", "marker match",
+        "        if not check.proven:\n            raise FileFailed(f\"upload {short_id(upload.upload_id)} was not",
+        "        if False:\n            raise FileFailed(f\"upload {short_id(upload.upload_id)} was not",
+        "a fleet worker sends a range of parts into an upload whose marker names another version of the file",
+        (T + "test_sqs_fleet.py::test_a_range_queued_for_an_older_version_of_the_file_is_refused",),
+    ),
     # -- skip rule -----------------------------------------------------------------------------------------------------
     Mutant(
         "skip-larger-object", "skip rule",
@@ -310,6 +317,15 @@ MUTANTS: tuple[Mutant, ...] = (
         "the parts are sorted as text (1, 10, 11, 2, ...): the expected ETag and the part list are in the wrong order",
         (T + "test_faults.py::test_ctrl_c_stops_quickly_and_the_rerun_resumes",),
     ),
+    Mutant(
+        "range-completed-with-parts-missing", "completion list",
+        "        if result.missing:\n            result.parts = len(mine)\n            return",
+        "        if False:\n            result.parts = len(mine)\n            return",
+        "a fleet worker completes a big file's upload once its own range is there, the other ranges' parts still "
+        "missing",
+        (T + "test_sqs_fleet.py::test_a_big_file_is_queued_as_ranges_of_one_upload_that_two_workers_complete",
+         T + "test_sqs_fleet.py::test_a_worker_killed_mid_range_leaves_it_to_the_next"),
+    ),
     # -- stale abort ---------------------------------------------------------------------------------------------------
     Mutant(
         "stale-abort-flipped", "stale abort",
@@ -426,6 +442,30 @@ MUTANTS: tuple[Mutant, ...] = (
         "        if code in FATAL_ERROR_CODES:\n            return False",
         "AccessDenied is retried MaxRetry times before the file fails",
         (T + "test_failures.py::test_write_denied_fails_at_once_without_retries",),
+    ),
+    Mutant(
+        "throttling-from-any-5xx", "retry classification",
+        "    return error_code(exc) in THROTTLING_CODES or status in (429, 503)",
+        "    return error_code(exc) in THROTTLING_CODES or status >= 500 or status == 429",
+        "any 5xx (a server's trouble with one request) slows every request of the process, as a SlowDown does",
+        (T + "test_units.py::test_the_pace_grows_once_per_pause_and_recovers_by_halves",
+         T + "test_units.py::test_a_throttling_answer_to_one_request_paces_every_request_of_the_policy"),
+    ),
+    Mutant(
+        "throttling-not-shared", "retry classification",
+        "                if paced and is_throttling(exc):\n                    self.pace.throttled()",
+        "                if False:\n                    self.pace.throttled()",
+        "a SlowDown is retried by its own thread only: the other threads go on at full speed against a store that "
+        "asked the process to slow down",
+        (T + "test_units.py::test_a_throttling_answer_to_one_request_paces_every_request_of_the_policy",
+         T + "test_faults.py::test_a_slowdown_slows_the_whole_process_together"),
+    ),
+    Mutant(
+        "pace-never-recovers", "retry classification",
+        "                self.interval = self.interval / 2 if self.interval / 2 >= self.base / 8 else 0.0",
+        "                self.interval = self.interval",
+        "after one SlowDown the process stays spaced out for the rest of the run: successes never speed it up again",
+        (T + "test_units.py::test_the_pace_grows_once_per_pause_and_recovers_by_halves",),
     ),
     # -- CLEAN scope ---------------------------------------------------------------------------------------------------
     Mutant(
