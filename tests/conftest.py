@@ -503,12 +503,16 @@ def in_process_logging(monkeypatch, request) -> None:
 
 def leave_unfinished(make, aws_profiles, dst_server, fail_part: int = 2, **overrides) -> Run:
     """Run the tool once so that it stops with an unfinished upload of its own (marker and parts 1..fail_part-1 on
-    S3): part fail_part is refused with 500s and MaxRetry=0, one part at a time.  ``make`` builds the config."""
+    S3): part fail_part is refused with 500s and MaxRetry=0, one part at a time.  ``make`` builds the config.  The
+    data parts after it are refused too: the one thread may take the next part before the failure stops the file."""
+    import s3_upload
     from faultproxy import FaultProxy
 
+    def refused(r) -> bool:
+        return r.operation == "UploadPart" and fail_part <= (r.part_number or 0) < s3_upload.MARKER_TWIN_PART
+
     with FaultProxy("127.0.0.1", dst_server.port).start() as proxy:
-        proxy.set(outage=True, error_status=500, error_code="InternalError",
-                  match=lambda r: r.operation == "UploadPart" and r.part_number == fail_part)  # fmt: skip
+        proxy.set(outage=True, error_status=500, error_code="InternalError", match=refused)
         aws_profiles.add("interrupted", proxy.endpoint_url, *DST_KEYS)
         run = run_tool(
             make(**{"DesProfileName": "interrupted", "MaxThread": 1, "MaxParallelFile": 1, "MaxRetry": 0, **overrides})

@@ -5,13 +5,17 @@ the upload is abandoned, removes it).  The runs here use the default AbandonedAf
 
 from __future__ import annotations
 
+import os
 import subprocess
 import time
+
+import pytest
 
 import s3_upload
 from conftest import (
     DST_KEYS,
     MiB,
+    md5,
     md5_file,
     object_md5,
     run_tool,
@@ -141,4 +145,36 @@ def test_a_lost_create_answer_never_aborts_another_runs_upload(dst, bucket, src_
     time.sleep(1)
     later = run_tool(make_config(AbandonedAfter=0))  # as a run an hour later sees it
     assert later.code == 0 and later.bytes_sent == 0, later
+    assert unfinished_uploads(dst, bucket) == []
+
+
+@pytest.mark.parametrize("when", ["mid-file", "completing"])
+def test_a_run_whose_upload_is_gone_and_whose_key_holds_other_bytes_fails_and_deletes_nothing(
+        when, dst, bucket, src_dir, make_config, aws_profiles, dst_server):  # fmt: skip
+    """Run A's upload is aborted by someone else, and another object of the same size put at the key, while A's second
+    part (or its CompleteMultipartUpload) is held at a proxy.  A then finds its upload gone (NoSuchUpload): the object
+    at the key is not this file's (its ETag is not the one of the file's parts), so A fails and deletes nothing: it
+    is someone's good data."""
+    path = src_dir / "big.bin"
+    write_file(path, 2 * CHUNK + 7)
+    other = os.urandom(2 * CHUNK + 7)
+    data_part = min(s3_upload.MARKER_PARTS)
+    gate = Gate({"mid-file": lambda r: r.operation == "UploadPart" and 1 < (r.part_number or 0) < data_part,
+                 "completing": lambda r: r.operation == "CompleteMultipartUpload"}[when])  # fmt: skip
+    with FaultProxy("127.0.0.1", dst_server.port, match=gate).start() as proxy:
+        aws_profiles.add("held", proxy.endpoint_url, *DST_KEYS)
+        a = start(make_config(DesProfileName="held", AbandonedAfter=3600, MaxThread=1, MaxParallelFile=1))
+        try:
+            wait_until(lambda: gate.held, f"run A held {when}")
+            [upload] = unfinished_uploads(dst, bucket)
+            dst.abort_multipart_upload(Bucket=bucket, Key="up/big.bin", UploadId=upload["UploadId"])
+            dst.put_object(Bucket=bucket, Key="up/big.bin", Body=other)
+        finally:
+            gate.open()
+        code_a, out_a = finish(a)
+        assert not proxy.exceptions and not gate.timed_out
+    assert code_a == 1, out_a
+    assert "cannot be shown to be this file" in out_a or "is not this file's" in out_a, out_a
+    assert "nothing was deleted" in out_a, out_a
+    assert object_md5(dst, bucket, "up/big.bin") == md5(other)
     assert unfinished_uploads(dst, bucket) == []

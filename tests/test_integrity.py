@@ -320,14 +320,16 @@ def test_an_upload_the_file_no_longer_needs_is_aborted(case, dst, bucket, src_di
         assert object_md5(dst, bucket, "up/mid.bin") == md5_file(path)
 
 
-def test_an_upload_another_run_adds_parts_to_is_never_aborted(dst, bucket, src_dir, make_config):
+@pytest.mark.parametrize("part_size", [6 * MiB, CHUNK], ids=["another-chunksize", "this-layout-no-marker"])
+def test_an_upload_another_run_adds_parts_to_is_never_aborted(part_size, dst, bucket, src_dir, make_config):
     """Concurrent writers: an upload of the key that a part was added to a moment ago may be another run's work in
     progress.  With AbandonedAfter at its default (an hour), the run leaves it alone and says so in its closing block,
-    whatever the upload holds (here: another ChunkSize, so it cannot be joined); once nothing was added to it for
+    whatever the upload holds: another ChunkSize (it cannot be joined), or this layout without the tool's marker
+    (another tool's, still adding parts: joined only once abandoned); once nothing was added to it for
     AbandonedAfter, a run aborts it."""
     path = src_dir / "mid.bin"
     write_file(path, 2 * CHUNK + MiB)
-    other = start_upload(dst, bucket, "up/mid.bin", path.read_bytes(), 6 * MiB, parts=(1,))  # another run, 6 MiB parts
+    other = start_upload(dst, bucket, "up/mid.bin", path.read_bytes(), part_size, parts=(1,))  # another run or tool
     run = run_tool(make_config(AbandonedAfter=3600))
     assert run.code == 0, run
     assert object_md5(dst, bucket, "up/mid.bin") == md5_file(path)

@@ -223,6 +223,27 @@ def test_changed_part_with_old_mtime_is_caught_by_md5_and_resent(dst, bucket, sr
     assert unfinished_uploads(dst, bucket) == []
 
 
+def test_a_part_rewritten_with_size_and_mtime_restored_is_caught_by_md5_in_an_upload_with_our_marker(
+        dst, bucket, src_dir, make_config, aws_profiles, dst_server):  # fmt: skip
+    """The marker ties the upload to the file's size and mtime, which a rewrite can restore (a tool that keeps times,
+    a restore from backup): a local file's parts on S3 are still checked against its bytes by MD5 before they are
+    reused, however proven the upload looks."""
+    path = src_dir / "big.bin"
+    write_file(path, 3 * CHUNK)
+    leave_unfinished(make_config, aws_profiles, dst_server)  # our marker and part 1 on S3
+    st = path.stat()
+    data = bytearray(path.read_bytes())
+    data[10] ^= 0xFF  # part 1 on S3 now holds other bytes than the file
+    path.write_bytes(bytes(data))
+    os.utime(path, ns=(st.st_atime_ns, st.st_mtime_ns))
+    run = run_tool(make_config())
+    assert run.code == 0, run
+    assert "has 1 of 3 parts on S3 (made for this version of the source)" in run.stderr
+    assert run.bytes_sent == 3 * CHUNK  # part 1 differs by MD5 and is sent again
+    assert object_md5(dst, bucket, "up/big.bin") == md5_file(path)
+    assert unfinished_uploads(dst, bucket) == []
+
+
 def test_part_listed_twice_the_matching_entry_is_used(dst, bucket, src_dir, make_config):
     """SeaweedFS lists a re-sent part number twice; the entry whose ETag matches our MD5 is the one completed."""
     path = src_dir / "big.bin"

@@ -382,6 +382,36 @@ def test_verify_accepts_what_the_completion_accepts_for_a_server_side_copy(plain
     assert unfinished_uploads(dst, bucket) == []
 
 
+def test_a_store_that_keeps_no_checksum_of_the_copy_is_not_said_to_prove_it_by_one(plain, dst, bucket, same_store,
+                                                                                  tmp_path):  # fmt: skip
+    """The source keeps a full-object CRC32, handed to the destination with the copy; a store that keeps none of the
+    object (it answers the PutObject, the CompleteMultipartUpload and a HeadObject without one: here the proxy takes
+    it out of the destination's answers) checked none: each file is proven by its part MD5s, and said so."""
+    source, proxy, make = same_store
+    big, small = os.urandom(2 * CHUNK + 3), os.urandom(1000)
+    plain.put_object(Bucket=source, Key="data/big.bin", Body=big, ChecksumAlgorithm="CRC32")
+    plain.put_object(Bucket=source, Key="data/small.bin", Body=small, ChecksumAlgorithm="CRC32")
+
+    def keeps_none(request, status, headers, body):
+        for name in [n for n in headers if n.startswith("x-amz-checksum")]:
+            del headers[name]
+        return re.sub(rb"<Checksum(CRC32|Type)>[^<]*</Checksum(CRC32|Type)>", b"", body)
+
+    proxy.set(rewrite_response=keeps_none, match=lambda r: r.bucket == bucket and r.operation in (
+        "PutObject", "CompleteMultipartUpload", "HeadObject"))  # fmt: skip
+    report = tmp_path / "r.json"
+    run = run_tool(make(CopyMode="stream"), extra=["--report", str(report)])
+    assert run.code == 0, run
+    assert {key: f["proof"] for key, f in report_files(report).items()} == {
+        "data/big.bin": "part MD5s", "data/small.bin": "part MD5s"}  # fmt: skip
+    for key in ("data/big.bin", "data/small.bin"):
+        assert f"{key}: the store keeps no CRC32 of the object: proven by part MD5s" in run.stderr
+    assert "full-object CRC32" not in run.stdout
+    for key, body in (("data/big.bin", big), ("data/small.bin", small)):
+        assert object_md5(dst, bucket, key) == md5(body)
+    assert unfinished_uploads(dst, bucket) == []
+
+
 def test_a_resumed_upload_made_without_a_checksum_is_not_said_proven_by_one(plain, dst, bucket, same_store, tmp_path):
     """The source keeps a full-object CRC32, but the upload being resumed was made without a checksum algorithm (as
     the original tool or another one leaves it): S3 checks no full-object checksum in such an upload, so the file is

@@ -9,7 +9,17 @@ import time
 
 import pytest
 
-from conftest import MiB, list_keys, md5_file, object_md5, run_tool, unfinished_uploads, write_file
+from conftest import (
+    MiB,
+    list_keys,
+    md5_file,
+    new_bucket,
+    object_md5,
+    remove_bucket,
+    run_tool,
+    unfinished_uploads,
+    write_file,
+)
 
 CHUNK = 5 * MiB
 
@@ -81,6 +91,40 @@ def test_etags_that_cannot_be_compared_skip_by_size_and_say_so(src, src_bucket, 
     assert "ETags cannot be compared" in dry.stdout, dry
 
 
+def test_a_copy_in_other_part_sizes_is_skipped_by_size_and_says_so(src, src_bucket, dst, bucket, s3_job):
+    """A copy made by another tool in other part sizes but as many parts (here 6 + 2 MiB against the source's 5 + 3)
+    has an ETag of the same form that says nothing about the bytes: a HeadObject of its part 1 shows the other
+    layout, and it is skipped by size, not copied again on every run."""
+    body = os.urandom(8 * MiB)
+    put_multipart(src, src_bucket, "data/obj.bin", body, CHUNK)
+    put_multipart(dst, bucket, "data/obj.bin", body, 6 * MiB)
+    run = run_tool(s3_job())
+    assert run.code == 0, run
+    assert run.bytes_sent == 0
+    assert "skipped: 1 already at the destination (same size; the ETags cannot be compared: the objects are in " \
+           "different part sizes)" in run.stdout  # fmt: skip
+
+
+def test_a_copy_encrypted_with_kms_is_skipped_by_size_and_says_so(moto_s3, moto_bucket, make_config):
+    """An object encrypted with KMS has an ETag that is not the MD5 of its bytes (on AWS: it differs from the source's
+    even for the same bytes; moto keeps MD5s, so here the bytes differ): a HeadObject shows the encryption, and the
+    object is skipped by size, not copied again on every run."""
+    source = new_bucket(moto_s3)
+    try:
+        moto_s3.put_object(Bucket=source, Key="data/obj.bin", Body=os.urandom(1000))
+        moto_s3.put_object(Bucket=moto_bucket, Key="data/obj.bin", Body=os.urandom(1000),
+                           ServerSideEncryption="aws:kms")  # fmt: skip
+        run = run_tool(make_config(JobType="S3_TO_S3", SrcBucket=source, SrcProfileName="moto", S3Prefix="data/",
+                                   DesProfileName="moto", DesBucket=moto_bucket, AddressingStyle="path",
+                                   CopyMode="stream"))  # fmt: skip
+        assert run.code == 0, run
+        assert run.bytes_sent == 0
+        assert "skipped: 1 already at the destination (same size; the ETags cannot be compared: an object encrypted " \
+               "with KMS or SSE-C has an ETag that is not its MD5)" in run.stdout  # fmt: skip
+    finally:
+        remove_bucket(moto_s3, source)
+
+
 # ----------------------------------------------------------------------------------------------------------------------
 # LOCAL_TO_S3: times, and the mtime recorded with the object
 # ----------------------------------------------------------------------------------------------------------------------
@@ -125,6 +169,38 @@ def test_a_clock_ahead_of_s3_does_not_send_a_file_again_on_every_run(dst, bucket
     run = run_tool(make_config())
     assert run.code == 0 and run.bytes_sent == 0, run
     assert "skipped: 1 already at the destination (same size, and the mtime recorded with the object)" in run.stdout
+
+
+def test_a_rewrite_within_a_second_of_the_recorded_mtime_is_uploaded_again(dst, bucket, src_dir, make_config):
+    """The mtime recorded with the object is compared to the microsecond it is written with: a file rewritten with
+    the same size whose mtime moved by half a second (here still within the same whole second, and after the
+    object's LastModified: a clock ahead of S3's) is sent again, not taken for the file uploaded."""
+    path = src_dir / "fresh.bin"
+    write_file(path, 1000)
+    ahead = int(time.time()) + 3600 + 0.25
+    os.utime(path, (ahead, ahead))
+    assert run_tool(make_config()).code == 0
+    write_file(path, 1000)
+    os.utime(path, (ahead + 0.5, ahead + 0.5))
+    run = run_tool(make_config())
+    assert run.code == 0, run
+    assert run.bytes_sent == 1000
+    assert object_md5(dst, bucket, "up/fresh.bin") == md5_file(path)
+
+
+def test_a_file_replaced_by_a_smaller_one_with_an_old_mtime_is_uploaded_again(dst, bucket, src_dir, make_config):
+    """Another size is another file, whatever the times say: a file replaced by a smaller one whose mtime is older
+    than the object (restored from a backup with its times) is sent again."""
+    path = src_dir / "data.bin"
+    write_file(path, 2000)
+    assert run_tool(make_config()).code == 0
+    written = last_modified(dst, bucket, "up/data.bin")
+    write_file(path, 1000)
+    os.utime(path, (written - 3600, written - 3600))
+    run = run_tool(make_config())
+    assert run.code == 0, run
+    assert run.bytes_sent == 1000
+    assert object_md5(dst, bucket, "up/data.bin") == md5_file(path)
 
 
 def test_an_object_of_another_tool_older_than_the_file_is_replaced(dst, bucket, src_dir, make_config):

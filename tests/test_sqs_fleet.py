@@ -13,6 +13,7 @@ import re
 import signal
 import subprocess
 import threading
+import time
 import uuid
 
 import boto3
@@ -578,7 +579,11 @@ def test_a_worker_uploads_over_an_object_of_the_key_with_another_size(dst, bucke
     queue, dlq = queues
     path = src_dir / "a.bin"
     write_file(path, CHUNK + 3)
-    dst.put_object(Bucket=bucket, Key="up/a.bin", Body=b"an older, shorter version")
+    # The file is older than the object: the size alone tells them apart (with a file modified after the object,
+    # its mtime would send it anyway, and the size check went untested whenever both fell in the same second).
+    older = time.time() - 3600
+    os.utime(path, (older, older))
+    dst.put_object(Bucket=bucket, Key="up/a.bin", Body=b"a newer, shorter object")
     assert run(fleet_config(), "--sqs-send", queue).returncode == 0
     assert queued_keys(sqs, queue) == ["up/a.bin"]
     worker = run(fleet_config("w1", SQSIdleSeconds=1), "--sqs-worker", queue)

@@ -661,6 +661,18 @@ def test_the_pace_grows_once_per_pause_and_recovers_by_halves():
     assert not s3_upload.is_throttling(client_error("InternalError", 500))
 
 
+def test_a_throttling_answer_to_one_request_paces_every_request_of_the_policy():
+    """A SlowDown to one request, retried, leaves the policy's one pace spacing the requests of every thread that uses
+    it; a 500 (the server's trouble, not a request to slow down) leaves it alone, and so do reads of the source (not
+    paced: a slow destination must not slow the disk)."""
+    policy = s3_upload.RetryPolicy(3, 0.01, threading.Event())
+    assert policy.call("GET source", Flaky(client_error("SlowDown", 503)), paced=False) == "done"
+    assert policy.call("PUT k", Flaky(client_error("InternalError", 500))) == "done"
+    assert policy.pace.interval == 0
+    assert policy.call("PUT k", Flaky(client_error("SlowDown", 503))) == "done"
+    assert policy.pace.interval > 0  # grown by the SlowDown, halved once by the success that followed
+
+
 def test_retry_policy_stop_set_before_the_call_raises_interrupted():
     stop = threading.Event()
     stop.set()
@@ -1175,6 +1187,13 @@ def test_a_source_of_many_parts_has_every_part_size_asked():
     assert facts.part_size == part + MiB and facts.part_ends[19:21] == (20 * part + MiB, 21 * part)
 
 
+def test_a_source_in_parts_of_several_sizes_has_its_own_layout():
+    """The last but one part is short: the layout is kept as the source has it, where each part ends."""
+    source, _, f = source_with_parts({1: 5 * MiB, 2: 5 * MiB, 3: 4 * MiB, 4: 2 * MiB}, 4, 16 * MiB)
+    facts = source.facts(f)
+    assert (facts.part_size, facts.parts, facts.part_ends) == (5 * MiB, 4, (5 * MiB, 10 * MiB, 14 * MiB, 16 * MiB))
+
+
 @pytest.mark.parametrize(
     ("sizes", "parts_count"),
     [
@@ -1301,6 +1320,28 @@ def test_aborting_an_upload_already_gone_is_not_an_error_but_a_refusal_is():
     with pytest.raises(botocore.exceptions.ClientError) as info:
         s3_upload.abort_upload(FakeClient(abort_multipart_upload=denied), "b", "up/a", "u1", no_retry())
     assert info.value is denied
+
+
+def test_an_upload_is_idle_since_its_newest_part_by_s3s_clock():
+    """AbandonedAfter counts from the upload's newest part (from its creation when it has none), by the Date of S3's
+    answer, not this machine's clock: an upload begun two hours ago that a run added a part to a minute ago is live."""
+    import datetime
+    import email.utils
+
+    created = 1_800_000_000.0
+    now = created + 7200  # S3's clock; this machine's is whatever it is
+
+    def listing(*ages: float) -> dict:
+        parts = [{"PartNumber": n, "Size": 5 * MiB, "ETag": '"' + "0" * 32 + '"',
+                  "LastModified": datetime.datetime.fromtimestamp(now - age, datetime.timezone.utc)}
+                 for n, age in enumerate(ages, 1)]  # fmt: skip
+        return {"Parts": parts, "ResponseMetadata": {"HTTPHeaders": {"date": email.utils.formatdate(now, usegmt=True)}}}
+
+    settings = Settings(des_bucket="b", abandoned_after=3600)
+    states = {name: s3_upload.read_upload(FakeClient(list_parts=listing(*ages)), "b", "k", "u", created, no_retry())
+              for name, ages in {"live": (7000, 60), "idle": (7000, 3700), "empty": ()}.items()}  # fmt: skip
+    assert {name: (state.idle, state.abandoned(settings)) for name, state in states.items()} == {
+        "live": (60, False), "idle": (3700, True), "empty": (7200, True)}  # fmt: skip
 
 
 # ----------------------------------------------------------------------------------------------------------------------
@@ -1476,6 +1517,9 @@ def test_a_timestamp_the_fast_parser_cannot_read_is_read_by_botocores(text):
 # ----------------------------------------------------------------------------------------------------------------------
 
 
+ANOTHER_JOB = r"it belongs to another job \(JobType or buckets differ from this worker's config\)"
+
+
 @pytest.mark.parametrize(
     ("change", "why"),
     [({"v": 3}, "unknown message version 3"), ({"key": ""}, "it names no key"), ({"key": 7}, "it names no key"),
@@ -1486,9 +1530,11 @@ def test_a_timestamp_the_fast_parser_cannot_read_is_read_by_botocores(text):
      ({"v": 2, "upload_id": "u", "parts": "1-3"}, r"its parts '1-3' are not a range .*"),
      ({"v": 2, "upload_id": "", "parts": [1, 3]}, "its upload_id is not an upload ID"),
      ({"v": 2, "upload_id": "a\nb", "parts": [1, 3]}, "its upload_id is not an upload ID"),
-     ({"v": 2, "parts": [1, 3]}, "'upload_id'")],
+     ({"v": 2, "parts": [1, 3]}, "'upload_id'"),
+     ({"des_bucket": "other"}, ANOTHER_JOB), ({"job_type": "S3_TO_S3"}, ANOTHER_JOB)],
     ids=["version-3", "empty-key", "key-not-a-string", "part-0", "range-backwards", "marker-part", "bool-part",
-         "range-as-text", "empty-upload-id", "upload-id-with-newline", "range-without-upload-id"],
+         "range-as-text", "empty-upload-id", "upload-id-with-newline", "range-without-upload-id", "another-destination",
+         "another-job-type"],
 )  # fmt: skip
 def test_a_message_this_worker_cannot_serve_is_poison_not_a_file(change, why):
     import json
