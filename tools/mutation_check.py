@@ -88,8 +88,9 @@ MUTANTS: tuple[Mutant, ...] = (
     ),
     Mutant(
         "part-digest-from-the-answer", "ETag comparison",
-        "        return PartResult(number, etag, digest, length)",
-        "        return PartResult(number, etag, binascii.unhexlify(etag) if is_md5_hex(etag) else digest, length)",
+        "        return PartResult(number, etag, digest, length, crc=crc)",
+        "        return PartResult(number, etag, binascii.unhexlify(etag) if is_md5_hex(etag) else digest, length,"
+        " crc=crc)",
         "the expected ETag is built from the part ETags S3 answered, not from our MD5s: it can never differ",
         (T + "test_integrity.py::test_a_damaged_part_a_store_kept_is_never_a_success",
          T + "test_faults.py::test_etag_mismatch_after_complete_is_reported"),
@@ -122,8 +123,8 @@ MUTANTS: tuple[Mutant, ...] = (
     ),
     Mutant(
         "put-without-content-md5", "Content-MD5",
-        "            resp = e.client.put_object(Bucket=e.bucket, Key=f.key, Body=data, ContentMD5=md5_b64, **args,",
-        "            resp = e.client.put_object(Bucket=e.bucket, Key=f.key, Body=data, **args,",
+        "                Bucket=e.bucket, Key=f.key, Body=data, ContentMD5=md5_b64, **args, **checksum,",
+        "                Bucket=e.bucket, Key=f.key, Body=data, **args, **checksum,",
         "PutObject without Content-MD5: a small file damaged on the way is stored",
         (T + "test_stores.py::test_a_part_damaged_on_the_way_is_refused_and_sent_again",),
     ),
