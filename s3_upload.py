@@ -2878,7 +2878,10 @@ class StreamParts:
         except botocore.exceptions.ClientError as exc:
             if error_code(exc) != "PreconditionFailed":
                 raise
-            resp = e.written_meanwhile(f.key, digest.hex(), f)
+            resp = e.written_meanwhile(f.key, digest.hex(), f, write_if=write_if)
+            if resp is None:  # nothing there to overwrite after all
+                write_if = None
+                resp = e.retry.call(f"PUT {f.key}", put)
         e.progress.part_done(f.key, len(data))
         result.bytes_sent, result.expected_etag = len(data), digest.hex()
         return resp
@@ -3453,7 +3456,12 @@ class Engine:
                 return self.retry.call(f"COMPLETE {key}", complete), True
         except botocore.exceptions.ClientError as exc:
             if error_code(exc) == "PreconditionFailed":
-                return self.written_meanwhile(key, multipart_etag(p.digest for p in parts), f, upload_id), False
+                there = self.written_meanwhile(key, multipart_etag(p.digest for p in parts), f, upload_id, write_if)
+                if there is not None:
+                    return there, False
+                write_if = None  # nothing there to overwrite after all
+                with self._finishing(key):
+                    return self.retry.call(f"COMPLETE {key}", complete), True
             if error_code(exc) != "NoSuchUpload":
                 raise
             head = head_destination(
@@ -3497,14 +3505,20 @@ class Engine:
                                 "overwritten", describe_error(exc))  # fmt: skip
             return request({})
 
-    def written_meanwhile(self, key: str, ours: str, f: SourceFile | None = None, upload_id: str = "") -> dict:
+    def written_meanwhile(self, key: str, ours: str, f: SourceFile | None = None, upload_id: str = "",
+                          write_if: tuple[str, str] | None = None) -> dict | None:  # fmt: skip
         """A conditional write was refused (412): the key holds another object than the plan saw, or none.  It is this
         file when its ETag is the one our bytes make (a retried request whose answer was lost, another run of this job
         that wrote the same bytes; a local file is also read again in the object's own part layout, for a run with
         another ChunkSize): then that object is the answer, and our upload, which nothing needs any more, is aborted.
-        Anyone else's is a conflict: never overwritten, nothing deleted, the upload left to resume or CLEAN."""
+        Anyone else's is a conflict: never overwritten, nothing deleted, the upload left to resume or CLEAN.  None: an
+        If-None-Match refused while no object is there at all (SeaweedFS refuses it when a "directory" of that name
+        holds other keys, e.g. `name` beside `name/a.bin`): nothing to overwrite, the caller writes without it."""
         head = head_destination(self.client, self.bucket, key, self.retry, "to see the object written meanwhile",
                                 ChecksumMode="ENABLED")  # fmt: skip
+        if head is None and write_if == IF_ABSENT:
+            log.info("%s: the store refused If-None-Match though no object is there; written without it", key)
+            return None
         there = str(head.get("ETag", "")).strip('"') if head is not None else ""
         if there and there != ours and f is not None and head is not None and head.get("ContentLength") == f.size \
                 and self.source.verify_existing_parts:  # fmt: skip
@@ -3519,7 +3533,7 @@ class Engine:
                 except botocore.exceptions.ClientError as exc:
                     if error_code(exc) != "NoSuchUpload":  # completed by our own first attempt
                         raise
-            return head  # type: ignore[return-value]
+            return head
         now = f"an object with ETag {there}" if there else "no object any more"
         raise FileFailed(f"conflict: s3://{self.bucket}/{key} changed while this file was sent (it holds {now}, not "
                          f"what the plan saw); not overwritten, nothing deleted, its upload is left to resume (or "
