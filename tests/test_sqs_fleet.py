@@ -613,7 +613,8 @@ def test_a_file_that_fails_keeps_its_message_and_the_next_worker_sends_it(dst, b
     assert first.returncode == 1, first.stdout + first.stderr
     assert refused >= 1 and list_keys(dst, bucket) == {}
     assert queue_count(sqs, queue) == 1 and queue_count(sqs, dlq) == 0  # the message is still there
-    second = run(fleet_config("w2", SQSIdleSeconds=6), "--sqs-worker", queue)  # the message is visible again in 4 s
+    wait_until(lambda: visible_count(sqs, queue) == 1, "the message visible again (4 s)", timeout=30)
+    second = run(fleet_config("w2", SQSIdleSeconds=2), "--sqs-worker", queue)
     assert second.returncode == 0, second.stderr
     assert "1 file(s) done, 0 failed" in second.stdout
     assert object_md5(dst, bucket, "up/a.txt") == md5_file(src_dir / "a.txt")
@@ -727,7 +728,10 @@ def test_a_worker_killed_mid_range_leaves_it_to_the_next(dst, bucket, src_dir, t
             gate.open()
         assert not proxy.exceptions
     assert "up/big.bin" not in list_keys(dst, bucket)
-    nxt = run(fleet_config("w2", SQSIdleSeconds=8, SQSPartsPerMessage=2), "--sqs-worker", queue)
+    # Every message visible: the killed worker's comes back once its visibility timeout (4 s) is over.
+    wait_until(lambda: visible_count(sqs, queue) == queue_count(sqs, queue), "the killed worker's message back",
+               timeout=30)  # fmt: skip
+    nxt = run(fleet_config("w2", SQSIdleSeconds=2, SQSPartsPerMessage=2), "--sqs-worker", queue)
     assert nxt.returncode == 0, nxt.stderr
     assert assert_tree_uploaded(dst, bucket, "up/", src_dir) == 1
     assert unfinished_uploads(dst, bucket) == []
