@@ -4,8 +4,11 @@ client writes between the plan and the write is never overwritten: that file is 
 deleted, its upload left to resume).
 
 Facts of the servers (seen here): SeaweedFS 4.48 answers PutObject and CompleteMultipartUpload with If-None-Match: *
-on an existing key, and with an If-Match that is not the object's ETag, by 412 PreconditionFailed.  A store that does
-not take the headers is emulated by the fault proxy (501 NotImplemented for a request that carries one)."""
+on an existing key, and with an If-Match that is not the object's ETag, by 412 PreconditionFailed; it also refuses
+If-None-Match on a key that is a "directory" of other keys (`name` beside `name/a.bin`) though no object is there
+(the tool then writes without it: test_fidelity's S3Prefix test).  moto 5 answers the same three cases with 412 too.
+A store that does not take the headers is emulated by the fault proxy (501 NotImplemented naming the header); one
+that ignores them silently cannot be told without writing a probe object, which the tool never does."""
 
 from __future__ import annotations
 
