@@ -148,7 +148,7 @@ def test_a_lost_create_answer_never_aborts_another_runs_upload(dst, bucket, src_
     assert unfinished_uploads(dst, bucket) == []
 
 
-@pytest.mark.parametrize("when", ["mid-file", "completing"])
+@pytest.mark.parametrize("when", ["mid-file", "completing", "completing-on-a-store-without-conditional-writes"])
 def test_a_run_whose_upload_is_gone_and_whose_key_holds_other_bytes_fails_and_deletes_nothing(
         when, dst, bucket, src_dir, make_config, aws_profiles, dst_server):  # fmt: skip
     """Run A's upload is aborted by someone else, and another object of the same size put at the key, while A's second
@@ -159,9 +159,19 @@ def test_a_run_whose_upload_is_gone_and_whose_key_holds_other_bytes_fails_and_de
     write_file(path, 2 * CHUNK + 7)
     other = os.urandom(2 * CHUNK + 7)
     data_part = min(s3_upload.MARKER_PARTS)
-    gate = Gate({"mid-file": lambda r: r.operation == "UploadPart" and 1 < (r.part_number or 0) < data_part,
-                 "completing": lambda r: r.operation == "CompleteMultipartUpload"}[when])  # fmt: skip
+    completing = when.startswith("completing")
+    gate = Gate((lambda r: r.operation == "CompleteMultipartUpload") if completing else
+                (lambda r: r.operation == "UploadPart" and 1 < (r.part_number or 0) < data_part))  # fmt: skip
     with FaultProxy("127.0.0.1", dst_server.port, match=gate).start() as proxy:
+        if when == "completing-on-a-store-without-conditional-writes":  # so the completion finds the upload gone
+
+            def refuse_conditions(request) -> bool:
+                gate(request)
+                return "if-none-match" in request.headers or "if-match" in request.headers
+
+            proxy.set(outage=True, error_status=501, error_code="NotImplemented", match=refuse_conditions,
+                      error_message="A header you provided implies functionality that is not implemented: "
+                                    "If-None-Match")  # fmt: skip
         aws_profiles.add("held", proxy.endpoint_url, *DST_KEYS)
         a = start(make_config(DesProfileName="held", AbandonedAfter=3600, MaxThread=1, MaxParallelFile=1))
         try:

@@ -119,14 +119,16 @@ MUTANTS: tuple[Mutant, ...] = (
         "            Bucket=e.bucket, Key=f.key, UploadId=upload_id, PartNumber=number, Body=data, ContentMD5=md5_b64,",
         "            Bucket=e.bucket, Key=f.key, UploadId=upload_id, PartNumber=number, Body=data,",
         "UploadPart without Content-MD5: a part damaged on the way is stored, not refused and sent again",
-        (T + "test_stores.py::test_a_part_damaged_on_the_way_is_refused_and_sent_again",),
+        (T + "test_stores.py::test_a_part_damaged_on_the_way_is_refused_and_sent_again",
+         T + "test_tls_checksums.py::test_checksum_headers_on_the_wire"),
     ),
     Mutant(
         "put-without-content-md5", "Content-MD5",
         "                Bucket=e.bucket, Key=f.key, Body=data, ContentMD5=md5_b64, **args, **checksum,",
         "                Bucket=e.bucket, Key=f.key, Body=data, **args, **checksum,",
         "PutObject without Content-MD5: a small file damaged on the way is stored",
-        (T + "test_stores.py::test_a_part_damaged_on_the_way_is_refused_and_sent_again",),
+        (T + "test_stores.py::test_a_part_damaged_on_the_way_is_refused_and_sent_again",
+         T + "test_tls_checksums.py::test_checksum_headers_on_the_wire"),
     ),
     Mutant(
         "marker-md5-of-other-bytes", "Content-MD5",
