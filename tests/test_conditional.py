@@ -154,3 +154,32 @@ def test_write_condition_follows_what_the_plan_saw():
     assert s3_upload.write_condition(None) == ("IfNoneMatch", "*")
     seen = s3_upload.Listed("k", 5, "abc-2", 0.0)
     assert s3_upload.write_condition(seen) == ("IfMatch", '"abc-2"')
+
+
+@pytest.mark.parametrize(("size", "operation"), [(CHUNK + 7, "CompleteMultipartUpload"), (1000, "PutObject")],
+                         ids=["complete", "put"])  # fmt: skip
+def test_a_write_whose_answer_was_lost_is_retried_and_stays_a_success(dst, bucket, src_dir, make_config, aws_profiles,
+                                                                       dst_server, size, operation):  # fmt: skip
+    """The first CompleteMultipartUpload (or PutObject) makes the object but its answer is lost (the connection reset
+    on the way back); the retry carries If-None-Match: * and finds the object there: it is this file's (its ETag is
+    the one our bytes make), so the file is a success, nothing is left unfinished."""
+    path = src_dir / "f.bin"
+    write_file(path, size)
+    seen: list[int] = []
+
+    def first_only(request) -> bool:
+        if request.operation != operation or request.part_number:
+            return False
+        seen.append(1)
+        return len(seen) == 1
+
+    with FaultProxy("127.0.0.1", dst_server.port).start() as proxy:
+        proxy.set(reset_rate=1.0, fault_where="response", match=first_only)
+        aws_profiles.add("lossy", proxy.endpoint_url, *DST_KEYS)
+        run = run_tool(make_config(DesProfileName="lossy", RetryDelay=0.05))
+        assert not proxy.exceptions
+    assert len(seen) >= 2, seen  # the write was retried
+    assert run.code == 0, run
+    assert "conflict" not in run.stderr
+    assert object_md5(dst, bucket, "up/f.bin") == md5_file(path)
+    assert unfinished_uploads(dst, bucket) == []
