@@ -59,7 +59,7 @@ import traceback
 import types
 import urllib.parse
 import zlib
-from typing import Any, Callable, Iterable, Iterator, NamedTuple, Protocol
+from typing import Any, Callable, Iterable, Iterator, NamedTuple, Protocol, Sequence
 
 import boto3
 import botocore.config
@@ -1141,50 +1141,39 @@ def inside(path: str, root: str) -> bool:
 COMPUTED_CRC32 = ("CRC32", "")  # the value is known once every part is hashed
 
 
-def crc32_shift(length: int) -> list[int]:
-    """The GF(2) matrix (32 columns) that carries a CRC-32 register over ``length`` zero bytes (zlib's crc32_combine
-    method: the operator for one zero bit, squared up to the length's bits)."""
-
-    def times(matrix: list[int], vector: int) -> int:
-        total, i = 0, 0
-        while vector:
-            if vector & 1:
-                total ^= matrix[i]
-            vector >>= 1
-            i += 1
-        return total
-
-    result = [1 << n for n in range(32)]  # identity
-    power = [0xEDB88320] + [1 << (n - 1) for n in range(1, 32)]  # one zero bit
-    for _ in range(3):  # one zero byte: eight bits
-        power = [times(power, power[n]) for n in range(32)]
-    while length:
-        if length & 1:
-            result = [times(power, result[n]) for n in range(32)]
-        length >>= 1
-        if length:
-            power = [times(power, power[n]) for n in range(32)]
-    return result
+def gf2_times(matrix: Sequence[int], vector: int) -> int:
+    """A GF(2) matrix (32 columns) times a 32-bit vector: the columns of the vector's set bits, XORed."""
+    total, i = 0, 0
+    while vector:
+        if vector & 1:
+            total ^= matrix[i]
+        vector >>= 1
+        i += 1
+    return total
 
 
 @functools.lru_cache(maxsize=8)
-def _crc32_shift_cached(length: int) -> tuple[int, ...]:
-    return tuple(crc32_shift(length))
+def crc32_shift(length: int) -> tuple[int, ...]:
+    """The GF(2) matrix that carries a CRC-32 register over ``length`` zero bytes (zlib's crc32_combine method: the
+    operator for one zero bit, squared up to the length's bits).  Cached: the parts of a file but its last share one."""
+    result = [1 << n for n in range(32)]  # identity
+    power = [0xEDB88320] + [1 << (n - 1) for n in range(1, 32)]  # one zero bit
+    for _ in range(3):  # one zero byte: eight bits
+        power = [gf2_times(power, power[n]) for n in range(32)]
+    while length:
+        if length & 1:
+            result = [gf2_times(power, result[n]) for n in range(32)]
+        length >>= 1
+        if length:
+            power = [gf2_times(power, power[n]) for n in range(32)]
+    return tuple(result)
 
 
 def crc32_join(parts: Iterable[tuple[int, int]]) -> int:
-    """The CRC-32 of the concatenation, from each part's (CRC-32, length).  The matrix for a length is made once
-    (parts but the last share one), so joining 10,000 parts costs milliseconds."""
+    """The CRC-32 of the concatenation, from each part's (CRC-32, length): joining 10,000 parts costs milliseconds."""
     total = 0
     for crc, length in parts:
-        shift = _crc32_shift_cached(length)
-        moved, vector, i = 0, total, 0
-        while vector:
-            if vector & 1:
-                moved ^= shift[i]
-            vector >>= 1
-            i += 1
-        total = moved ^ crc
+        total = gf2_times(crc32_shift(length), total) ^ crc
     return total
 
 
@@ -1570,26 +1559,10 @@ class S3Source:
         return SourceFacts(attributes, None, part_size, parts if part_size else 0, ends)
 
     def _layout(self, f: SourceFile, parts: int) -> tuple[int, tuple[int, ...]]:
-        """The source's own part layout: (the size of every part but the last, ()) when its parts are of one size,
-        (the largest part's size, where each part ends) when they are not, (0, ()) when unknown.  Every part's size
-        is asked (HeadObject with PartNumber, 16 at a time): a layout guessed from a few parts could be wrong, and
-        the copy's ETag would then never equal the source's."""
-        try:
-            first = self._head(f, PartNumber=1)
-        except botocore.exceptions.ClientError:
-            return 0, ()  # a store without HeadObject per part: no layout to copy
-        size = int(first.get("ContentLength", 0))
-        if int(first.get("PartsCount", 0) or 0) != parts or size <= 0:
-            return 0, ()
-        with concurrent.futures.ThreadPoolExecutor(min(16, max(parts - 1, 1)), thread_name_prefix="layout") as pool:
-            rest = list(pool.map(lambda n: int(self._head(f, PartNumber=n).get("ContentLength", -1)),
-                                 range(2, parts + 1)))  # fmt: skip
-        sizes = [size, *rest]
-        if sum(sizes) != f.size or min(sizes) <= 0:
-            return 0, ()
-        if all(n == size for n in sizes[:-1]) and sizes[-1] <= size:
-            return size, ()
-        return max(sizes), tuple(itertools.accumulate(sizes))
+        """The source's own part layout (part_layout): (the size of every part but the last, ()) when its parts are
+        of one size, (the largest part's size, where each part ends) when they are not, (0, ()) when unknown."""
+        plan = part_layout(lambda n: self._head(f, PartNumber=n), f.size, parts)
+        return (plan.part_size, plan.ends) if plan is not None else (0, ())
 
     def etag_facts(self, f: SourceFile) -> tuple[bool, int]:
         """Whether the object's ETag is an MD5 (not with KMS or SSE-C), and its first part's size (the whole
@@ -1599,6 +1572,27 @@ class S3Source:
 
     def describe(self, f: SourceFile) -> str:
         return f"s3://{self.bucket}/{f.key}"
+
+
+def part_layout(head_part: Callable[[int], dict], size: int, parts: int) -> ChunkPlan | None:
+    """An object's own part layout, or None when the store does not tell.  Every part's size is asked (HeadObject with
+    PartNumber, 16 at a time): a layout guessed from a few parts could be wrong, and a copy's ETag, or one rebuilt
+    from the source, would then never equal the object's."""
+    try:
+        first = head_part(1)
+    except botocore.exceptions.ClientError:
+        return None  # a store without HeadObject per part
+    first_size = int(first.get("ContentLength", 0))
+    if int(first.get("PartsCount", 0) or 0) != parts or first_size <= 0:
+        return None
+    with concurrent.futures.ThreadPoolExecutor(min(16, max(parts - 1, 1)), thread_name_prefix="layout") as pool:
+        rest = list(pool.map(lambda n: int(head_part(n).get("ContentLength", -1)), range(2, parts + 1)))
+    sizes = [first_size, *rest]
+    if sum(sizes) != size or min(sizes) <= 0:
+        return None
+    if all(n == first_size for n in sizes[:-1]) and sizes[-1] <= first_size:
+        return ChunkPlan(size, first_size)
+    return ChunkPlan(size, max(sizes), tuple(itertools.accumulate(sizes)))
 
 
 FULL_OBJECT_ALGORITHMS = ("CRC64NVME", "CRC32C", "CRC32")  # the checksums S3 can check for a whole object
@@ -3550,8 +3544,10 @@ class Engine:
             return md5_of(whole)[0].hex()
         first = head_of(self.client, self.bucket, f.key, self.retry)(PartNumber=1)
         plan = ChunkPlan(f.size, int(first.get("ContentLength", 0)) or f.size)
-        if plan.part_count != count:
-            return ""
+        return self._source_etag(f, plan) if plan.part_count == count else ""
+
+    def _source_etag(self, f: SourceFile, plan: ChunkPlan) -> str:
+        """The multipart ETag of the source's bytes cut as ``plan``: each part read and hashed here."""
         return multipart_etag(md5_of(self.retry.call(f"READ {f.key} part {n}", functools.partial(
             self.source.read, f, offset, length), paced=False))[0] for n, offset, length in plan.parts())  # fmt: skip
 
@@ -3569,10 +3565,7 @@ class Engine:
         if self.mover.copies:
             expected = f.etag if shape.same_layout else ""
         else:
-            digests = [md5_of(self.retry.call(f"READ {f.key} part {n}", functools.partial(
-                self.source.read, f, offset, length), paced=False))[0] for n, offset, length in shape.plan.parts()
-            ]  # fmt: skip
-            expected = multipart_etag(digests)
+            expected = self._source_etag(f, shape.plan)
         if not expected or etag != expected or not etag_is_md5(head):
             raise FileFailed(f"its upload was completed by another run or tool while its parts were being sent, and "
                              f"the object (ETag {etag}) cannot be shown to be this file; nothing was deleted, rerun to "
@@ -4685,26 +4678,6 @@ class AuditVerdict(NamedTuple):
     how: str  # proven: by what; otherwise why, for the person
 
 
-def part_layout(head_part: Callable[[int], dict], size: int, parts: int) -> ChunkPlan | None:
-    """An object's own part layout (HeadObject with PartNumber, for every part, 16 at a time, as S3Source._layout
-    does: a layout guessed from part 1 could be wrong), or None when the store does not tell."""
-    try:
-        first = head_part(1)
-    except botocore.exceptions.ClientError:
-        return None  # a store without HeadObject per part
-    first_size = int(first.get("ContentLength", 0))
-    if int(first.get("PartsCount", 0) or 0) != parts or first_size <= 0:
-        return None
-    with concurrent.futures.ThreadPoolExecutor(min(16, max(parts - 1, 1)), thread_name_prefix="layout") as pool:
-        rest = list(pool.map(lambda n: int(head_part(n).get("ContentLength", -1)), range(2, parts + 1)))
-    sizes = [first_size, *rest]
-    if sum(sizes) != size or min(sizes) <= 0:
-        return None
-    if all(n == first_size for n in sizes[:-1]) and sizes[-1] <= first_size:
-        return ChunkPlan(size, first_size)
-    return ChunkPlan(size, max(sizes), tuple(itertools.accumulate(sizes)))
-
-
 class StoredProof(NamedTuple):
     """What one object keeps that its source's bytes can be checked against: a full-object checksum made here, or its
     MD5-based ETag with the part layout it was built in (None: one part)."""
@@ -4752,7 +4725,7 @@ def compute_proof(proof: StoredProof, read: Callable[[int, int], bytes], size: i
             progress(len(data))
         digests.append(md5.digest())
     if proof.algorithm:
-        return base64.b64encode(crc.to_bytes(4, "big")).decode()
+        return crc32_b64(crc)
     return multipart_etag(digests) if proof.layout is not None else digests[0].hex()
 
 

@@ -12,9 +12,8 @@ that ignores them silently cannot be told without writing a probe object, which 
 
 from __future__ import annotations
 
-import subprocess
-
 import pytest
+from test_concurrent import start
 
 import s3_upload
 from conftest import (
@@ -24,7 +23,6 @@ from conftest import (
     md5_file,
     object_md5,
     run_tool,
-    tool_command,
     unfinished_uploads,
     wait_until,
     write_file,
@@ -51,11 +49,6 @@ def held(dst_server, aws_profiles, make_config):
         gate.open()
         proxy.stop()
         assert not proxy.exceptions, proxy.exceptions
-
-
-def start(config) -> subprocess.Popen:
-    return subprocess.Popen(tool_command(config), cwd=config.parent, stdin=subprocess.DEVNULL,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)  # fmt: skip
 
 
 @pytest.mark.parametrize("size", [CHUNK + 7, 1000], ids=["multipart", "single-request"])

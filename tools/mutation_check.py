@@ -504,12 +504,12 @@ MUTANTS: tuple[Mutant, ...] = (
     # -- source layout -------------------------------------------------------------------------------------------------
     Mutant(
         "layout-from-first-part", "source layout",
-        "        with concurrent.futures.ThreadPoolExecutor(min(16, max(parts - 1, 1)), thread_name_prefix=\"layout\") "
+        "    with concurrent.futures.ThreadPoolExecutor(min(16, max(parts - 1, 1)), thread_name_prefix=\"layout\") "
         "as pool:",
-        "        return size, ()\n"
-        "        with concurrent.futures.ThreadPoolExecutor(min(16, max(parts - 1, 1)), thread_name_prefix=\"layout\") "
+        "    return ChunkPlan(size, first_size)\n"
+        "    with concurrent.futures.ThreadPoolExecutor(min(16, max(parts - 1, 1)), thread_name_prefix=\"layout\") "
         "as pool:",
-        "S3Source._layout takes the first part's size for every part: a source in parts of several sizes is cut "
+        "part_layout takes the first part's size for every part: a source in parts of several sizes is cut "
         "wrongly",
         (T + "test_units.py::test_a_source_in_parts_of_several_sizes_has_its_own_layout",
          T + "test_s3_to_s3.py::test_a_source_whose_parts_are_not_of_one_size_is_copied_in_its_own_layout"),
