@@ -623,3 +623,16 @@ def aws_pages(dst_server, dst, aws_profiles):
         paging.proxy = proxy
         yield paging
         assert not proxy.exceptions, proxy.exceptions
+
+
+@pytest.fixture
+def s3_job(make_config, src_profile, src_bucket):
+    """make_config for an S3_TO_S3 job from the source bucket's data/, streamed through this machine."""
+
+    def make(**overrides):
+        values = dict(JobType="S3_TO_S3", SrcBucket=src_bucket, SrcProfileName=src_profile, S3Prefix="data/",
+                      CopyMode="stream")  # fmt: skip
+        values.update(overrides)
+        return make_config(**values)
+
+    return make

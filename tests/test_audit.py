@@ -193,17 +193,6 @@ def test_audit_refuses_flags_that_write(capsys):
 # ----------------------------------------------------------------------------------------------------------------------
 
 
-@pytest.fixture
-def s3_job(make_config, src_profile, src_bucket):
-    def make(**overrides):
-        values = dict(JobType="S3_TO_S3", SrcBucket=src_bucket, SrcProfileName=src_profile, S3Prefix="data/",
-                      CopyMode="stream")  # fmt: skip
-        values.update(overrides)
-        return make_config(**values)
-
-    return make
-
-
 def test_s3_to_s3_is_proven_from_what_both_sides_keep(src_server, src_bucket, dst_server, bucket, s3_job,
                                                       aws_profiles):  # fmt: skip
     """Objects copied in their own layouts are proven by what both stores keep: the source is not downloaded.  An

@@ -29,17 +29,6 @@ CHUNK = 5 * MiB
 # ----------------------------------------------------------------------------------------------------------------------
 
 
-@pytest.fixture
-def s3_job(make_config, src_profile, src_bucket):
-    def make(**overrides):
-        values = dict(JobType="S3_TO_S3", SrcBucket=src_bucket, SrcProfileName=src_profile, S3Prefix="data/",
-                      CopyMode="stream")  # fmt: skip
-        values.update(overrides)
-        return make_config(**values)
-
-    return make
-
-
 def put_multipart(client, bucket: str, key: str, body: bytes, part_size: int) -> None:
     upload = client.create_multipart_upload(Bucket=bucket, Key=key)["UploadId"]
     parts = []
