@@ -2458,6 +2458,35 @@ def conditions_refused(exc: BaseException) -> bool:
     return any(name in refused_feature(exc) for name in ("if-none-match", "if-match", "ifnonematch", "ifmatch"))
 
 
+# An ETag no object has (an MD5 is never all zeros in practice): the probe's If-Match can only fail where it is checked.
+PROBE_ETAG = '"' + "0" * 32 + '"'
+
+
+def probe_conditional_writes(client, bucket: str, near_key: str, retry: RetryPolicy | None = None) -> tuple[str, str]:
+    """Whether the destination checks conditional writes, asked once by a PutObject of zero bytes with an If-Match no
+    object has, at a key of the probe's own beside ``near_key`` that does not exist: "checked" (412, as SeaweedFS
+    answers, or 404 NoSuchKey, as AWS and moto do: nothing written), "refused" (the store rejects the header),
+    "ignored" (it wrote the empty object, deleted again at once: its writes would overwrite whatever is there), or
+    "unknown" (another error, e.g. AccessDenied under a policy the probe does not meet).  The second value says why."""
+    key = f"{near_key}.s3_upload-probe-{os.urandom(6).hex()}"
+    put = functools.partial(client.put_object, Bucket=bucket, Key=key, Body=b"", ContentMD5=md5_of(b"")[1],
+                            IfMatch=PROBE_ETAG)  # fmt: skip
+    try:
+        retry.call(f"PUT {key} (probe)", put) if retry else put()
+    except botocore.exceptions.ClientError as exc:
+        if error_code(exc) in ("PreconditionFailed", "412", "NoSuchKey"):
+            return "checked", ""
+        return ("refused" if conditions_refused(exc) else "unknown"), describe_error(exc)
+    except (botocore.exceptions.BotoCoreError, Interrupted) as exc:
+        return "unknown", describe_error(exc)
+    why = "a PutObject with an If-Match no object has was taken"
+    try:
+        client.delete_object(Bucket=bucket, Key=key)
+    except (botocore.exceptions.BotoCoreError, botocore.exceptions.ClientError) as exc:
+        why += f"; its empty probe object s3://{bucket}/{key} is left ({describe_error(exc)}): delete it"
+    return "ignored", why
+
+
 def write_condition(there: Listed | None) -> tuple[str, str] | None:
     """Never overwrite an object someone else wrote after the plan saw the key: If-None-Match when it saw none,
     If-Match with the ETag it saw."""
@@ -2861,7 +2890,7 @@ class StreamParts:
         checksum = checksum_args(result.checksum or shape.checksum)
 
         def put() -> dict:
-            resp = e.write_conditionally(write_if, lambda conditions: e.client.put_object(
+            resp = e.write_conditionally(f.key, write_if, lambda conditions: e.client.put_object(
                 Bucket=e.bucket, Key=f.key, Body=data, ContentMD5=md5_b64, **args, **checksum,
                 **conditions))  # fmt: skip
             require_etag(resp, f"PUT {f.key}")
@@ -3077,6 +3106,8 @@ class Engine:
         self.left_alone = Tally()  # unfinished uploads not aborted: another run may be at work on them
         self._retried_creates: set[str] = set()  # keys whose CreateMultipartUpload was retried (_abort_stale)
         self.conditional = True  # writes carry their condition (write_condition), until the store refuses them
+        self._conditions_probed = False  # the first conditional write asks the store whether it checks them
+        self._probe_lock = threading.Lock()
         self.computed_checksums = True  # local files get a full-object CRC32, until the store refuses them
         self.mover: StreamParts | CopyParts = StreamParts(self)
         self.copy_from(copy_from)
@@ -3427,7 +3458,7 @@ class Engine:
             nonlocal attempts
             attempts += 1
             try:
-                resp = self.write_conditionally(write_if, lambda conditions: self.client.complete_multipart_upload(
+                resp = self.write_conditionally(key, write_if, lambda conditions: self.client.complete_multipart_upload(
                     Bucket=self.bucket,
                     Key=key,
                     UploadId=upload_id,
@@ -3481,23 +3512,42 @@ class Engine:
                 log.warning("the destination refuses full-object checksums (%s): files are proven by their part MD5s "
                             "from now on", describe_error(exc))  # fmt: skip
 
-    def write_conditionally(self, write_if: tuple[str, str] | None, request: Callable[[dict], dict]) -> dict:
-        """``request(conditions)`` with the write condition as arguments (IfNoneMatch / IfMatch).  A store that does not
-        take them (it answers NotImplemented, or refuses the header) is said once, and written to without them from
-        then on."""
+    def write_conditionally(self, key: str, write_if: tuple[str, str] | None,
+                            request: Callable[[dict], dict]) -> dict:  # fmt: skip
+        """``request(conditions)`` with the write condition as arguments (IfNoneMatch / IfMatch).  The run's first one
+        asks the store whether it checks them (probe_conditional_writes).  A store that does not take them (it answers
+        NotImplemented, or refuses the header) or ignores them is said once, and written to without them from then
+        on."""
+        if write_if and self.conditional and not self._conditions_probed:
+            self._probe_conditions(key)
         conditions = dict([write_if]) if write_if and self.conditional else {}
         try:
             return request(conditions)
         except botocore.exceptions.ClientError as exc:
             if not conditions or not conditions_refused(exc):
                 raise
-            with self._finishing_lock:
-                if self.conditional:
-                    self.conditional = False
-                    log.warning("the destination does not take conditional writes (%s): objects are written without "
-                                "If-None-Match / If-Match from now on, so one written meanwhile by someone else may be "
-                                "overwritten", describe_error(exc))  # fmt: skip
+            self._unconditional(f"does not take conditional writes ({describe_error(exc)})")
             return request({})
+
+    def _probe_conditions(self, key: str) -> None:
+        with self._probe_lock:  # the other writers wait for the one answer (a request) rather than probe again
+            if self._conditions_probed:
+                return
+            verdict, why = probe_conditional_writes(self.client, self.bucket, key, self.retry)
+            self._conditions_probed = True
+        if verdict == "refused":
+            self._unconditional(f"does not take conditional writes ({why})")
+        elif verdict == "ignored":
+            self._unconditional(f"ignores conditional writes ({why})")
+        elif verdict == "unknown":
+            log.info("whether the destination checks conditional writes is not known (%s); writes carry them", why)
+
+    def _unconditional(self, why: str) -> None:
+        with self._finishing_lock:
+            if self.conditional:
+                self.conditional = False
+                log.warning("the destination %s: objects are written without If-None-Match / If-Match from now on, so "
+                            "one written meanwhile by someone else may be overwritten", why)  # fmt: skip
 
     def written_meanwhile(self, key: str, ours: str, f: SourceFile | None = None, upload_id: str = "",
                           write_if: tuple[str, str] | None = None) -> dict | None:  # fmt: skip
@@ -3540,16 +3590,20 @@ class Engine:
         if count < 0:
             return ""
         if count == 0:
-            whole = self.retry.call(f"READ {f.key}", lambda: self.source.read(f, 0, f.size), paced=False)
-            return md5_of(whole)[0].hex()
+            return self._source_etag(f, None)
         first = head_of(self.client, self.bucket, f.key, self.retry)(PartNumber=1)
         plan = ChunkPlan(f.size, int(first.get("ContentLength", 0)) or f.size)
         return self._source_etag(f, plan) if plan.part_count == count else ""
 
-    def _source_etag(self, f: SourceFile, plan: ChunkPlan) -> str:
-        """The multipart ETag of the source's bytes cut as ``plan``: each part read and hashed here."""
-        return multipart_etag(md5_of(self.retry.call(f"READ {f.key} part {n}", functools.partial(
-            self.source.read, f, offset, length), paced=False))[0] for n, offset, length in plan.parts())  # fmt: skip
+    def _source_etag(self, f: SourceFile, plan: ChunkPlan | None) -> str:
+        """The ETag of the source's bytes cut as ``plan`` (None: one part, its MD5), read and hashed here a piece at a
+        time (a single-part object may be 5 GiB)."""
+
+        def read(offset: int, length: int) -> bytes:
+            return self.retry.call(f"READ {f.key} at {offset}", functools.partial(self.source.read, f, offset, length),
+                                   paced=False)  # fmt: skip
+
+        return compute_proof(StoredProof("", "", plan), read, f.size, min(self.s.chunk_size, 8 * MiB), lambda n: None)
 
     def _made_by_another(self, f: SourceFile, shape: Shape, result: FileResult) -> None:
         """The file's upload vanished while its parts were being sent: another run that had joined it completed it
@@ -4533,6 +4587,7 @@ class Check:
     what: str  # what was tried, e.g. "list unfinished uploads"
     action: str  # the IAM permission it needs, and on what
     error: str = ""  # '' when it worked
+    warning: str = ""  # not a permission, nothing to grant: what the store lacks, said but not counted as missing
 
 
 def run_check(settings: Settings, stop: threading.Event) -> int:
@@ -4544,8 +4599,8 @@ def run_check(settings: Settings, stop: threading.Event) -> int:
     report.info("check: %s", job_line(job))
     checks = check_source(job) + check_destination(job)
     for c in checks:
-        report.info("  %-8s %-28s %s%s", "ok" if not c.error else "MISSING", c.what, c.action,
-                    f": {c.error}" if c.error else "")  # fmt: skip
+        status, detail = ("MISSING", c.error) if c.error else ("WARNING", c.warning) if c.warning else ("ok", "")
+        report.info("  %-8s %-28s %s%s", status, c.what, c.action, f": {detail}" if detail else "")
     missing = [c for c in checks if c.error]
     if not missing:
         report.info("check: every permission the job needs is there")
@@ -4636,6 +4691,8 @@ def check_destination(job: Job) -> list[Check]:
     created, answer = _try("create a multipart upload", put_action, profile,
                            lambda: client.create_multipart_upload(Bucket=bucket, Key=key, **args))  # fmt: skip
     checks.append(created)
+    if not created.error:
+        checks.append(check_conditional_writes(client, bucket, key))
     deleted = _try("delete an object", f"s3:DeleteObject on {object_arn}", profile,
                    lambda: client.delete_object(Bucket=bucket, Key=key))[0]  # fmt: skip
     if created.error:
@@ -4654,6 +4711,19 @@ def check_destination(job: Job) -> list[Check]:
         aborted = dataclasses.replace(aborted, error=f"{aborted.error} ({left})")
     checks.append(aborted)
     return [*checks, deleted]
+
+
+def check_conditional_writes(client, bucket: str, key: str) -> Check:
+    """Whether the store checks If-None-Match / If-Match, which keep a run from overwriting an object someone else
+    writes meanwhile: a store without them is said, not counted as missing (nothing to grant)."""
+    what, action = "write conditionally", "If-None-Match / If-Match on PutObject and CompleteMultipartUpload"
+    verdict, why = probe_conditional_writes(client, bucket, key)
+    if verdict == "checked":
+        return Check(what, action)
+    lacks = {"refused": "the store refuses them", "ignored": "the store ignores them",
+             "unknown": "not known"}[verdict]  # fmt: skip
+    return Check(what, action, warning=f"{lacks} ({why}); an object written by someone else during a run may be "
+                 f"overwritten")  # fmt: skip
 
 
 # --audit: every destination object proven equal to its source without downloading it, and nothing written.  What S3

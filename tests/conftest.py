@@ -394,6 +394,12 @@ def load_report(path) -> dict:
     return document
 
 
+def is_probe(request) -> bool:
+    """A proxied request is the run's PutObject that asks whether the store checks conditional writes (at a key of
+    its own beside the first key written: s3_upload.probe_conditional_writes), not one of the job's writes."""
+    return ".s3_upload-probe-" in request.key
+
+
 def unfinished_uploads(client, bucket: str) -> list[dict]:
     return client.list_multipart_uploads(Bucket=bucket).get("Uploads", [])
 
@@ -475,7 +481,7 @@ def damage_part(monkeypatch, number: int | None) -> list[int]:
             send = getattr(s3, operation)
 
             def damaging(**kwargs):
-                if not damaged and kwargs.get("PartNumber") == number:
+                if not damaged and kwargs.get("PartNumber") == number and ".s3_upload-probe-" not in kwargs["Key"]:
                     body = bytearray(kwargs["Body"])
                     body[len(body) // 2] ^= 0xFF
                     kwargs["Body"] = bytes(body)

@@ -40,6 +40,9 @@ all default off):
 - ``outage``: when True every request gets ``error_status`` / ``error_code`` (a server down for a while).
 - ``match``: ``Callable[[Request], bool]`` or None; limits every fault above (outage included) and
   ``rewrite_response`` to the requests it accepts. ``Request.operation`` names the S3 operation.
+- ``drop_request_headers``: names of request headers the proxy removes before forwarding, e.g.
+  ``("If-Match", "If-None-Match")`` for a store that ignores them.  They are signed, so only a server that does not
+  check signatures (moto) takes such a request.  Not limited by ``match``.
 - ``rewrite_response``: ``Callable[[Request, int, dict, bytes], bytes | None]`` or None, called with the request,
   the status, the response headers (lower-case names; mutate the dict to change them) and the whole body
   (de-chunked); returns the new body (None: unchanged). The proxy then sends it with a fresh Content-Length.
@@ -100,6 +103,7 @@ FAULTS_OFF: dict[str, Any] = {
     "outage": False,
     "match": None,
     "rewrite_response": None,
+    "drop_request_headers": (),
 }
 MESSAGES = {
     "SlowDown": "Please reduce your request rate.",
@@ -566,6 +570,7 @@ class _Connection:
     def _forward(self, req: Request, plan: _Plan, lines: list[bytes], body, length) -> bool:
         """Relays one request and its response; False when the connection must close."""
         hop_by_hop = (b"expect:", b"proxy-connection:", b"proxy-authorization:")  # for this proxy, not upstream
+        hop_by_hop += tuple(name.lower().encode("latin-1") + b":" for name in plan.knobs["drop_request_headers"])
         head = b"".join(line for line in lines if not line.lower().startswith(hop_by_hop)) + b"\r\n"
         cut_at = self._cut_at(plan, "request", head, length)
         if cut_at is not None and length is None:  # chunked: buffer it to know where its middle is
@@ -664,6 +669,7 @@ class FaultProxy:
     outage: bool
     match: Optional[Callable[[Request], bool]]
     rewrite_response: Optional[Callable[[Request, int, dict, bytes], Optional[bytes]]]
+    drop_request_headers: tuple[str, ...]
 
     def __init__(self, upstream_host: str, upstream_port: int, seed: int = 0, virtual_host_domain: str = "", **knobs):
         self.upstream = (upstream_host, upstream_port)

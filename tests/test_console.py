@@ -172,7 +172,7 @@ def test_check_names_each_missing_permission_and_leaves_nothing(dst, bucket, src
     write_file(src_dir / "a.txt", 10)
     everything = check_run(make_config())
     assert everything.returncode == 0, everything.stdout + everything.stderr
-    assert set(check_lines(everything.stdout).values()) == {"ok"} and len(check_lines(everything.stdout)) == 9
+    assert set(check_lines(everything.stdout).values()) == {"ok"} and len(check_lines(everything.stdout)) == 10
     assert "every permission the job needs is there" in everything.stdout
 
     reader = check_run(make_config(DesProfileName="reader"))  # may read and list, not write

@@ -274,6 +274,23 @@ MUTANTS: tuple[Mutant, ...] = (
         "server-side copies without CopySourceIfMatch: an object replaced mid-copy mixes two versions",
         (T + "test_server_copy.py::test_source_replaced_mid_server_copy_is_never_completed",),
     ),
+    Mutant(
+        "probe-ignoring-store-trusted", "If-Match pinning",
+        '    return "ignored", why',
+        '    return "checked", why',
+        "a store that ignores If-None-Match / If-Match is taken for one that checks them: no warning that an object "
+        "written meanwhile may be overwritten",
+        (T + "test_conditional.py::test_the_probe_tells_a_store_that_checks_refuses_or_ignores_conditional_writes",
+         T + "test_conditional.py::test_a_store_that_ignores_conditional_writes_is_said_once_and_written_to"),
+    ),
+    Mutant(
+        "probe-skipped", "If-Match pinning",
+        "        if write_if and self.conditional and not self._conditions_probed:",
+        "        if False:",
+        "a run never asks the store whether it checks conditional writes",
+        (T + "test_conditional.py::test_a_store_that_checks_conditional_writes_is_probed_once",
+         T + "test_conditional.py::test_a_store_that_ignores_conditional_writes_is_said_once_and_written_to"),
+    ),
     # -- part plan -----------------------------------------------------------------------------------------------------
     Mutant(
         "plan-grows-past-the-marker", "part plan",
