@@ -15,6 +15,7 @@ import s3_upload
 from conftest import (
     DST_KEYS,
     MiB,
+    list_keys,
     md5,
     md5_file,
     object_md5,
@@ -145,6 +146,38 @@ def test_a_lost_create_answer_never_aborts_another_runs_upload(dst, bucket, src_
     time.sleep(1)
     later = run_tool(make_config(AbandonedAfter=0))  # as a run an hour later sees it
     assert later.code == 0 and later.bytes_sent == 0, later
+    assert unfinished_uploads(dst, bucket) == []
+
+
+@pytest.mark.parametrize("when", ["mid-file", "completing"])
+def test_a_run_whose_upload_is_aborted_by_someone_else_fails_and_the_next_run_uploads_it(
+        when, dst, bucket, src_dir, make_config, aws_profiles, dst_server):  # fmt: skip
+    """Someone aborts run A's upload while A's second part (or its CompleteMultipartUpload) is held at a proxy, and
+    no object is made: A finds its upload gone (NoSuchUpload) and nothing at the key, so the file fails, said so
+    (exit 1, never a success); the next run uploads it."""
+    path = src_dir / "big.bin"
+    write_file(path, 2 * CHUNK + 7)
+    data_part = min(s3_upload.MARKER_PARTS)
+    gate = Gate((lambda r: r.operation == "CompleteMultipartUpload") if when == "completing" else
+                (lambda r: r.operation == "UploadPart" and 1 < (r.part_number or 0) < data_part))  # fmt: skip
+    with FaultProxy("127.0.0.1", dst_server.port, match=gate).start() as proxy:
+        aws_profiles.add("held", proxy.endpoint_url, *DST_KEYS)
+        config = make_config(DesProfileName="held", AbandonedAfter=3600, MaxThread=1, MaxParallelFile=1)
+        a = start(config)
+        try:
+            wait_until(lambda: gate.held, f"run A held {when}")
+            [upload] = unfinished_uploads(dst, bucket)
+            dst.abort_multipart_upload(Bucket=bucket, Key="up/big.bin", UploadId=upload["UploadId"])
+        finally:
+            gate.open()
+        code_a, out_a = finish(a)
+        assert not proxy.exceptions and not gate.timed_out
+        assert code_a == 1, out_a
+        assert "its upload is gone (NoSuchUpload: aborted by another run or a person) and no object was made" in out_a
+        assert list_keys(dst, bucket) == {}
+        again = run_tool(config)
+    assert again.code == 0, again
+    assert object_md5(dst, bucket, "up/big.bin") == md5_file(path)
     assert unfinished_uploads(dst, bucket) == []
 
 
