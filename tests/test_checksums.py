@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import base64
 import os
+import re
 import zlib
 
 from test_resume import start_upload
@@ -17,6 +18,7 @@ from conftest import (
     DST_KEYS,
     MiB,
     assert_tree_uploaded,
+    list_keys,
     md5_file,
     object_md5,
     run_tool,
@@ -103,3 +105,35 @@ def test_crc32_join_is_the_crc32_of_the_whole():
         whole = zlib.crc32(b"".join(chunks))
         assert s3_upload.crc32_join((zlib.crc32(c), len(c)) for c in chunks) == whole
     assert s3_upload.crc32_join([]) == zlib.crc32(b"") == 0
+
+
+def test_a_store_that_keeps_another_checksum_than_the_files_fails_it_and_the_next_run_uploads_it(
+        dst, bucket, src_dir, make_config, aws_profiles, dst_server):  # fmt: skip
+    """The store answers the completion (and a HeadObject) with a CRC32 that is not the file's: it did not check the
+    one it was given, so the object is not proven; it is deleted, the file fails (exit 1, named), never a success.
+    The next run, through a store that keeps the right value, uploads it."""
+    path = src_dir / "big.bin"
+    write_file(path, 2 * CHUNK + 5)
+    wrong = "AAAAAA=="
+
+    def keep_another(request, status, headers, body):
+        if "x-amz-checksum-crc32" in headers:
+            headers["x-amz-checksum-crc32"] = wrong
+        return re.sub(rb"<ChecksumCRC32>[^<]*</ChecksumCRC32>", f"<ChecksumCRC32>{wrong}</ChecksumCRC32>".encode(),
+                      body) if body else None  # fmt: skip
+
+    with FaultProxy("127.0.0.1", dst_server.port).start() as proxy:
+        proxy.set(rewrite_response=keep_another, match=lambda r: r.operation in ("CompleteMultipartUpload",
+                                                                                 "HeadObject"))  # fmt: skip
+        aws_profiles.add("wrong", proxy.endpoint_url, *DST_KEYS)
+        config = make_config(DesProfileName="wrong")
+        run = run_tool(config)
+        assert not proxy.exceptions
+    assert run.code == 1, run
+    assert f"the copy's CRC32 {wrong} is not the source's {crc32_of(path)}" in run.output, run.output
+    assert "the object was deleted, the next run uploads it again" in run.output
+    assert "up/big.bin" not in list_keys(dst, bucket)
+    again = run_tool(make_config())
+    assert again.code == 0, again
+    assert object_md5(dst, bucket, "up/big.bin") == md5_file(path)
+    assert unfinished_uploads(dst, bucket) == []

@@ -12,6 +12,7 @@ from conftest import (
     DST_KEYS,
     MiB,
     in_process_logging,
+    is_probe,
     list_keys,
     md5_file,
     object_md5,
@@ -37,7 +38,7 @@ def test_a_file_changed_while_its_object_is_completed_is_sent_again(dst, bucket,
     changed = []
 
     def rewrite_the_file(request) -> bool:
-        if request.operation == operation and not changed:
+        if request.operation == operation and not changed and not is_probe(request):
             write_file(path, size)  # other bytes, the same size
             changed.append(True)
         return False  # no fault: only the moment
@@ -51,6 +52,40 @@ def test_a_file_changed_while_its_object_is_completed_is_sent_again(dst, bucket,
     assert run.code == 0, run
     assert "changed while its object was being completed: sending the new version" in run.stderr
     assert deletes == [] and "deleting it" not in run.output
+    assert object_md5(dst, bucket, "up/f.bin") == md5_file(path)
+    assert unfinished_uploads(dst, bucket) == []
+
+
+@pytest.mark.parametrize(("size", "operation"), [(2 * CHUNK + 5, "CompleteMultipartUpload"), (1000, "PutObject")])
+def test_a_file_that_grows_while_its_object_is_completed_fails_and_the_next_run_sends_it(dst, bucket, src_dir,
+                                                                                         make_config, aws_profiles,
+                                                                                         dst_server, size,
+                                                                                         operation):  # fmt: skip
+    """The file grows while its last request is on the way: the object made holds the version listed, which is no
+    longer the file; it cannot be sent again in this run (another size, another plan), so the file fails, named
+    (exit 1), the object is left (nothing deleted), and the next run replaces it with the new version."""
+    path = src_dir / "f.bin"
+    write_file(path, size)
+    changed = []
+
+    def grow_the_file(request) -> bool:
+        if request.operation == operation and not changed and not is_probe(request):
+            with open(path, "ab") as fh:
+                fh.write(b"more")
+            changed.append(True)
+        return False
+
+    with FaultProxy("127.0.0.1", dst_server.port).start() as proxy:
+        proxy.set(match=grow_the_file)
+        aws_profiles.add("watched", proxy.endpoint_url, *DST_KEYS)
+        run = run_tool(make_config(DesProfileName="watched"))
+        deletes = [r for r in proxy.history if r.operation == "DeleteObject"]
+    assert changed
+    assert run.code == 1, run
+    assert "changed while its object was being completed; the object holds the version listed" in run.output, run
+    assert deletes == [] and list_keys(dst, bucket) == {"up/f.bin": size}
+    again = run_tool(make_config())
+    assert again.code == 0, again
     assert object_md5(dst, bucket, "up/f.bin") == md5_file(path)
     assert unfinished_uploads(dst, bucket) == []
 
