@@ -386,6 +386,24 @@ def test_dry_run_shows_each_decision_and_writes_nothing(dst, bucket, dry_run_set
     assert server_state(dst, bucket) == dry_run_setup
 
 
+def test_dry_run_shows_live_uploads_of_other_layouts_left_alone(dst, bucket, dry_run_setup, src_dir, make_config):
+    """Uploads that cannot be resumed but had a part added lately (another run may be at work on them: AbandonedAfter
+    has not passed) are left alone, as the run would: the newest is named in the file's line, each older one in a
+    `leave` line; the file is uploaded afresh."""
+    data = (src_dir / "restart.bin").read_bytes()
+    start_upload(dst, bucket, "up/restart.bin", data, 7 * MiB, parts=(1,))  # a second one, in another layout too
+    before = server_state(dst, bucket)
+    run = run_with(make_config(AbandonedAfter=3600), "--dry-run")
+    assert run.code == 0, run
+    lines = run.stdout.splitlines()
+    [upload] = [line for line in lines if line.startswith("upload   up/restart.bin (")]
+    assert upload.startswith("upload   up/restart.bin (11.0 MiB, 3 parts of 5.0 MiB; upload "), upload
+    assert "is 7340032 bytes" in upload and "left alone" in upload and "a part added" in upload, upload
+    [leave] = [line for line in lines if line.startswith("leave    up/restart.bin (")]
+    assert "a part was added" in leave and "another run may be at work on it" in leave, leave
+    assert server_state(dst, bucket) == before
+
+
 def test_an_upload_left_under_a_complete_object_is_shown_by_dry_run_and_aborted_and_a_refused_abort_only_warns(
     dst, bucket, dst_server, src_dir, make_config, aws_profiles
 ):
