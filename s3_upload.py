@@ -1727,10 +1727,14 @@ def parse_list_page(body: bytes) -> ListPage:
     )
 
 
+LIST_PAGE_SIZE = 1000  # keys per ListObjectsV2 page: S3's largest (the tests lower it to list over many pages)
+
+
 def list_page(client, bucket: str, prefix: str, retry: RetryPolicy, token: str = "", delimiter: str = "",
-              start_after: str = "", page_size: int = 1000) -> ListPage:  # fmt: skip
-    """One page of ListObjectsV2 (botocore asks for EncodingType url by itself), parsed by parse_list_page."""
-    kwargs: dict[str, object] = {"Bucket": bucket, "Prefix": prefix, "MaxKeys": page_size}
+              start_after: str = "", page_size: int = 0) -> ListPage:  # fmt: skip
+    """One page of ListObjectsV2 (botocore asks for EncodingType url by itself), parsed by parse_list_page;
+    ``page_size`` 0: LIST_PAGE_SIZE."""
+    kwargs: dict[str, object] = {"Bucket": bucket, "Prefix": prefix, "MaxKeys": page_size or LIST_PAGE_SIZE}
     if token:
         kwargs["ContinuationToken"] = token
     if delimiter:
@@ -1758,7 +1762,7 @@ def parsed_list_page(answer: dict) -> ListPage:
 
 
 def iter_objects(client, bucket: str, prefix: str, retry: RetryPolicy, delimiter: str = "",
-                 page_size: int = 1000) -> Iterator[Listed]:  # fmt: skip
+                 page_size: int = 0) -> Iterator[Listed]:  # fmt: skip
     """The objects under prefix (with a delimiter: those directly under it), page by page, in the store's order."""
     token = ""
     while True:

@@ -11,7 +11,17 @@ import pytest
 from test_resume import start_upload
 
 import s3_upload
-from conftest import SRC_KEYS, MiB, leave_unfinished, list_keys, load_report, object_md5, run_tool, unfinished_uploads
+from conftest import (
+    SRC_KEYS,
+    MiB,
+    in_process_logging,
+    leave_unfinished,
+    list_keys,
+    load_report,
+    object_md5,
+    run_tool,
+    unfinished_uploads,
+)
 from faultproxy import FaultProxy
 
 CHUNK = 5 * MiB
@@ -171,3 +181,26 @@ def test_a_source_whose_parts_are_not_of_one_size_is_copied_in_its_own_layout(sr
     assert unfinished_uploads(dst, bucket) == []
     again = run_tool(s3_config(SrcFileIndex="odd.bin", ChunkSize=8 * MiB))
     assert again.code == 0 and again.bytes_sent == 0, again
+
+
+def test_directories_listed_over_many_pages_are_copied_whole(src, src_bucket, dst, bucket, s3_job, monkeypatch,
+                                                             capsys, request):  # fmt: skip
+    """Pages of two keys (S3 gives at most 1,000): every page of a source directory is walked, its subdirectories
+    included, and every page of the destination is listed for the plan and the final comparison; a second run finds
+    everything there and sends nothing."""
+    keys = [f"data/k{i:02d}.bin" for i in range(7)] + [f"data/sub/s{i}.bin" for i in range(5)] + ["data/sub/t/x.bin"]
+    for i, key in enumerate(keys):
+        src.put_object(Bucket=src_bucket, Key=key, Body=os.urandom(100 + i))
+    monkeypatch.setattr(s3_upload, "LIST_PAGE_SIZE", 2)
+    in_process_logging(monkeypatch, request)
+    config = s3_job(S3Prefix="data")
+    assert s3_upload.main(["--config", str(config)]) == 0, capsys.readouterr()
+    out, _ = capsys.readouterr()
+    assert list_keys(dst, bucket) == {key: 100 + i for i, key in enumerate(keys)}
+    for key in keys:
+        assert object_md5(dst, bucket, key) == object_md5(src, src_bucket, key), key
+    assert f"All source files are in destination s3://{bucket}/data" in out, out
+    assert s3_upload.main(["--config", str(config)]) == 0
+    out, _ = capsys.readouterr()
+    assert "summary: 0 uploaded, 13 skipped" in out, out
+    assert unfinished_uploads(dst, bucket) == []
