@@ -1175,3 +1175,51 @@ def test_an_upload_that_vanishes_while_a_duplicate_reads_it_is_passed_over(dst, 
     assert object_md5(dst, bucket, "up/a.bin") == md5_file(path)
     assert unfinished_uploads(dst, bucket) == []
     assert queue_count(sqs, queue) == 0 and queue_count(sqs, dlq) == 0
+
+
+def test_a_file_changed_while_another_worker_completed_its_old_version_keeps_its_message(
+    dst, bucket, src_dir, sqs, queues, fleet_config, aws_profiles, dst_server
+):
+    """A duplicate delivery: while this worker's part 2 is held at a proxy, another worker completes the object from
+    the file as it was, and the file is rewritten.  The held part goes on, the worker finds the file changed and fails
+    it (its upload aborted).  The object is the old version, not the file as it is now: the message must stay, and
+    the next worker sends the new version.  (Guards work_on_message: it asked whether the object was complete for the
+    file as it was when the message arrived, took the old object for done, and deleted the message: exit 0 and
+    "1 file(s) done" with the new version never sent.)"""
+    queue, dlq = make_queues(sqs, 5)
+    path = src_dir / "a.bin"
+    write_file(path, CHUNK + 5)
+    modified_earlier(path)
+    old = path.read_bytes()
+    old_mtime = path.stat().st_mtime
+    assert run(fleet_config(), "--sqs-send", queue).returncode == 0
+    gate = Gate(lambda r: r.operation == "UploadPart" and r.part_number == 2)
+    with FaultProxy("127.0.0.1", dst_server.port, match=gate).start() as proxy:
+        aws_profiles.add("held", proxy.endpoint_url, *DST_KEYS)
+        worker = run_worker_held(fleet_config("w1", DesProfileName="held", SQSIdleSeconds=1), queue)
+        try:
+            wait_until(lambda: gate.held, "the worker's part 2 at the proxy")
+            # The other worker, from the file as it was (recording its mtime, as the tool does).
+            dst.put_object(Bucket=bucket, Key="up/a.bin", Body=old,
+                           Metadata={s3_upload.MTIME_METADATA: f"{old_mtime:.6f}"})  # fmt: skip
+            written = dst.head_object(Bucket=bucket, Key="up/a.bin")["LastModified"].timestamp()
+            write_file(path, CHUNK + 5)  # the new version: same size, other bytes, modified after the object
+            os.utime(path, (written + 10, written + 10))
+            gate.open()
+            out, err = worker.communicate(timeout=120)
+        finally:
+            gate.open()
+            worker.kill()
+        assert not proxy.exceptions and not gate.timed_out
+    assert worker.returncode == 1, out + err
+    assert "completed by another worker" not in err and "0 file(s) done, 1 failed" in out, out + err
+    assert "left in the queue for another try" in err and "Traceback" not in err
+    assert object_md5(dst, bucket, "up/a.bin") == hashlib.md5(old).hexdigest()  # the old version, for now
+    assert unfinished_uploads(dst, bucket) == []  # the failed upload aborted
+    assert queue_count(sqs, queue) == 1  # the message stays
+    wait_until(lambda: visible_count(sqs, queue) == 1, "the message visible again (4 s)", timeout=30)
+    nxt = run(fleet_config("w2", SQSIdleSeconds=1), "--sqs-worker", queue)
+    assert nxt.returncode == 0, nxt.stderr
+    assert object_md5(dst, bucket, "up/a.bin") == md5_file(path)
+    assert unfinished_uploads(dst, bucket) == []
+    assert queue_count(sqs, queue) == 0 and queue_count(sqs, dlq) == 0
