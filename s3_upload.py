@@ -5591,8 +5591,9 @@ def work_on_message(job: Job, engine: Engine, sqs, queue_url: str, message: dict
         if result.status in ("uploaded", "skipped"):
             delete()
             return True
-        if destination_complete(job, f):
+        if destination_complete(job, job.source.resolve(work.key)):
             # A duplicate delivery: another worker completed this key while we worked on it (its upload is gone).
+            # Asked of the file as it is now: a file that changed meanwhile is not done by an object of its old bytes.
             log.info("message %s: s3://%s/%s was completed by another worker; deleting the message", message_id,
                      settings.des_bucket, f.key)  # fmt: skip
             delete()

@@ -804,3 +804,422 @@ def test_a_range_queued_for_an_older_version_of_the_file_is_refused(dst, bucket,
     assert object_md5(dst, bucket, "up/big.bin") == md5_file(path)
     assert unfinished_uploads(dst, bucket) == []
     assert queue_count(sqs, queue) == 0 and queue_count(sqs, dlq) == 0
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# The sender's and the worker's rarer paths: a dry run of ranges, an upload another tool made, a file that cannot be
+# queued, a range whose upload is gone or whose file shrank, a duplicate completed while its worker worked, and what
+# destination_complete asks before it deletes a message
+# ---------------------------------------------------------------------------------------------------------------------
+
+BIG = 2 * CHUNK + 123  # 3 parts: at SQSPartsPerMessage 2, queued as the ranges 1-2 and 3-3
+
+
+def run_worker_held(config, queue: str) -> subprocess.Popen:
+    """A worker whose output the test reads once it has exited (communicate)."""
+    return subprocess.Popen(tool_command(config) + ["--sqs-worker", queue], cwd=config.parent,
+                            stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True)  # fmt: skip
+
+
+def test_a_dry_run_prints_the_ranges_of_a_big_file_and_makes_no_upload(dst, bucket, src_dir, sqs, queues,
+                                                                       fleet_config):  # fmt: skip
+    """--sqs-send --dry-run with a file of more than SQSPartsPerMessage parts: its range messages are printed, with
+    no upload ID (none is made), beside the small file's message; nothing is written to S3 or sent to the queue."""
+    queue, dlq = queues
+    write_file(src_dir / "big.bin", BIG)
+    write_file(src_dir / "small.txt", 100)
+    preview = run(fleet_config(SQSPartsPerMessage=2), "--sqs-send", queue, "--dry-run")
+    assert preview.returncode == 0, preview.stderr
+    assert "dry run: 2 file(s) as 3 message(s) would be queued, 0 skipped; nothing was sent" in preview.stdout
+    messages = [json.loads(line) for line in preview.stdout.splitlines() if line.startswith("{")]
+    ranges = sorted((m for m in messages if m["v"] == 2), key=lambda m: m["parts"])
+    assert [(m["key"], m["parts"], m["part_count"], m["upload_id"]) for m in ranges] == [
+        ("up/big.bin", [1, 2], 3, "(made when queued)"),
+        ("up/big.bin", [3, 3], 3, "(made when queued)"),
+    ]
+    assert [m["key"] for m in messages if m["v"] == 1] == ["up/small.txt"]
+    assert list_keys(dst, bucket) == {} and unfinished_uploads(dst, bucket) == []
+    assert queue_count(sqs, queue) == 0 and queue_count(sqs, dlq) == 0
+
+
+def test_a_big_file_with_another_tools_upload_is_queued_whole(dst, bucket, src_dir, sqs, queues, fleet_config):
+    """A big file whose unfinished upload was made by another tool (no marker): the sender cannot prove its parts
+    for ranges, so it queues the file whole, in one message, and sends nothing into that upload; one worker resumes
+    it, checking the part already there by MD5, and completes it: byte-identical, nothing unfinished."""
+    queue, dlq = make_queues(sqs, 1000)  # the test reads the queue (each read is a receive)
+    path = src_dir / "big.bin"
+    write_file(path, BIG)
+    other = start_upload(dst, bucket, "up/big.bin", path.read_bytes(), CHUNK, parts=(1,))
+    sent = run(fleet_config(SQSPartsPerMessage=2), "--sqs-send", queue)
+    assert sent.returncode == 0, sent.stderr
+    assert "up/big.bin: its unfinished upload was made by another tool; queued whole" in sent.stderr
+    assert re.search(r"queued 1 file\(s\) \([^)]*\) to \S+; 0 skipped", sent.stdout), sent.stdout  # no " as N"
+    [message] = queued_messages(sqs, queue)
+    assert (message["v"], message["key"]) == (1, "up/big.bin")
+    assert [u["UploadId"] for u in unfinished_uploads(dst, bucket)] == [other]
+    assert parts_on_server(dst, bucket, "up/big.bin") == [1]  # the sender sent no marker into it
+    worker = run(fleet_config("w1", SQSIdleSeconds=1, SQSPartsPerMessage=2), "--sqs-worker", queue)
+    assert worker.returncode == 0, worker.stderr
+    assert f"resume up/big.bin: upload {s3_upload.short_id(other)} has 1 of 3 parts" in worker.stderr
+    assert object_md5(dst, bucket, "up/big.bin") == md5_file(path)
+    assert unfinished_uploads(dst, bucket) == []
+    assert queue_count(sqs, queue) == 0 and queue_count(sqs, dlq) == 0
+
+
+def test_a_file_whose_upload_cannot_be_made_is_not_queued_and_the_others_are(dst, bucket, src_dir, sqs, queues,
+                                                                              fleet_config, aws_profiles,
+                                                                              dst_server):  # fmt: skip
+    """The destination refuses CreateMultipartUpload for one of two big files (AccessDenied): that file is named and
+    not queued, the other big file's ranges and the small file are, and the sender exits 1.  The workers send what
+    was queued; the refused file has no object and no upload; the sender run again (the refusal gone) queues it."""
+    queue, dlq = make_queues(sqs, 1000)  # the test reads the queue (each read is a receive)
+    write_file(src_dir / "big1.bin", BIG)
+    write_file(src_dir / "big2.bin", BIG + 1)
+    write_file(src_dir / "small.txt", 100)
+    for path in src_dir.iterdir():
+        modified_earlier(path)  # the objects written later are this version: the sender run again skips them
+    with FaultProxy("127.0.0.1", dst_server.port).start() as proxy:
+        proxy.set(outage=True, error_status=403, error_code="AccessDenied",
+                  match=lambda r: r.operation == "CreateMultipartUpload" and r.key == "up/big2.bin")  # fmt: skip
+        aws_profiles.add("refusing", proxy.endpoint_url, *DST_KEYS)
+        sent = run(fleet_config(DesProfileName="refusing", SQSPartsPerMessage=2), "--sqs-send", queue)
+        assert not proxy.exceptions
+    assert sent.returncode == 1, sent.stdout + sent.stderr
+    assert "1 file(s) not queued (see the log): up/big2.bin" in sent.stdout
+    assert "queued 2 file(s)" in sent.stdout and "as 3 message(s)" in sent.stdout
+    assert "FAILED up/big2.bin: its upload could not be made" in sent.stderr and "Traceback" not in sent.stderr
+    assert sorted((m["key"], m.get("parts")) for m in queued_messages(sqs, queue)) == [
+        ("up/big1.bin", [1, 2]), ("up/big1.bin", [3, 3]), ("up/small.txt", None)]  # fmt: skip
+    assert [u["Key"] for u in unfinished_uploads(dst, bucket)] == ["up/big1.bin"]
+    worker = run(fleet_config("w1", SQSIdleSeconds=1, SQSPartsPerMessage=2), "--sqs-worker", queue)
+    assert worker.returncode == 0, worker.stderr
+    assert set(list_keys(dst, bucket)) == {"up/big1.bin", "up/small.txt"}
+    for name in ("big1.bin", "small.txt"):
+        assert object_md5(dst, bucket, f"up/{name}") == md5_file(src_dir / name)
+    assert unfinished_uploads(dst, bucket) == []
+    again = run(fleet_config(SQSPartsPerMessage=2), "--sqs-send", queue)
+    assert again.returncode == 0, again.stderr
+    assert "queued 1 file(s)" in again.stdout and "; 2 skipped" in again.stdout
+    worker = run(fleet_config("w2", SQSIdleSeconds=1, SQSPartsPerMessage=2), "--sqs-worker", queue)
+    assert worker.returncode == 0, worker.stderr
+    assert assert_tree_uploaded(dst, bucket, "up/", src_dir) == 3
+    assert unfinished_uploads(dst, bucket) == []
+    assert queue_count(sqs, queue) == 0 and queue_count(sqs, dlq) == 0
+
+
+def test_a_file_that_fails_while_another_worker_completes_it_is_done(dst, bucket, src_dir, sqs, queues,
+                                                                      fleet_config, aws_profiles,
+                                                                      dst_server):  # fmt: skip
+    """A duplicate delivery: while this worker's PutObject is held, another worker writes the object; then the held
+    PutObject fails for good (InternalError, every retry).  The file failed here, but the object is complete and is
+    this file: the worker counts it done and deletes the message."""
+    queue, dlq = queues
+    path = src_dir / "a.txt"
+    write_file(path, 321)
+    modified_earlier(path)
+    assert run(fleet_config(), "--sqs-send", queue).returncode == 0
+    gate = Gate(lambda r: r.operation == "PutObject" and r.key == "up/a.txt")
+
+    def held_then_refused(request) -> bool:
+        gate(request)
+        return request.operation == "PutObject" and request.key == "up/a.txt"
+
+    with FaultProxy("127.0.0.1", dst_server.port).start() as proxy:
+        proxy.set(outage=True, error_status=500, error_code="InternalError", match=held_then_refused)
+        aws_profiles.add("held", proxy.endpoint_url, *DST_KEYS)
+        worker = run_worker_held(fleet_config("w1", DesProfileName="held", SQSIdleSeconds=1), queue)
+        try:
+            wait_until(lambda: gate.held, "the worker's PutObject at the proxy")
+            dst.put_object(Bucket=bucket, Key="up/a.txt", Body=path.read_bytes())  # the other worker
+            gate.open()
+            out, err = worker.communicate(timeout=120)
+        finally:
+            gate.open()
+            worker.kill()
+        assert not proxy.exceptions and not gate.timed_out
+    assert worker.returncode == 0, out + err
+    assert f"s3://{bucket}/up/a.txt was completed by another worker; deleting the message" in err
+    assert "1 file(s) done, 0 failed" in out
+    assert object_md5(dst, bucket, "up/a.txt") == md5_file(path)
+    assert unfinished_uploads(dst, bucket) == []
+    assert queue_count(sqs, queue) == 0 and queue_count(sqs, dlq) == 0
+
+
+def test_a_range_whose_upload_is_gone_is_refused_and_its_message_stays(dst, bucket, src_dir, sqs, queues,
+                                                                        fleet_config):  # fmt: skip
+    """The sender's upload is aborted (by a person, a lifecycle rule) before the workers get to its ranges: each range
+    fails naming the upload, nothing is sent and no upload made (a worker never makes one for a range), and the
+    messages stay.  The sender run again makes a new upload, and the workers complete it."""
+    queue, dlq = queues
+    path = src_dir / "big.bin"
+    write_file(path, BIG)
+    modified_earlier(path)
+    assert run(fleet_config(SQSPartsPerMessage=2), "--sqs-send", queue).returncode == 0
+    [upload] = unfinished_uploads(dst, bucket)
+    dst.abort_multipart_upload(Bucket=bucket, Key="up/big.bin", UploadId=upload["UploadId"])
+    worker = run(fleet_config("w1", SQSIdleSeconds=1, SQSPartsPerMessage=2), "--sqs-worker", queue)
+    assert worker.returncode == 1, worker.stdout + worker.stderr
+    gone = f"its upload {s3_upload.short_id(upload['UploadId'])} is gone (aborted, or completed as another object)"
+    refusals = [line for line in worker.stderr.splitlines() if gone in line]
+    assert len(refusals) == 2 and all("left in the queue for another try" in line for line in refusals), worker.stderr
+    assert "0 file(s) done, 2 failed" in worker.stdout and "Traceback" not in worker.stderr
+    assert list_keys(dst, bucket) == {} and unfinished_uploads(dst, bucket) == []
+    assert queue_count(sqs, queue) == 2 and queue_count(sqs, dlq) == 0  # not deleted
+    sqs.purge_queue(QueueUrl=queue)  # hidden for their visibility timeout; they would only fail again
+    assert run(fleet_config(SQSPartsPerMessage=2), "--sqs-send", queue).returncode == 0
+    nxt = run(fleet_config("w2", SQSIdleSeconds=1, SQSPartsPerMessage=2), "--sqs-worker", queue)
+    assert nxt.returncode == 0, nxt.stderr
+    assert object_md5(dst, bucket, "up/big.bin") == md5_file(path)
+    assert unfinished_uploads(dst, bucket) == []
+    assert queue_count(sqs, queue) == 0 and queue_count(sqs, dlq) == 0
+
+
+def test_a_range_of_a_file_that_shrank_below_one_part_is_refused(dst, bucket, src_dir, sqs, queues, fleet_config):
+    """The file is rewritten smaller than ChunkSize after its ranges were queued: it is no longer sent in parts, so
+    each range fails (nothing sent, the sender's upload left as it was: its marker only), and the messages stay.  The
+    sender run again queues the file whole; the worker puts it and aborts the old upload."""
+    queue, dlq = make_queues(sqs, 1000)  # the test reads the queue (each read is a receive)
+    path = src_dir / "big.bin"
+    write_file(path, BIG)
+    assert run(fleet_config(SQSPartsPerMessage=2), "--sqs-send", queue).returncode == 0
+    [upload] = unfinished_uploads(dst, bucket)
+    write_file(path, 1000)
+    worker = run(fleet_config("w1", SQSIdleSeconds=1, SQSPartsPerMessage=2), "--sqs-worker", queue)
+    assert worker.returncode == 1, worker.stdout + worker.stderr
+    refusals = [line for line in worker.stderr.splitlines() if "the file is no longer sent in parts" in line]
+    assert len(refusals) == 2 and all("left in the queue for another try" in line for line in refusals), worker.stderr
+    assert "0 file(s) done, 2 failed" in worker.stdout and "Traceback" not in worker.stderr
+    assert list_keys(dst, bucket) == {}
+    assert [u["UploadId"] for u in unfinished_uploads(dst, bucket)] == [upload["UploadId"]]
+    assert parts_on_server(dst, bucket, "up/big.bin") == sorted(s3_upload.MARKER_PARTS)
+    assert queue_count(sqs, queue) == 2 and queue_count(sqs, dlq) == 0
+    sqs.purge_queue(QueueUrl=queue)
+    assert run(fleet_config(SQSPartsPerMessage=2), "--sqs-send", queue).returncode == 0
+    assert [m["v"] for m in queued_messages(sqs, queue)] == [1]
+    nxt = run(fleet_config("w2", SQSIdleSeconds=1, SQSPartsPerMessage=2), "--sqs-worker", queue)
+    assert nxt.returncode == 0, nxt.stderr
+    assert object_md5(dst, bucket, "up/big.bin") == md5_file(path)
+    assert unfinished_uploads(dst, bucket) == []
+    assert queue_count(sqs, queue) == 0 and queue_count(sqs, dlq) == 0
+
+
+def test_a_range_whose_upload_was_completed_meanwhile_is_done(dst, bucket, src_dir, sqs, queues, fleet_config,
+                                                              aws_profiles, dst_server):  # fmt: skip
+    """A worker takes a range and, before it lists the key's uploads, another worker sends both ranges and completes
+    the object (the first worker's listing is held at a proxy meanwhile).  The first finds the upload gone, but the
+    object complete and this file: it deletes its message, exit 0."""
+    queue, dlq = queues
+    path = src_dir / "big.bin"
+    write_file(path, BIG)
+    modified_earlier(path)
+    assert run(fleet_config(SQSPartsPerMessage=2), "--sqs-send", queue).returncode == 0
+    bodies = take_all(sqs, queue)
+    assert len(bodies) == 2
+    sqs.send_message(QueueUrl=queue, MessageBody=bodies[0])
+    gate = Gate(lambda r: r.operation == "ListMultipartUploads" and r.query.get("prefix") == "up/big.bin")
+    with FaultProxy("127.0.0.1", dst_server.port, match=gate).start() as proxy:
+        aws_profiles.add("held", proxy.endpoint_url, *DST_KEYS)
+        slow = run_worker_held(fleet_config("w1", DesProfileName="held", SQSIdleSeconds=1, SQSPartsPerMessage=2),
+                               queue)  # fmt: skip
+        try:
+            wait_until(lambda: gate.held, "the first worker's ListMultipartUploads at the proxy")
+            for body in bodies:
+                sqs.send_message(QueueUrl=queue, MessageBody=body)
+            fast = run(fleet_config("w2", SQSIdleSeconds=1, SQSPartsPerMessage=2), "--sqs-worker", queue)
+            assert fast.returncode == 0, fast.stderr
+            assert "up/big.bin" in list_keys(dst, bucket)
+            gate.open()
+            out, err = slow.communicate(timeout=120)
+        finally:
+            gate.open()
+            slow.kill()
+        assert not proxy.exceptions and not gate.timed_out
+    assert slow.returncode == 0, out + err
+    assert f"s3://{bucket}/up/big.bin was completed meanwhile; deleting the message" in err
+    assert "1 file(s) done, 0 failed" in out
+    assert object_md5(dst, bucket, "up/big.bin") == md5_file(path)
+    assert unfinished_uploads(dst, bucket) == []
+    assert queue_count(sqs, queue) == 0 and queue_count(sqs, dlq) == 0
+
+
+def test_a_duplicate_for_a_file_modified_after_its_object_asks_head_object(dst, bucket, src_dir, sqs, queues,
+                                                                           fleet_config):  # fmt: skip
+    """The file's mtime is later than its object's LastModified (a clock ahead of S3's): only the mtime recorded
+    with the object can tell.  A late duplicate for the object this tool wrote is deleted without work (HeadObject:
+    the recorded mtime is the file's); one for an object of the same size that another client wrote over it (nothing
+    recorded) is sent again, over that object."""
+    queue, dlq = queues
+    path = src_dir / "a.bin"
+    write_file(path, CHUNK + 5)
+    ahead = time.time() + 3600
+    os.utime(path, (ahead, ahead))
+    assert run(fleet_config(), "--sqs-send", queue).returncode == 0
+    [body] = take_all(sqs, queue)
+    sqs.send_message(QueueUrl=queue, MessageBody=body)
+    first = run(fleet_config("w1", SQSIdleSeconds=1), "--sqs-worker", queue)
+    assert first.returncode == 0, first.stderr
+    written = dst.head_object(Bucket=bucket, Key="up/a.bin")
+    sqs.send_message(QueueUrl=queue, MessageBody=body)  # the late duplicate
+    late = run(fleet_config("w2", SQSIdleSeconds=1), "--sqs-worker", queue)
+    assert late.returncode == 0, late.stderr
+    assert "up/a.bin is already complete; deleting the message" in late.stderr
+    assert "1 file(s) done, 0 failed" in late.stdout
+    again = dst.head_object(Bucket=bucket, Key="up/a.bin")
+    assert (again["ETag"], again["LastModified"]) == (written["ETag"], written["LastModified"])  # not sent again
+    assert object_md5(dst, bucket, "up/a.bin") == md5_file(path)
+    # Another client's object of the same size, with no mtime recorded: not this file.
+    dst.put_object(Bucket=bucket, Key="up/a.bin", Body=os.urandom(CHUNK + 5))
+    sqs.send_message(QueueUrl=queue, MessageBody=body)
+    resent = run(fleet_config("w3", SQSIdleSeconds=1), "--sqs-worker", queue)
+    assert resent.returncode == 0, resent.stderr
+    assert "already complete" not in resent.stderr and "1 file(s) done, 0 failed" in resent.stdout
+    assert object_md5(dst, bucket, "up/a.bin") == md5_file(path)
+    assert unfinished_uploads(dst, bucket) == []
+    assert queue_count(sqs, queue) == 0 and queue_count(sqs, dlq) == 0
+
+
+def test_a_duplicate_for_a_complete_object_aborts_only_its_keys_abandoned_uploads(dst, bucket, src_dir, sqs, queues,
+                                                                                  fleet_config):  # fmt: skip
+    """A message for an object already complete, with unfinished uploads of its key and of a longer key beside it
+    (up/a.bin.old, listed under the same prefix).  With AbandonedAfter an hour, the key's upload may be another
+    worker's work in progress: both are left as they are.  With AbandonedAfter 0 the key's upload is a duplicate's
+    leftover and is aborted; the other key's upload is never touched by this key's message."""
+    queue, dlq = queues
+    path = src_dir / "a.bin"
+    write_file(path, CHUNK + 5)
+    modified_earlier(path)
+    assert run(fleet_config(), "--sqs-send", queue).returncode == 0
+    [body] = take_all(sqs, queue)
+    data = path.read_bytes()
+    dst.put_object(Bucket=bucket, Key="up/a.bin", Body=data)  # completed by another worker
+    live = start_upload(dst, bucket, "up/a.bin", data, CHUNK, parts=(1,))
+    beside = start_upload(dst, bucket, "up/a.bin.old", data, CHUNK, parts=(1,))
+    sqs.send_message(QueueUrl=queue, MessageBody=body)
+    patient = run(fleet_config("w1", SQSIdleSeconds=1, AbandonedAfter=3600), "--sqs-worker", queue)
+    assert patient.returncode == 0, patient.stderr
+    assert "up/a.bin is already complete; deleting the message" in patient.stderr
+    assert "aborting upload" not in patient.stderr
+    assert sorted((u["Key"], u["UploadId"]) for u in unfinished_uploads(dst, bucket)) == [
+        ("up/a.bin", live), ("up/a.bin.old", beside)]  # fmt: skip
+    sqs.send_message(QueueUrl=queue, MessageBody=body)
+    eager = run(fleet_config("w2", SQSIdleSeconds=1), "--sqs-worker", queue)
+    assert eager.returncode == 0, eager.stderr
+    assert f"up/a.bin: aborting upload {s3_upload.short_id(live)}, which nothing adds to any more" in eager.stderr
+    assert s3_upload.short_id(beside) not in eager.stderr
+    assert [(u["Key"], u["UploadId"]) for u in unfinished_uploads(dst, bucket)] == [("up/a.bin.old", beside)]
+    assert object_md5(dst, bucket, "up/a.bin") == md5_file(path)
+    assert list_keys(dst, bucket) == {"up/a.bin": CHUNK + 5}
+    assert queue_count(sqs, queue) == 0 and queue_count(sqs, dlq) == 0
+
+
+def test_a_duplicate_under_skip_check_checksum_is_proven_by_the_engine(dst, bucket, src_dir, sqs, queues,
+                                                                       fleet_config):  # fmt: skip
+    """SkipCheck checksum: size and time never make an object complete; the worker hands the message to the engine,
+    which proves the object equal to the file and skips it (nothing sent), and the message is deleted.  An object of
+    the same size with other bytes is sent again."""
+    queue, dlq = queues
+    path = src_dir / "a.bin"
+    write_file(path, CHUNK + 5)
+    modified_earlier(path)
+    assert run(fleet_config(), "--sqs-send", queue).returncode == 0
+    [body] = take_all(sqs, queue)
+    dst.put_object(Bucket=bucket, Key="up/a.bin", Body=path.read_bytes())
+    written = dst.head_object(Bucket=bucket, Key="up/a.bin")
+    sqs.send_message(QueueUrl=queue, MessageBody=body)
+    proven = run(fleet_config("w1", SQSIdleSeconds=1, SkipCheck="checksum"), "--sqs-worker", queue)
+    assert proven.returncode == 0, proven.stderr
+    assert "already complete" not in proven.stderr and "1 file(s) done, 0 failed" in proven.stdout
+    again = dst.head_object(Bucket=bucket, Key="up/a.bin")
+    assert (again["ETag"], again["LastModified"]) == (written["ETag"], written["LastModified"])  # not sent again
+    dst.put_object(Bucket=bucket, Key="up/a.bin", Body=os.urandom(CHUNK + 5))  # same size, other bytes
+    sqs.send_message(QueueUrl=queue, MessageBody=body)
+    resent = run(fleet_config("w2", SQSIdleSeconds=1, SkipCheck="checksum"), "--sqs-worker", queue)
+    assert resent.returncode == 0, resent.stderr
+    assert "the object differs" in resent.stderr and "1 file(s) done, 0 failed" in resent.stdout
+    assert object_md5(dst, bucket, "up/a.bin") == md5_file(path)
+    assert unfinished_uploads(dst, bucket) == []
+    assert queue_count(sqs, queue) == 0 and queue_count(sqs, dlq) == 0
+
+
+def test_an_upload_that_vanishes_while_a_duplicate_reads_it_is_passed_over(dst, bucket, src_dir, sqs, queues,
+                                                                           fleet_config, aws_profiles,
+                                                                           dst_server):  # fmt: skip
+    """A message for an object already complete; the worker lists a leftover upload of the key, and before it reads
+    that upload's parts another worker aborts it (the worker's ListParts is held at a proxy meanwhile): NoSuchUpload
+    is no error here, the object is complete, and the message is deleted."""
+    queue, dlq = queues
+    path = src_dir / "a.bin"
+    write_file(path, CHUNK + 5)
+    modified_earlier(path)
+    assert run(fleet_config(), "--sqs-send", queue).returncode == 0
+    data = path.read_bytes()
+    dst.put_object(Bucket=bucket, Key="up/a.bin", Body=data)
+    leftover = start_upload(dst, bucket, "up/a.bin", data, CHUNK, parts=(1,))
+    gate = Gate(lambda r: r.operation == "ListParts" and r.query.get("uploadId") == leftover)
+    with FaultProxy("127.0.0.1", dst_server.port, match=gate).start() as proxy:
+        aws_profiles.add("held", proxy.endpoint_url, *DST_KEYS)
+        worker = run_worker_held(fleet_config("w1", DesProfileName="held", SQSIdleSeconds=1), queue)
+        try:
+            wait_until(lambda: gate.held, "the worker's ListParts at the proxy")
+            dst.abort_multipart_upload(Bucket=bucket, Key="up/a.bin", UploadId=leftover)  # the other worker
+            gate.open()
+            out, err = worker.communicate(timeout=120)
+        finally:
+            gate.open()
+            worker.kill()
+        assert not proxy.exceptions and not gate.timed_out
+    assert worker.returncode == 0, out + err
+    assert "up/a.bin is already complete; deleting the message" in err and "1 file(s) done, 0 failed" in out
+    assert "aborting upload" not in err and "Traceback" not in err
+    assert object_md5(dst, bucket, "up/a.bin") == md5_file(path)
+    assert unfinished_uploads(dst, bucket) == []
+    assert queue_count(sqs, queue) == 0 and queue_count(sqs, dlq) == 0
+
+
+def test_a_file_changed_while_another_worker_completed_its_old_version_keeps_its_message(
+    dst, bucket, src_dir, sqs, queues, fleet_config, aws_profiles, dst_server
+):
+    """A duplicate delivery: while this worker's part 2 is held at a proxy, another worker completes the object from
+    the file as it was, and the file is rewritten.  The held part goes on, the worker finds the file changed and fails
+    it (its upload aborted).  The object is the old version, not the file as it is now: the message must stay, and
+    the next worker sends the new version.  (Guards work_on_message: it asked whether the object was complete for the
+    file as it was when the message arrived, took the old object for done, and deleted the message: exit 0 and
+    "1 file(s) done" with the new version never sent.)"""
+    queue, dlq = make_queues(sqs, 5)
+    path = src_dir / "a.bin"
+    write_file(path, CHUNK + 5)
+    modified_earlier(path)
+    old = path.read_bytes()
+    old_mtime = path.stat().st_mtime
+    assert run(fleet_config(), "--sqs-send", queue).returncode == 0
+    gate = Gate(lambda r: r.operation == "UploadPart" and r.part_number == 2)
+    with FaultProxy("127.0.0.1", dst_server.port, match=gate).start() as proxy:
+        aws_profiles.add("held", proxy.endpoint_url, *DST_KEYS)
+        worker = run_worker_held(fleet_config("w1", DesProfileName="held", SQSIdleSeconds=1), queue)
+        try:
+            wait_until(lambda: gate.held, "the worker's part 2 at the proxy")
+            # The other worker, from the file as it was (recording its mtime, as the tool does).
+            dst.put_object(Bucket=bucket, Key="up/a.bin", Body=old,
+                           Metadata={s3_upload.MTIME_METADATA: f"{old_mtime:.6f}"})  # fmt: skip
+            written = dst.head_object(Bucket=bucket, Key="up/a.bin")["LastModified"].timestamp()
+            write_file(path, CHUNK + 5)  # the new version: same size, other bytes, modified after the object
+            os.utime(path, (written + 10, written + 10))
+            gate.open()
+            out, err = worker.communicate(timeout=120)
+        finally:
+            gate.open()
+            worker.kill()
+        assert not proxy.exceptions and not gate.timed_out
+    assert worker.returncode == 1, out + err
+    assert "completed by another worker" not in err and "0 file(s) done, 1 failed" in out, out + err
+    assert "left in the queue for another try" in err and "Traceback" not in err
+    assert object_md5(dst, bucket, "up/a.bin") == hashlib.md5(old).hexdigest()  # the old version, for now
+    assert unfinished_uploads(dst, bucket) == []  # the failed upload aborted
+    assert queue_count(sqs, queue) == 1  # the message stays
+    wait_until(lambda: visible_count(sqs, queue) == 1, "the message visible again (4 s)", timeout=30)
+    nxt = run(fleet_config("w2", SQSIdleSeconds=1), "--sqs-worker", queue)
+    assert nxt.returncode == 0, nxt.stderr
+    assert object_md5(dst, bucket, "up/a.bin") == md5_file(path)
+    assert unfinished_uploads(dst, bucket) == []
+    assert queue_count(sqs, queue) == 0 and queue_count(sqs, dlq) == 0
