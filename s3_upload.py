@@ -4929,7 +4929,10 @@ class AuditTally:
 
 AUDIT_EXIT_MEANINGS = {
     EXIT_OK: "every destination object is proven equal to its source",
-    EXIT_FAILED: "some objects differ, are missing or could not be proven (named above)",
+    EXIT_FAILED: (
+        "some objects differ, are missing or could not be proven, or the source could not be listed in full "
+        "(named above)"
+    ),
 }
 
 
