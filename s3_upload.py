@@ -1502,7 +1502,7 @@ class S3Source:
     def _changed(self, f: SourceFile, exc: botocore.exceptions.ClientError) -> None:
         """A pinned read refused because the object was replaced or deleted: the file is not completed."""
         code = error_code(exc)
-        if code == "PreconditionFailed":
+        if code in ("PreconditionFailed", "412"):  # a HeadObject's 412 has no body, so no code but its status
             raise SourceChanged(
                 f"{self.describe(f)} changed during the transfer (it is no longer version {f.etag}); "
                 f"not completed, rerun to copy the new version"
@@ -4933,7 +4933,10 @@ class AuditTally:
 
 AUDIT_EXIT_MEANINGS = {
     EXIT_OK: "every destination object is proven equal to its source",
-    EXIT_FAILED: "some objects differ, are missing or could not be proven (named above)",
+    EXIT_FAILED: (
+        "some objects differ, are missing or could not be proven, or the source could not be listed in full "
+        "(named above)"
+    ),
 }
 
 
