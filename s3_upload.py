@@ -4747,6 +4747,10 @@ PROOF_AUDIT_PARTS = "ETag in the object's own part layout"
 PROOF_AUDIT_BOTH_ETAGS = "equal ETags kept by both sides"
 
 
+SOURCE_CHANGED_IN_AUDIT = "the source changed during the audit (deleted, replaced or rewritten since it was listed); " \
+    "audit again"  # fmt: skip
+
+
 class AuditVerdict(NamedTuple):
     status: str  # "proven" | "differs" | "missing" | "unproven"
     how: str  # proven: by what; otherwise why, for the person
@@ -4848,10 +4852,10 @@ class Auditor:
             computed = compute_proof(stored, read, f.size, self.piece,
                                      lambda n: self.progress.part_done(f.key, n))  # fmt: skip
             changed = self.source.current(f).version != f.version
-        except SourceChanged as exc:
-            return AuditVerdict("unproven", f"the source changed during the audit ({exc})")
+        except (SourceChanged, FileNotFoundError):
+            changed = True
         if changed:
-            return AuditVerdict("unproven", "the source changed during the audit; audit again")
+            return AuditVerdict("unproven", SOURCE_CHANGED_IN_AUDIT)
         if computed == stored.value:
             return AuditVerdict("proven", proof_name(stored))
         what = stored.algorithm or "ETag"
@@ -4864,8 +4868,8 @@ class Auditor:
         assert isinstance(source, S3Source)
         try:
             src_head = source._head(f, **({"ChecksumMode": "ENABLED"} if source.asks_checksums else {}))
-        except SourceChanged as exc:
-            return AuditVerdict("unproven", f"the source changed during the audit ({exc})")
+        except SourceChanged:
+            return AuditVerdict("unproven", SOURCE_CHANGED_IN_AUDIT)
         ours, theirs = full_object_checksum(src_head), full_object_checksum(head)
         if ours and theirs and ours[0] == theirs[0]:
             if ours[1] == theirs[1]:
