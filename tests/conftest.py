@@ -394,6 +394,20 @@ def load_report(path) -> dict:
     return document
 
 
+def run_while_held(proc: subprocess.Popen, gate, what: str, act) -> tuple[str, str]:
+    """While ``gate`` (a faultproxy.Gate) holds a request of the tool process ``proc``, ``act()`` (another client or
+    run does its part); then the request goes on, and ``proc``'s (stdout, stderr) when it ends.  Whatever fails, the
+    gate is opened and the process killed."""
+    try:
+        wait_until(lambda: gate.held, what)
+        act()
+        gate.open()
+        return proc.communicate(timeout=120)
+    finally:
+        gate.open()
+        proc.kill()
+
+
 def is_probe(request) -> bool:
     """A proxied request is the run's PutObject that asks whether the store checks conditional writes (at a key of
     its own beside the first key written: s3_upload.probe_conditional_writes), not one of the job's writes."""

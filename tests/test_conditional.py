@@ -32,8 +32,8 @@ from conftest import (
     md5_file,
     object_md5,
     run_tool,
+    run_while_held,
     unfinished_uploads,
-    wait_until,
     write_file,
 )
 from faultproxy import FaultProxy, Gate
@@ -70,14 +70,8 @@ def test_an_object_written_by_another_client_during_the_run_is_not_overwritten(d
     last = "CompleteMultipartUpload" if size > CHUNK else "PutObject"
     gate, config = held(lambda r: r.operation == last and r.path.endswith("/up/f.bin"))
     run = start(config)
-    try:
-        wait_until(lambda: gate.held, f"the run's {last} at the proxy")
-        dst.put_object(Bucket=bucket, Key="up/f.bin", Body=b"someone else's object")
-        gate.open()
-        out, err = run.communicate(timeout=120)
-    finally:
-        gate.open()
-        run.kill()
+    out, err = run_while_held(run, gate, f"the run's {last} at the proxy", lambda: dst.put_object(
+        Bucket=bucket, Key="up/f.bin", Body=b"someone else's object"))  # fmt: skip
     assert run.returncode == 1, err
     assert "conflict: s3://" in err and "not overwritten, nothing deleted" in err, err
     assert dst.get_object(Bucket=bucket, Key="up/f.bin")["Body"].read() == b"someone else's object"
@@ -96,14 +90,8 @@ def test_the_same_bytes_written_in_one_put_by_another_client_during_the_run_are_
     write_file(path, 3 * CHUNK + 7)
     gate, config = held(lambda r: r.operation == "CompleteMultipartUpload")
     run = start(config)
-    try:
-        wait_until(lambda: gate.held, "the run's CompleteMultipartUpload at the proxy")
-        dst.put_object(Bucket=bucket, Key="up/f.bin", Body=path.read_bytes())
-        gate.open()
-        out, err = run.communicate(timeout=120)
-    finally:
-        gate.open()
-        run.kill()
+    out, err = run_while_held(run, gate, "the run's CompleteMultipartUpload at the proxy", lambda: dst.put_object(
+        Bucket=bucket, Key="up/f.bin", Body=path.read_bytes()))  # fmt: skip
     assert run.returncode == 0, err
     assert "written meanwhile with this file's bytes" in err and "conflict" not in err, err
     assert object_md5(dst, bucket, "up/f.bin") == md5_file(path)
@@ -118,14 +106,8 @@ def test_an_object_replaced_by_another_client_during_the_run_is_not_overwritten(
     dst.put_object(Bucket=bucket, Key="up/f.bin", Body=b"the old object")
     gate, config = held(lambda r: r.operation == "CompleteMultipartUpload")
     run = start(config)
-    try:
-        wait_until(lambda: gate.held, "the run's CompleteMultipartUpload at the proxy")
-        dst.put_object(Bucket=bucket, Key="up/f.bin", Body=b"a newer object by someone else")
-        gate.open()
-        out, err = run.communicate(timeout=120)
-    finally:
-        gate.open()
-        run.kill()
+    out, err = run_while_held(run, gate, "the run's CompleteMultipartUpload at the proxy", lambda: dst.put_object(
+        Bucket=bucket, Key="up/f.bin", Body=b"a newer object by someone else"))  # fmt: skip
     assert run.returncode == 1, err
     assert "conflict: s3://" in err, err
     assert dst.get_object(Bucket=bucket, Key="up/f.bin")["Body"].read() == b"a newer object by someone else"
@@ -196,14 +178,10 @@ def test_two_runs_that_write_the_same_bytes_both_succeed(dst, bucket, src_dir, h
     write_file(path, CHUNK + 7)
     gate, config = held(lambda r: r.operation == "CompleteMultipartUpload", AbandonedAfter=3600)
     first = start(config)
-    try:
-        wait_until(lambda: gate.held, "the first run's CompleteMultipartUpload at the proxy")
-        second = run_tool(make_config(AbandonedAfter=3600))  # joins the first run's upload or makes its own
-        gate.open()
-        out, err = first.communicate(timeout=120)
-    finally:
-        gate.open()
-        first.kill()
+    seconds = []  # the second run joins the first run's upload or makes its own
+    out, err = run_while_held(first, gate, "the first run's CompleteMultipartUpload at the proxy",
+                              lambda: seconds.append(run_tool(make_config(AbandonedAfter=3600))))  # fmt: skip
+    [second] = seconds
     assert second.code == 0, second
     assert first.returncode == 0, err
     assert "conflict" not in err + second.stderr

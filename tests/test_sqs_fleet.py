@@ -32,6 +32,7 @@ from conftest import (
     modified_earlier,
     object_md5,
     parts_on_server,
+    run_while_held,
     tool_command,
     unfinished_uploads,
     wait_until,
@@ -929,14 +930,8 @@ def test_a_file_that_fails_while_another_worker_completes_it_is_done(dst, bucket
         proxy.set(outage=True, error_status=500, error_code="InternalError", match=held_then_refused)
         aws_profiles.add("held", proxy.endpoint_url, *DST_KEYS)
         worker = run_worker_held(fleet_config("w1", DesProfileName="held", SQSIdleSeconds=1), queue)
-        try:
-            wait_until(lambda: gate.held, "the worker's PutObject at the proxy")
-            dst.put_object(Bucket=bucket, Key="up/a.txt", Body=path.read_bytes())  # the other worker
-            gate.open()
-            out, err = worker.communicate(timeout=120)
-        finally:
-            gate.open()
-            worker.kill()
+        out, err = run_while_held(worker, gate, "the worker's PutObject at the proxy", lambda: dst.put_object(
+            Bucket=bucket, Key="up/a.txt", Body=path.read_bytes()))  # the other worker's object  # fmt: skip
         assert not proxy.exceptions and not gate.timed_out
     assert worker.returncode == 0, out + err
     assert f"s3://{bucket}/up/a.txt was completed by another worker; deleting the message" in err
@@ -1022,18 +1017,16 @@ def test_a_range_whose_upload_was_completed_meanwhile_is_done(dst, bucket, src_d
         aws_profiles.add("held", proxy.endpoint_url, *DST_KEYS)
         slow = run_worker_held(fleet_config("w1", DesProfileName="held", SQSIdleSeconds=1, SQSPartsPerMessage=2),
                                queue)  # fmt: skip
-        try:
-            wait_until(lambda: gate.held, "the first worker's ListMultipartUploads at the proxy")
+
+        def fast_worker_completes_it() -> None:
             for body in bodies:
                 sqs.send_message(QueueUrl=queue, MessageBody=body)
             fast = run(fleet_config("w2", SQSIdleSeconds=1, SQSPartsPerMessage=2), "--sqs-worker", queue)
             assert fast.returncode == 0, fast.stderr
             assert "up/big.bin" in list_keys(dst, bucket)
-            gate.open()
-            out, err = slow.communicate(timeout=120)
-        finally:
-            gate.open()
-            slow.kill()
+
+        out, err = run_while_held(slow, gate, "the first worker's ListMultipartUploads at the proxy",
+                                  fast_worker_completes_it)  # fmt: skip
         assert not proxy.exceptions and not gate.timed_out
     assert slow.returncode == 0, out + err
     assert f"s3://{bucket}/up/big.bin was completed meanwhile; deleting the message" in err
@@ -1160,14 +1153,9 @@ def test_an_upload_that_vanishes_while_a_duplicate_reads_it_is_passed_over(dst, 
     with FaultProxy("127.0.0.1", dst_server.port, match=gate).start() as proxy:
         aws_profiles.add("held", proxy.endpoint_url, *DST_KEYS)
         worker = run_worker_held(fleet_config("w1", DesProfileName="held", SQSIdleSeconds=1), queue)
-        try:
-            wait_until(lambda: gate.held, "the worker's ListParts at the proxy")
-            dst.abort_multipart_upload(Bucket=bucket, Key="up/a.bin", UploadId=leftover)  # the other worker
-            gate.open()
-            out, err = worker.communicate(timeout=120)
-        finally:
-            gate.open()
-            worker.kill()
+        # Another worker aborts the leftover upload meanwhile.
+        out, err = run_while_held(worker, gate, "the worker's ListParts at the proxy", lambda: (
+            dst.abort_multipart_upload(Bucket=bucket, Key="up/a.bin", UploadId=leftover)))  # fmt: skip
         assert not proxy.exceptions and not gate.timed_out
     assert worker.returncode == 0, out + err
     assert "up/a.bin is already complete; deleting the message" in err and "1 file(s) done, 0 failed" in out
